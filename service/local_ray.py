@@ -1,0 +1,132 @@
+"""Start and stop a private local Ray head (GCS, dashboard, Jobs API) bound to loopback.
+
+``divsweep serve`` uses this when no ``RAY_ADDRESS`` is given, and the test suite uses it to get
+a real cluster that accepts ``ray job submit``. Every port is chosen free at start so that several
+heads (parallel test sessions, a developer's own cluster) never collide, and the head runs in its
+own process group so that stopping it never touches another Ray cluster on the machine (unlike
+``ray stop``, which kills every Ray process of the user).
+
+Example::
+
+    head = LocalRayHead.start(num_cpus=2)
+    head.dashboard_url      # 'http://127.0.0.1:52811' -> the Jobs API and the dashboard
+    head.address            # '127.0.0.1:41233'        -> RAY_ADDRESS for drivers
+    head.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class LocalRayError(RuntimeError):
+    """The local Ray head could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalRayHead:
+    """A running ``ray start --head --block`` process group."""
+
+    process: subprocess.Popen[bytes]
+    address: str
+    dashboard_url: str
+    temp_dir: Path
+    owns_temp_dir: bool
+
+    @classmethod
+    def start(
+        cls,
+        num_cpus: int = 2,
+        num_gpus: int | None = None,
+        object_store_mb: int = 512,
+        temp_dir: str | Path | None = None,
+        timeout_s: float = 90.0,
+    ) -> LocalRayHead:
+        """Start a head on loopback and wait until its Jobs API answers."""
+        # Unix socket paths are limited to ~107 bytes, so the temp dir must be short.
+        owns = temp_dir is None
+        tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        tmp.mkdir(parents=True, exist_ok=True)
+        port, dash = free_port(), free_port()
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        cmd = [
+            ray_bin, "start", "--head", "--block", "--disable-usage-stats",
+            f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", f"--port={port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+            f"--temp-dir={tmp}", f"--object-store-memory={object_store_mb * 1024 * 1024}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+        ]
+        if num_gpus is not None:
+            cmd.append(f"--num-gpus={num_gpus}")
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        env.pop("RAY_ADDRESS", None)
+        logf = open(tmp / "head.log", "wb")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        head = cls(proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", tmp, owns)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                head.stop()
+                raise LocalRayError(
+                    f"ray start exited with code {proc.returncode}; see {tmp / 'head.log'}"
+                )
+            if head.jobs_api_ready():
+                log.info("local Ray head up at %s (dashboard %s)", head.address, head.dashboard_url)
+                return head
+            time.sleep(0.5)
+        head.stop()
+        raise LocalRayError(f"Ray head did not answer within {timeout_s:.0f}s")
+
+    def jobs_api_ready(self) -> bool:
+        """True once the dashboard's Jobs API answers."""
+        try:
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every process of this head (and nothing else)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                # `ray start --block` does not always exit on SIGTERM; its group goes down on SIGKILL.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            except ProcessLookupError:
+                pass
+        # Workers started by the raylet live in the same session; make sure none linger.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.owns_temp_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
