@@ -118,7 +118,7 @@ class LocalRayHead:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                # `ray start --block` does not always exit on SIGTERM; its group goes down on SIGKILL.
+                # `ray start --block` may ignore SIGTERM; its group goes down on SIGKILL.
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
             except ProcessLookupError:

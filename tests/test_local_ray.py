@@ -7,9 +7,8 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 def test_head_runs_a_submitted_job(ray_head) -> None:
     client = JobSubmissionClient(ray_head.dashboard_url)
-    job = client.submit_job(
-        entrypoint="python -c \"import ray; ray.init(); print('cpus', ray.cluster_resources()['CPU'])\""
-    )
+    script = "import ray; ray.init(); print('cpus', ray.cluster_resources()['CPU'])"
+    job = client.submit_job(entrypoint=f'python -c "{script}"')
     deadline = time.monotonic() + 120
     while not client.get_job_status(job).is_terminal():
         assert time.monotonic() < deadline, "job did not finish"
