@@ -1,0 +1,102 @@
+"""``RewriteDataset``: the generated splits plus everything derived from them.
+
+>>> ds = generate(spec)                      # doctest: +SKIP
+>>> ds.train.column("output")[0]             # pyarrow tables, one row per example
+>>> enc = ds.encoded("train")                # EncodedSplit, cached on the object
+>>> prompts, completions = ds.texts("test")  # ("ab→c|zzabz=", "zzcz") pairs as plain text
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from data.encode import (
+    EncodedSplit,
+    PreEncoded,
+    encode_rewrite_table,
+    encode_texts,
+    from_pre_encoded,
+)
+from data.errors import DataError
+from data.spec import DataSpec, content_hash
+from data.vocab import Vocab
+
+Split = Literal["train", "test"]
+
+
+class RewriteDataset:
+    """Train/test tables of one spec; immutable by convention."""
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        train: pa.Table,
+        test: pa.Table,
+        pre_encoded: dict[str, list[PreEncoded]] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.train = train
+        self.test = test
+        self._encoded: dict[str, EncodedSplit] = {}
+        # token ids the generator produced anyway; widened to int32 only when asked for
+        self._pre_encoded = dict(pre_encoded or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"RewriteDataset(task={self.spec.task!r}, train={self.train.num_rows}, "
+            f"test={self.test.num_rows}, hash={self.content_hash[:12]})"
+        )
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 over the spec and the generator version (see ``data.spec.content_hash``)."""
+        return content_hash(self.spec)
+
+    @cached_property
+    def vocab(self) -> Vocab:
+        return Vocab.build(self.spec.alphabet, markov=self.spec.task == "markov")
+
+    def split(self, name: Split) -> pa.Table:
+        if name == "train":
+            return self.train
+        if name == "test":
+            return self.test
+        raise DataError(f"split must be 'train' or 'test', not {name!r}")
+
+    def encoded(self, split: Split) -> EncodedSplit:
+        """Token arrays of a split (``x → y | z = output <eos>``), computed once."""
+        if split not in self._encoded:
+            table = self.split(split)
+            if split in self._pre_encoded:
+                self._encoded[split] = from_pre_encoded(self._pre_encoded.pop(split))
+            elif self.spec.task == "markov":
+                self._encoded[split] = encode_texts(*self.texts(split), self.vocab)
+            else:
+                self._encoded[split] = encode_rewrite_table(table, self.vocab)
+        return self._encoded[split]
+
+    def texts(self, split: Split) -> tuple[list[str], list[str]]:
+        """``(prompts, completions)`` as text, e.g. ``("ab→c|zzabz=", "zzcz")``; no eos."""
+        table = self.split(split)
+        zs = table.column("z").to_pylist()
+        if self.spec.task == "markov":
+            heads = table.column("program").to_pylist()
+        else:
+            heads = [
+                f"{x}→{y}"
+                for x, y in zip(
+                    table.column("x").to_pylist(), table.column("y").to_pylist(), strict=True
+                )
+            ]
+        prompts = [f"{h}|{z}=" for h, z in zip(heads, zs, strict=True)]
+        return prompts, table.column("output").to_pylist()
+
+    def save(self, path: str | Path) -> Path:
+        """Write both splits as Parquet with spec and hash in the metadata (see ``data.io``)."""
+        from data.io import save_dataset
+
+        return save_dataset(self, path)

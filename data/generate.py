@@ -1,0 +1,271 @@
+"""``generate(spec)``: the rewrite task, end to end.
+
+One example of the rewrite task, worked through (rule ``ab → c``, one occurrence)::
+
+    rule      x = "ab", y = "c"
+    input     z = "zzabz"        (x planted at position 2; z.count(x) == 1)
+    output        "zzcz"         (z.replace(x, y, 1): leftmost occurrence, once)
+    text      "ab→c|zzabz=" + "zzcz"
+    tokens    5 6 2 7 3 30 30 5 6 30 4 | 30 30 7 30 1      (prompt | completion + <eos>)
+
+Randomness: ``np.random.SeedSequence(spec.seed)`` spawns one PCG64 stream per stage (train rules,
+test rules, train examples, test examples), so the data is a pure function of the spec.
+
+Split composition (exact, not sampled):
+- rule ids: ``uniform`` gives every rule ``n // I`` or ``n // I + 1`` examples (the first
+  ``n % I`` rules get one more), shuffled; ``power`` draws ``floor(I * v ** (1 / alpha))`` with
+  ``v`` uniform, i.e. ``u = v**(1/alpha)`` has density ``alpha * u**(alpha - 1)`` on [0, 1];
+- no-ops: exactly ``floor(noop_fraction * n + 0.5)`` examples, at random positions;
+- occurrences: the has-op examples cycle through the ``occurrences`` list (counts differ by at
+  most one), then are shuffled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.dataset import RewriteDataset
+from data.encode import PreEncoded
+from data.examples import Inputs, draw_inputs
+from data.families import KINDS
+from data.rules import RuleSet, draw_rules
+from data.spec import DataSpec
+from data.vocab import LETTER0, Vocab
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 1 << 16
+
+
+def generate(spec: DataSpec, progress: bool = False) -> RewriteDataset:
+    """Generate the train and test splits of ``spec`` (a pure function of ``spec``).
+
+    >>> ds = generate(DataSpec(n_instructions=10, examples_per_instruction=5, seed=1))
+    >>> ds.train.num_rows, ds.test.num_rows
+    (50, 1000)
+    """
+    if spec.task == "markov":
+        from data.markov import generate_markov
+
+        return generate_markov(spec, progress=progress)
+    streams = [
+        np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(4)
+    ]
+    n_letters = len(spec.alphabet)
+    train_rules = draw_rules(
+        streams[0], spec.family, spec.n_instructions, spec.x_len, spec.y_len, n_letters
+    )
+    test_rules = draw_rules(
+        streams[1],
+        spec.test_family,
+        spec.test.n_rules,
+        spec.x_len,
+        spec.y_len,
+        n_letters,
+        exclude=train_rules,
+        level=spec.test.disjoint,
+        field="test.n_instructions",
+    )
+    vocab = Vocab.build(spec.alphabet)
+    rng = streams[2]
+    train_ids = rule_ids(rng, spec.n_train, spec.n_instructions, spec.distribution, spec.alpha)
+    counts = occurrence_counts(rng, spec.n_train, spec.noop_fraction, spec.occurrences)
+    train, train_enc = build_split(
+        rng, spec, train_rules, train_ids, counts, vocab, progress, "train"
+    )
+    rng = streams[3]
+    test_ids = rule_ids(rng, spec.test.n_test, spec.test.n_rules, "uniform", None)
+    counts = occurrence_counts(
+        rng, spec.test.n_test, spec.test_noop_fraction, spec.test_occurrences
+    )
+    test, test_enc = build_split(rng, spec, test_rules, test_ids, counts, vocab, progress, "test")
+    log.info(
+        "generated %d train / %d test examples (hash %s)",
+        train.num_rows,
+        test.num_rows,
+        spec.content_hash[:12],
+    )
+    return RewriteDataset(spec, train, test, pre_encoded={"train": train_enc, "test": test_enc})
+
+
+def rule_ids(
+    rng: np.random.Generator, n: int, n_rules: int, distribution: str, alpha: float | None
+) -> np.ndarray:
+    """(n,) int32 rule index of every example (see module docstring)."""
+    if distribution == "uniform":
+        per, extra = divmod(n, n_rules)
+        sizes = np.full(n_rules, per, dtype=np.int64)
+        sizes[:extra] += 1
+        return rng.permutation(np.repeat(np.arange(n_rules, dtype=np.int32), sizes))
+    assert alpha is not None  # validated by DataSpec
+    u = rng.random(n) ** (1.0 / alpha)
+    return np.minimum((n_rules * u).astype(np.int64), n_rules - 1).astype(np.int32)
+
+
+def n_noops(n: int, noop_fraction: float) -> int:
+    """The exact number of no-op examples in a split of ``n``: ``floor(f*n + 0.5)``."""
+    return int(np.floor(noop_fraction * n + 0.5))
+
+
+def occurrence_counts(
+    rng: np.random.Generator, n: int, noop_fraction: float, occurrences: tuple[int, ...]
+) -> np.ndarray:
+    """(n,) int32 wanted ``z.count(x)``: 0 for no-ops, the ``occurrences`` cycled for the rest."""
+    noop = np.zeros(n, dtype=bool)
+    k = n_noops(n, noop_fraction)
+    if k:
+        noop[rng.choice(n, size=k, replace=False)] = True
+    op = np.flatnonzero(~noop)
+    counts = np.zeros(n, dtype=np.int32)
+    if len(occurrences) == 1:
+        counts[op] = occurrences[0]  # nothing to mix (and no random draw needed)
+    else:
+        cycle = np.asarray(occurrences, dtype=np.int32)[np.arange(len(op)) % len(occurrences)]
+        counts[op] = rng.permutation(cycle)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Column layout of the per-chunk grid (see ``build_split``); widths are the length maxima."""
+
+    x: int
+    y: int
+    z: int
+
+    @property
+    def width(self) -> int:
+        return self.x + 1 + self.y + 1 + self.z + 1 + (self.z + self.y + self.z) + 1
+
+    def fill(
+        self,
+        grid: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        inp: Inputs,
+        lx: np.ndarray,
+        op: np.ndarray,
+        vocab: Vocab,
+    ) -> None:
+        """Write every column of ``grid`` (rows = examples); 0 is padding."""
+        o_y = self.x + 1
+        o_z = o_y + self.y + 1
+        o_out = o_z + self.z + 1
+        grid[:, : self.x] = x
+        grid[:, self.x] = vocab.arrow_id
+        grid[:, o_y : o_y + self.y] = y
+        grid[:, o_z - 1] = vocab.sep_id
+        grid[:, o_z : o_out - 1] = inp.z
+        grid[:, o_out - 1] = vocab.eq_id
+        # output = z[:first] + y + z[first + len(x):]; no-ops have first == len(z).
+        # (Multiplying by a 0/1 mask is several times faster than copyto(where=...).)
+        cols = np.arange(self.z)[None, :]
+        first = inp.first[:, None]
+        after = first + np.where(op, lx, 0)[:, None]
+        o_y2, o_z2 = o_out + self.z, o_out + self.z + self.y
+        np.multiply(inp.z, cols < first, out=grid[:, o_out:o_y2])
+        np.multiply(y, op[:, None], out=grid[:, o_y2:o_z2])
+        np.multiply(inp.z, cols >= after, out=grid[:, o_z2 : o_z2 + self.z])
+        grid[:, -1] = vocab.eos_id
+
+
+def build_split(
+    rng: np.random.Generator,
+    spec: DataSpec,
+    rules: RuleSet,
+    ids: np.ndarray,
+    counts: np.ndarray,
+    vocab: Vocab,
+    progress: bool,
+    name: str,
+) -> tuple[pa.Table, list[PreEncoded]]:
+    """Draw inputs and outputs for every example, chunk by chunk, into one Arrow table.
+
+    Each chunk lays its examples out as a 0-padded grid of token ids, one row per example,
+    ``[x | → | y | '|' | z | = | z[:first] | y | z[first+len(x):] | <eos>]``, and squeezes the
+    zeros out: that yields every encoded sequence at once. The table's string columns are then
+    cut from the same bytes (one Arrow string per piece, 8 pieces per example).
+    """
+    layout = _Grid(spec.x_len[1], spec.y_len[1], spec.z_len[1])
+    rows = min(len(ids), CHUNK_ROWS)
+    # Every column is rewritten for each chunk, so one buffer serves them all (fresh
+    # zero-filled pages for each chunk cost more than the work itself).
+    grid_buf = np.empty((rows, layout.width), dtype=np.uint8)
+    mask_buf = np.empty((rows, layout.width), dtype=bool)
+    columns = _Columns(vocab, rules)
+    bar = _progress(len(ids), name) if progress else None
+    batches, encoded = [], []
+    for start in range(0, len(ids), CHUNK_ROWS):
+        rid = ids[start : start + CHUNK_ROWS]
+        c = counts[start : start + CHUNK_ROWS]
+        r = len(rid)
+        lx, ly = rules.x_len[rid], rules.y_len[rid]
+        x, y = rules.x[rid], rules.y[rid]
+        inp = draw_inputs(rng, x, lx, c, spec.z_len, len(spec.alphabet), LETTER0)
+        op = c > 0
+        layout.fill(grid_buf[:r], x, y, inp, lx, op, vocab)
+        np.not_equal(grid_buf[:r], 0, out=mask_buf[:r])
+        seq = grid_buf[:r][mask_buf[:r]]  # (T,) the chunk's sequences, concatenated
+        out_len = np.where(op, inp.z_len - lx + ly, inp.z_len)
+        one = np.ones(r, dtype=np.int64)
+        piece_len = np.stack([lx, one, ly, one, inp.z_len, one, out_len, one], axis=1)  # (r, 8)
+        batches.append(columns.batch(seq, piece_len, rid, c))
+        encoded.append(PreEncoded(seq, piece_len.sum(axis=1), lx + ly + inp.z_len + 3))
+        if bar is not None:
+            bar.update(r)
+    if bar is not None:
+        bar.close()
+    return pa.Table.from_batches(batches), encoded
+
+
+class _Columns:
+    """Builds a chunk's Arrow columns from its encoded bytes, without Python strings."""
+
+    def __init__(self, vocab: Vocab, rules: RuleSet) -> None:
+        self.vocab = vocab
+        self.rules = rules
+        self.kinds = pa.array(KINDS)
+        # piece i of every example, as a filter mask (filter, a sequential scan, beats take)
+        self.masks = {i: pa.array(np.tile(np.arange(8) == i, CHUNK_ROWS)) for i in (0, 2, 4, 6)}
+
+    def batch(
+        self, seq: np.ndarray, piece_len: np.ndarray, rid: np.ndarray, counts: np.ndarray
+    ) -> pa.RecordBatch:
+        r = len(rid)
+        offsets = np.zeros(8 * r + 1, dtype=np.int32)
+        np.cumsum(piece_len.reshape(-1), out=offsets[1:])
+        # Letters' ASCII bytes; the specials turn into junk bytes, but no column reads them.
+        delta = self.vocab.ascii_delta
+        text = seq + np.uint8(delta) if delta is not None else self.vocab.id_to_byte[seq]
+        pieces = pa.StringArray.from_buffers(8 * r, pa.py_buffer(offsets), pa.py_buffer(text))
+
+        def piece(i: int) -> pa.Array:
+            mask = self.masks[i] if r == CHUNK_ROWS else self.masks[i].slice(0, 8 * r)
+            return pc.filter(pieces, mask)
+
+        kind = pa.array(self.rules.kind[rid], type=pa.int32())
+        return pa.record_batch(
+            {
+                "rule_id": pa.array(rid, type=pa.int32()),
+                "x": piece(0),
+                "y": piece(2),
+                "z": piece(4),
+                "output": piece(6),
+                "is_noop": pa.array(counts == 0),
+                "occurrences": pa.array(counts, type=pa.int32()),
+                "family": pc.take(self.kinds, kind),
+                "k": pa.array(self.rules.k[rid], type=pa.int32()),
+            }
+        )
+
+
+def _progress(total: int, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"generating {name}", unit="ex", unit_scale=True)
