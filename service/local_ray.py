@@ -84,6 +84,12 @@ class LocalRayHead:
             cmd.append(f"--num-gpus={num_gpus}")
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         env.pop("RAY_ADDRESS", None)
+        # Ray >= 2.5x turns token auth on for `ray start` whenever ~/.ray/auth_token exists,
+        # and any local `ray.init()` writes that file. The head's Jobs API would then answer
+        # 401 to every client that does not carry the token (our readiness probe, the
+        # service's JobSubmissionClient), depending on what ran on the machine before. Fix the
+        # mode explicitly: this head is reachable on 127.0.0.1 only (see docs/SERVICE.md).
+        env["RAY_AUTH_MODE"] = "disabled"
         logf = open(tmp / "head.log", "wb")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,0 +1,274 @@
+"""``divsweep``: run the service, and talk to it over HTTP.
+
+::
+
+    divsweep serve                         # local Ray head on 127.0.0.1 + the service on :8000
+    divsweep submit fig2a-mini --wait      # a preset (or a spec file: divsweep submit my.yaml)
+    divsweep status x0123456789abcdef
+    divsweep watch x0123456789abcdef       # progress bar fed by the event stream
+    divsweep results x0123456789abcdef --format parquet --out results.parquet
+    divsweep cancel x0123456789abcdef
+
+Client commands find the service at ``--url`` (``DIVSWEEP_URL``, default
+``http://127.0.0.1:8000``) and authenticate with ``--token`` (``DIVSWEEP_TOKEN``, else the token
+file ``divsweep serve`` wrote under the state directory).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from service.settings import Settings
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Run the divsweep service, and talk to it."
+)
+
+Url = Annotated[str, typer.Option(envvar="DIVSWEEP_URL", help="service base URL")]
+Token = Annotated[str | None, typer.Option(envvar="DIVSWEEP_TOKEN", help="bearer token")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = ("complete", "failed", "cancelled")
+
+
+def _token_file(settings: Settings) -> Path:
+    return settings.state_dir / "token"
+
+
+def _token(token: str | None) -> str:
+    if token:
+        return token
+    path = _token_file(Settings())
+    if path.is_file():
+        return path.read_text().strip()
+    raise typer.BadParameter("no token: pass --token, set DIVSWEEP_TOKEN, or run `divsweep serve`"
+                             f" (it writes {path})")
+
+
+def _fail(r: httpx.Response) -> None:
+    if r.is_success:
+        return
+    try:
+        body = r.json()
+        msg = body.get("detail", r.text)
+        for f in body.get("fields", []):
+            msg += f"\n  {f['field']}: {f['message']}"
+    except ValueError:
+        msg = r.text
+    typer.echo(f"error {r.status_code}: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    num_cpus: Annotated[int, typer.Option(help="CPUs of the local Ray head")] = 2,
+    log_level: str = "info",
+) -> None:
+    """Run the service; without RAY_ADDRESS, start a private Ray head on loopback first."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.local_ray import LocalRayHead
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    updates: dict[str, Any] = {}
+    if host:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    head = None
+    ray_address = os.environ.get("RAY_ADDRESS")
+    if not settings.dashboard_url:
+        if ray_address and ray_address.startswith("http"):
+            updates["dashboard_url"] = ray_address  # the Jobs API form of RAY_ADDRESS
+        elif ray_address:
+            typer.echo("RAY_ADDRESS names a GCS address; set DIVSWEEP_DASHBOARD_URL to the "
+                       "cluster's Jobs API (http://HOST:8265) too", err=True)
+            raise typer.Exit(2)
+        else:
+            head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None)
+            # The head runs on this machine with this interpreter, where divsweep is installed.
+            updates |= {"dashboard_url": head.dashboard_url, "ray_address": head.address,
+                        "job_python": sys.executable}
+            typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
+    if not settings.tokens:
+        path = _token_file(settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            token = path.read_text().strip()
+        else:
+            token = secrets.token_urlsafe(24)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+        updates["tokens"] = {os.environ.get("USER", "local") or "local": token}
+        typer.echo(f"bearer token in {path}")
+    settings = settings.model_copy(update=updates)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills
+    # the process before `finally` stops the Ray head. Turn it into SystemExit instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level=log_level)
+    finally:
+        if head is not None:
+            head.stop()
+
+
+def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
+    path = Path(spec)
+    sets: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: expected FIELD.PATH=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        cur = sets
+        *parents, last = key.split(".")
+        for p in parents:
+            cur = cur.setdefault(p, {})
+        cur[last] = value
+    if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
+        import yaml
+
+        body = yaml.safe_load(path.read_text())
+        if not isinstance(body, dict):
+            raise typer.BadParameter(f"{spec}: a spec file holds a mapping")
+        from service.specs import deep_merge
+
+        return deep_merge(body, sets)
+    return {"preset": spec, "overrides": sets}
+
+
+@app.command()
+def submit(
+    spec: Annotated[str, typer.Argument(help="a spec file (.yaml/.json) or a preset name")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override FIELD.PATH=VALUE")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="watch until it ends")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="retry-safe submission key")] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Submit an experiment; prints its id (and, with --wait, watches it)."""
+    body = _load_body(spec, set_ or [])
+    headers = {"Authorization": f"Bearer {_token(token)}"}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    r = httpx.post(f"{url}/v1/experiments", json=body, headers=headers, timeout=60)
+    _fail(r)
+    out = r.json()
+    typer.echo(out["id"])
+    if wait:
+        watch(out["id"], url=url)
+
+
+@app.command()
+def status(exp_id: str, url: Url = DEFAULT_URL) -> None:
+    """Print the experiment's status and progress as JSON."""
+    r = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
+    _fail(r)
+    typer.echo(json.dumps(r.json(), indent=2))
+
+
+@app.command()
+def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
+    """Follow the event stream with a progress bar until the experiment ends."""
+    from tqdm import tqdm
+
+    first = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
+    _fail(first)
+    total = (first.json().get("progress") or {}).get("n_trials", 0)
+    bar = tqdm(total=total, unit="trial", desc=exp_id)
+    final: dict[str, Any] = first.json()
+
+    def update(exp: dict[str, Any]) -> None:
+        p = exp.get("progress") or {}
+        done = sum(p.get(k, 0) for k in ("complete", "failed", "pruned", "cancelled"))
+        bar.n = done
+        best = p.get("best")
+        bar.set_postfix(status=exp["status"], results=p.get("results", 0),
+                        best=f"{best:.3f}" if isinstance(best, float) else "-")
+        bar.refresh()
+
+    update(final)
+    last_id = "0"
+    while final["status"] not in TERMINAL:
+        try:
+            with httpx.stream("GET", f"{url}/v1/experiments/{exp_id}/events",
+                              headers={"Last-Event-ID": last_id},
+                              timeout=httpx.Timeout(30, read=120)) as r:
+                _fail(r)
+                event = ""
+                for line in r.iter_lines():
+                    if line.startswith("id:"):
+                        last_id = line[3:].strip()
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event == "status":
+                        final = json.loads(line[5:])
+                    elif line.startswith("data:") and event == "result":
+                        s = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
+                        if s.is_success:
+                            update(s.json())
+        except httpx.TransportError as e:  # resume from Last-Event-ID after a dropped stream
+            typer.echo(f"stream interrupted ({e}); resuming", err=True)
+            continue
+        if final["status"] not in TERMINAL:
+            final = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30).json()
+    update(final)
+    bar.close()
+    typer.echo(f"{exp_id}: {final['status']}")
+    if final["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def results(
+    exp_id: str,
+    format: Annotated[str, typer.Option(help="json, csv or parquet")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="write to this file")] = None,
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Download the result rows (stdout for json/csv unless --out)."""
+    r = httpx.get(f"{url}/v1/experiments/{exp_id}/results", params={"format": format},
+                  timeout=120)
+    _fail(r)
+    if out is not None:
+        out.write_bytes(r.content)
+        typer.echo(str(out))
+    elif format == "parquet":
+        typer.echo("parquet is binary: pass --out FILE", err=True)
+        raise typer.Exit(2)
+    else:
+        sys.stdout.write(r.text)
+
+
+@app.command()
+def cancel(exp_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Stop a running experiment (stored results are kept)."""
+    r = httpx.post(f"{url}/v1/experiments/{exp_id}/cancel",
+                   headers={"Authorization": f"Bearer {_token(token)}"}, timeout=60)
+    _fail(r)
+    typer.echo(f"{exp_id}: {r.json()['status']}")
+
+
+def main() -> None:
+    """Console-script entry point (``divsweep``)."""
+    app()

@@ -1,0 +1,47 @@
+"""FastAPI dependencies: everything a route needs arrives through ``Depends``.
+
+The app keeps one instance of each collaborator on ``app.state``; tests replace any of them with
+``app.dependency_overrides[get_results] = lambda: fake``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.experiments import ExperimentService
+from service.jobs import JobRunner
+from service.registry import Registry
+from service.results import ResultsView
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+def get_runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.runner
+    return runner
+
+
+def get_results(request: Request) -> ResultsView:
+    results: ResultsView = request.app.state.results
+    return results
+
+
+def get_service(
+    settings: Annotated[Settings, Depends(get_settings)],
+    registry: Annotated[Registry, Depends(get_registry)],
+    runner: Annotated[JobRunner, Depends(get_runner)],
+    results: Annotated[ResultsView, Depends(get_results)],
+) -> ExperimentService:
+    """Built per request from the (possibly overridden) parts above; it holds no state."""
+    return ExperimentService(registry, runner, results, settings.max_concurrent)

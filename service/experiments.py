@@ -1,0 +1,186 @@
+"""The experiment lifecycle: submit, refresh from Ray, cancel, reconcile on start-up.
+
+Routes stay thin by calling this one object, which ties the registry (what exists), the job
+runner (Ray) and the results view (the sweeps store) together. Status follows the Ray job::
+
+    Ray job    PENDING   RUNNING   SUCCEEDED          FAILED   STOPPED     (unknown to Ray)
+    registry   pending   running   complete|failed*   failed   cancelled   failed ("job lost")
+
+    * the sweep driver records ``failed`` in the store when the sweep itself failed.
+
+Example::
+
+    svc = ExperimentService(registry, runner, results, max_concurrent=4)
+    exp, created = svc.submit(prepared, submitter="alice", idempotency_key="k1")
+    svc.refresh(exp.id).status      # 'running'
+    svc.cancel(exp.id).status       # 'cancelled'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from service.errors import BackendError, ConflictError
+from service.jobs import JobRunner, JobState, job_id_for
+from service.registry import Experiment, IdempotencyClash, Registry
+from service.results import ResultsView, TrialCounts
+from service.specs import PreparedSpec
+
+log = logging.getLogger(__name__)
+
+_FROM_RAY = {
+    JobState.PENDING: "pending",
+    JobState.RUNNING: "running",
+    JobState.SUCCEEDED: "complete",
+    JobState.FAILED: "failed",
+    JobState.STOPPED: "cancelled",
+    JobState.MISSING: "failed",
+}
+
+
+class ExperimentService:
+    """Registry + Ray + store, behind the few verbs the routes need."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        runner: JobRunner,
+        results: ResultsView,
+        max_concurrent: int,
+        cancel_wait_s: float = 15.0,
+    ) -> None:
+        self.registry = registry
+        self.runner = runner
+        self.results = results
+        self.max_concurrent = max_concurrent
+        self.cancel_wait_s = cancel_wait_s
+
+    def submit(
+        self, prepared: PreparedSpec, submitter: str, idempotency_key: str | None
+    ) -> tuple[Experiment, bool]:
+        """Record and submit; returns ``(experiment, created)``.
+
+        A repeated Idempotency-Key with the same spec returns the first experiment
+        (``created=False``); with another spec it is a 409.
+        """
+        if idempotency_key is not None:
+            earlier = self.registry.find_idempotent(submitter, idempotency_key)
+            if earlier is not None:
+                return self._same_spec(earlier, prepared), False
+        active = self.registry.count_active()
+        if active >= self.max_concurrent:
+            raise ConflictError(
+                f"{active} experiments are pending or running; the quota is "
+                f"max_concurrent={self.max_concurrent}. Wait for one to finish or cancel one."
+            )
+        try:
+            exp = self.registry.create(
+                name=prepared.name, spec_json=prepared.spec_json, spec_hash=prepared.spec_hash,
+                n_trials=prepared.n_trials, submitter=submitter, idempotency_key=idempotency_key,
+            )
+        except IdempotencyClash as clash:
+            return self._same_spec(clash.existing, prepared), False
+        try:
+            job_id = self.runner.submit(exp.id, prepared.spec_json)
+        except BackendError as e:
+            self.registry.update(exp.id, status="failed", error=e.message)
+            raise
+        return self.registry.update(exp.id, status="pending", ray_job_id=job_id), True
+
+    @staticmethod
+    def _same_spec(earlier: Experiment, prepared: PreparedSpec) -> Experiment:
+        if earlier.spec_hash != prepared.spec_hash:
+            raise ConflictError(
+                f"Idempotency-Key was already used for experiment {earlier.id} with another "
+                "spec; use a new key for a new experiment"
+            )
+        return earlier
+
+    def refresh(self, exp_id: str, startup: bool = False) -> tuple[Experiment, JobState | None]:
+        """The experiment with its status brought up to date from Ray (and the Ray state).
+
+        If Ray cannot be reached the stored status is returned unchanged with state None. At
+        ``startup`` no other request can be mid-submission, so a job Ray never saw is lost.
+        """
+        exp = self.registry.get(exp_id)
+        if exp.is_terminal:
+            return exp, None
+        job_id = exp.ray_job_id or job_id_for(exp.id)
+        try:
+            state = self.runner.status(job_id)
+        except BackendError as e:
+            log.warning("cannot refresh %s: %s", exp_id, e.message)
+            return exp, None
+        in_flight = exp.status == "submitted" and exp.ray_job_id is None and not startup
+        if state == JobState.MISSING and in_flight:
+            return exp, state  # still being submitted by another request
+        status = _FROM_RAY[state]
+        error = None
+        if state == JobState.MISSING:
+            error = "the Ray cluster does not know this job (restarted?)"
+        elif state in (JobState.SUCCEEDED, JobState.FAILED):
+            store_status = self._store_status(exp_id)
+            if state == JobState.SUCCEEDED and store_status == "failed":
+                status, error = "failed", "the sweep recorded a failure; see the store"
+            elif state == JobState.FAILED:
+                error = "the Ray job failed; see its logs in the Ray dashboard"
+        if status != exp.status or error:
+            exp = self.registry.update(exp_id, status=status, error=error)
+        return exp, state
+
+    def _store_status(self, exp_id: str) -> str | None:
+        try:
+            return self.results.progress(exp_id, "test_acc", "max").store_status
+        except Exception as e:  # the store is advisory here; Ray's answer stands
+            log.warning("store status of %s unavailable: %s", exp_id, e)
+            return None
+
+    def cancel(self, exp_id: str) -> Experiment:
+        """Stop the Ray job, then mark unfinished trials cancelled; stored rows are kept."""
+        exp, _ = self.refresh(exp_id)
+        if exp.is_terminal:
+            raise ConflictError(f"experiment {exp_id} is already {exp.status}; nothing to cancel")
+        job_id = exp.ray_job_id or job_id_for(exp.id)
+        self.runner.stop(job_id)
+        # Wait for the driver to exit so that it cannot write 'running' after we write
+        # 'cancelled' (the store keeps 'cancelled' final anyway; this keeps the log tidy).
+        deadline = time.monotonic() + self.cancel_wait_s
+        while time.monotonic() < deadline:
+            try:
+                if self.runner.status(job_id).is_terminal:
+                    break
+            except BackendError:
+                break
+            time.sleep(0.2)
+        self.results.cancel(exp_id)
+        return self.registry.update(exp_id, status="cancelled")
+
+    def progress(self, exp: Experiment) -> TrialCounts:
+        metric, mode = metric_of(exp.spec_json)
+        return self.results.progress(exp.id, metric, mode)
+
+    def reconcile(self) -> int:
+        """Refresh every non-terminal experiment from Ray; returns how many changed."""
+        changed = 0
+        for exp in self.registry.active():
+            try:
+                new, _ = self.refresh(exp.id, startup=True)
+            except Exception as e:  # one broken row must not stop start-up
+                log.warning("reconcile of %s failed: %s", exp.id, e)
+                continue
+            if new.status != exp.status:
+                log.info("reconciled %s: %s -> %s", exp.id, exp.status, new.status)
+                changed += 1
+        return changed
+
+
+def metric_of(spec_json: str) -> tuple[str, str]:
+    """The spec's headline metric and its direction (``max`` unless an optuna objective says
+    otherwise)."""
+    spec = json.loads(spec_json)
+    metric = str(spec.get("metric") or "test_acc")
+    objective = (spec.get("search") or {}).get("objective") or {}
+    mode = "min" if objective.get("mode") == "min" and objective.get("metric") == metric else "max"
+    return metric, mode

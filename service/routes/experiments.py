@@ -1,0 +1,225 @@
+"""The experiments resource: submit, list, status, cancel, results, summary, plot.
+
+Every path id must match the registry's id pattern (``x`` + 16 hex digits) before anything is
+looked up, so an id like ``../../etc`` is a 422 (or a 404 from routing), never a file access.
+The event stream lives in :mod:`service.routes.events`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from service import presets
+from service.auth import require_token
+from service.deps import get_results, get_service, get_settings
+from service.errors import BadRequestError, PayloadTooLargeError, SpecValidationError
+from service.experiments import ExperimentService
+from service.jobs import JobState
+from service.registry import ID_PATTERN, Experiment
+from service.results import ResultsView, table_bytes, table_records
+from service.routes.links import links_for
+from service.schemas import (
+    ErrorOut,
+    ExperimentOut,
+    ExperimentPage,
+    PresetSubmission,
+    Progress,
+    SubmitOut,
+)
+from service.settings import Settings
+from service.specs import PreparedSpec, Quotas, field_errors, prepare, prepare_preset
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+ExpId = Annotated[
+    str, Path(pattern=ID_PATTERN, description="experiment id, e.g. x0123456789abcdef")
+]
+Svc = Annotated[ExperimentService, Depends(get_service)]
+Conf = Annotated[Settings, Depends(get_settings)]
+Results = Annotated[ResultsView, Depends(get_results)]
+
+StatusName = Literal["submitted", "pending", "running", "complete", "failed", "cancelled"]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def _out(exp: Experiment, svc: ExperimentService, settings: Settings,
+         state: JobState | None = None, with_progress: bool = True) -> ExperimentOut:
+    progress = None
+    if with_progress:
+        tc = svc.progress(exp)
+        counts = dict(tc.counts)
+        started = sum(v for k, v in counts.items() if k != "pending")
+        # Trials not yet in the store are pending too; none are once the experiment ended.
+        pending = 0 if exp.is_terminal else max(counts.get("pending", 0), exp.n_trials - started)
+        metric, _ = _metric(exp)
+        progress = Progress(
+            n_trials=exp.n_trials, pending=pending, running=counts.get("running", 0),
+            complete=counts.get("complete", 0), failed=counts.get("failed", 0),
+            pruned=counts.get("pruned", 0), cancelled=counts.get("cancelled", 0),
+            results=tc.results, metric=metric, best=tc.best, best_trial=tc.best_trial,
+        )
+    return ExperimentOut(
+        id=exp.id, name=exp.name, status=exp.status, submitter=exp.submitter,
+        spec_hash=exp.spec_hash, ray_job_id=exp.ray_job_id,
+        ray_status=state.value if state else None, error=exp.error, created_at=exp.created_at,
+        updated_at=exp.updated_at, progress=progress,
+        links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
+    )
+
+
+def _metric(exp: Experiment) -> tuple[str, str]:
+    from service.experiments import metric_of
+
+    return metric_of(exp.spec_json)
+
+
+def _parse_submission(raw: bytes, settings: Settings) -> PreparedSpec:
+    if len(raw) > settings.max_body_bytes:
+        raise PayloadTooLargeError(
+            f"request body is {len(raw)} bytes, over max_body_bytes={settings.max_body_bytes}"
+        )
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequestError(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError(f"request body must be a JSON object, got {type(body).__name__}")
+    quotas = Quotas(settings.max_trials, settings.max_examples)
+    if "preset" in body:
+        try:
+            sub = PresetSubmission.model_validate(body)
+        except ValidationError as e:
+            fields = field_errors(e)
+            raise SpecValidationError(
+                "invalid preset submission: "
+                + "; ".join(f"{f.field}: {f.message}" for f in fields), fields,
+            ) from None
+        return prepare_preset(presets.find(sub.preset), sub.preset, sub.overrides, quotas)
+    return prepare(body, quotas)
+
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/ExperimentSpec"},
+            {"$ref": "#/components/schemas/PresetSubmission"},
+        ]}}},
+    }
+}
+
+
+@router.post(
+    "", status_code=202, response_model=SubmitOut, responses=_ERRORS, openapi_extra=_SUBMIT_BODY
+)
+async def submit_experiment(
+    request: Request,
+    svc: Svc,
+    settings: Conf,
+    submitter: Annotated[str, Depends(require_token)],
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="retries with one key get one experiment")
+    ] = None,
+) -> JSONResponse:
+    """Validate a spec (or a preset + overrides), check quotas, and submit it as a Ray job."""
+    raw = await request.body()
+    prepared = await run_in_threadpool(_parse_submission, raw, settings)
+    exp, created = await run_in_threadpool(svc.submit, prepared, submitter, idempotency_key)
+    out = SubmitOut(
+        id=exp.id, status=exp.status, created=created,
+        links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
+    )
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if created else 200,
+                        headers={"Location": out.links.status})
+
+
+@router.get("", response_model=ExperimentPage, responses=_ERRORS)
+def list_experiments(
+    svc: Svc,
+    settings: Conf,
+    status: Annotated[StatusName | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> ExperimentPage:
+    """Newest first, filtered by exact status and name substring (registry data only)."""
+    rows, total = svc.registry.query(status=status, name=name, limit=limit, offset=offset)
+    nxt = None
+    if offset + len(rows) < total:
+        q = [f"limit={limit}", f"offset={offset + limit}"]
+        if status:
+            q.append(f"status={status}")
+        if name:
+            from urllib.parse import quote
+
+            q.append(f"name={quote(name)}")
+        nxt = "/v1/experiments?" + "&".join(q)
+    items = [_out(r, svc, settings, with_progress=False) for r in rows]
+    return ExperimentPage(items=items, total=total, limit=limit, offset=offset, next=nxt)
+
+
+@router.get("/{exp_id}", response_model=ExperimentOut, responses=_ERRORS)
+def get_experiment(exp_id: ExpId, svc: Svc, settings: Conf) -> ExperimentOut:
+    """Status from the Ray job, trial counts by state and the best metric so far."""
+    exp, state = svc.refresh(exp_id)
+    return _out(exp, svc, settings, state)
+
+
+@router.post("/{exp_id}/cancel", response_model=ExperimentOut, responses=_ERRORS)
+def cancel_experiment(
+    exp_id: ExpId, svc: Svc, settings: Conf, _: Annotated[str, Depends(require_token)]
+) -> ExperimentOut:
+    """Stop the Ray job; unfinished trials end ``cancelled``; stored results are kept."""
+    exp = svc.cancel(exp_id)
+    return _out(exp, svc, settings)
+
+
+@router.get(
+    "/{exp_id}/results",
+    responses=_ERRORS | {200: {"content": {
+        "application/json": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}}},
+)
+def get_results_table(
+    exp_id: ExpId,
+    svc: Svc,
+    results: Results,
+    format: Annotated[Literal["json", "csv", "parquet"], Query()] = "json",
+) -> Response:
+    """One row per reported result, trial parameters joined (json, csv or parquet)."""
+    svc.registry.get(exp_id)
+    table = results.table(exp_id)
+    if format == "json":
+        return JSONResponse({"experiment_id": exp_id, "rows": table_records(table)})
+    data, media = table_bytes(table, format)
+    ext = "parquet" if format == "parquet" else "csv"
+    return Response(data, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{exp_id}.{ext}"'})
+
+
+@router.get("/{exp_id}/summary", responses=_ERRORS)
+def get_summary(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
+    """Per grid cell: mean, spread and count of the metrics across seeds."""
+    svc.registry.get(exp_id)
+    return JSONResponse({"experiment_id": exp_id,
+                         "rows": table_records(results.summary(exp_id))})
+
+
+@router.get(
+    "/{exp_id}/plot.png", responses=_ERRORS | {200: {"content": {"image/png": {}}}},
+    response_class=Response,
+)
+def get_plot(exp_id: ExpId, svc: Svc, results: Results) -> Response:
+    """The phase diagram of the experiment's headline metric."""
+    svc.registry.get(exp_id)
+    return Response(results.plot_png(exp_id), media_type="image/png")

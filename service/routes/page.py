@@ -1,0 +1,142 @@
+"""The results page: server-rendered HTML plus ``/static/app.js`` for live progress.
+
+``/`` lists experiments (newest first) with a progress bar each; ``/experiments/{id}`` shows one
+experiment's progress, phase diagram and summary table. Every value put into HTML goes through
+:func:`html.escape`. The script opens one EventSource per unfinished experiment and refreshes
+that row's counts from ``GET /v1/experiments/{id}`` whenever a result arrives.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
+
+from service.deps import get_service, get_settings
+from service.experiments import ExperimentService
+from service.registry import Experiment
+from service.results import table_records
+from service.routes.experiments import ExpId, _out
+from service.schemas import ExperimentOut
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+Svc = Annotated[ExperimentService, Depends(get_service)]
+Conf = Annotated[Settings, Depends(get_settings)]
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
+table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;
+text-align:left}progress{width:10rem}.status-complete{color:#070}.status-failed{color:#a00}
+.status-cancelled{color:#777}.status-running{color:#05a}img{max-width:48rem;border:1px solid #ddd}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _doc(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}"
+        "<script src='/static/app.js'></script></body></html>"
+    )
+
+
+def _done(out: ExperimentOut) -> int:
+    p = out.progress
+    return 0 if p is None else p.complete + p.failed + p.pruned + p.cancelled
+
+
+def _row(out: ExperimentOut) -> str:
+    p = out.progress
+    total = p.n_trials if p else 0
+    best = "" if p is None or p.best is None else f"{p.best:.4g}"
+    results = p.results if p else 0
+    return (
+        f"<tr class=exp data-id='{_e(out.id)}' data-status='{_e(out.status)}' "
+        f"data-results='{results}'>"
+        f"<td><a href='/experiments/{_e(out.id)}'>{_e(out.name)}</a></td>"
+        f"<td><code>{_e(out.id)}</code></td>"
+        f"<td class='status status-{_e(out.status)}'>{_e(out.status)}</td>"
+        f"<td><progress max='{total}' value='{_done(out)}'></progress> "
+        f"<span class=counts>{_done(out)}/{total} trials done, "
+        f"{p.running if p else 0} running, {results} results</span></td>"
+        f"<td class=best>{_e(best)}</td>"
+        f"<td>{_e(out.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</td></tr>"
+    )
+
+
+def _safe_out(exp: Experiment, svc: ExperimentService, settings: Settings) -> ExperimentOut:
+    try:
+        return _out(exp, svc, settings)
+    except Exception as e:  # one unreadable experiment must not break the page
+        log.warning("progress of %s unavailable: %s", exp.id, e)
+        return _out(exp, svc, settings, with_progress=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(svc: Svc, settings: Conf) -> HTMLResponse:
+    rows, total = svc.registry.query(limit=100)
+    body = "".join(_row(_safe_out(r, svc, settings)) for r in rows)
+    empty = "" if rows else "<p id=empty>No experiments yet. Submit one with "\
+        "<code>divsweep submit smoke</code>.</p>"
+    return _doc("divsweep", (
+        f"<h1>divsweep experiments</h1><p>{total} experiment(s)</p>{empty}"
+        "<table id=experiments><thead><tr><th>name</th><th>id</th><th>status</th>"
+        "<th>progress</th><th>best</th><th>submitted (UTC)</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    ))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No results yet.</p>"
+    cols = [c for c in rows[0] if c not in ("metrics_json", "params_json")]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else _e(v)
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table id=summary><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+@router.get("/experiments/{exp_id}", response_class=HTMLResponse)
+def experiment_page(exp_id: ExpId, svc: Svc, settings: Conf) -> HTMLResponse:
+    exp, state = svc.refresh(exp_id)
+    out = _out(exp, svc, settings, state)
+    summary = "<p>No results yet.</p>"
+    plot = ""
+    if out.progress and out.progress.results:
+        try:
+            summary = _table(table_records(svc.results.summary(exp_id)))
+            plot = (f"<h2>Phase diagram</h2><img id=plot alt='phase diagram' "
+                    f"src='/v1/experiments/{_e(exp_id)}/plot.png'>")
+        except Exception as e:  # the summary needs finished trials; say why it is missing
+            log.info("summary of %s unavailable: %s", exp_id, e)
+            summary = f"<p>Summary not available yet ({_e(type(e).__name__)}).</p>"
+    dash = out.links.dashboard
+    dash_html = f" &middot; <a href='{_e(dash)}'>Ray dashboard</a>" if dash else ""
+    return _doc(f"divsweep {exp.name}", (
+        f"<p><a href='/'>&larr; all experiments</a>{dash_html}</p>"
+        f"<h1>{_e(exp.name)} <code>{_e(exp.id)}</code></h1>"
+        f"<table id=experiments><tbody>{_row(out)}</tbody></table>"
+        f"{plot}<h2>Summary</h2>{summary}"
+        f"<p>Download: <a href='{_e(out.links.results)}?format=csv'>CSV</a> &middot; "
+        f"<a href='{_e(out.links.results)}?format=parquet'>Parquet</a></p>"
+    ))
+
+
+@router.get("/static/app.js")
+def app_js() -> Response:
+    js = resources.files("service").joinpath("static/app.js").read_text()
+    return Response(js, media_type="text/javascript")

@@ -1,0 +1,109 @@
+"""Request and response models of the HTTP API (what the OpenAPI schema documents).
+
+Responses are built from the registry and the results store; requests other than the spec
+itself (which is ``sweeps.ExperimentSpec``) are small models here. Every model forbids unknown
+fields, so a typo in a submission is a 422 naming the field rather than a silent default.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class PresetSubmission(BaseModel):
+    """Submit a named preset, optionally with overrides merged into its spec.
+
+    ``{"preset": "smoke", "overrides": {"train": {"epochs": 2}, "seeds": [0, 1]}}``
+    """
+
+    model_config = _STRICT
+
+    preset: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(description="dotted path into the request, e.g. data.noop_fraction")
+    message: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx/5xx response."""
+
+    error: str = Field(description="stable code: bad_request, unauthorized, forbidden, ...")
+    detail: str = Field(description="what was wrong, naming the value and the rule")
+    fields: list[FieldErrorOut] = Field(default_factory=list)
+
+
+class Links(BaseModel):
+    status: str
+    results: str
+    events: str
+    summary: str
+    plot: str
+    page: str
+    dashboard: str | None = Field(description="the Ray dashboard (loopback unless configured)")
+
+
+class Progress(BaseModel):
+    """Trial counts by state plus the best value of the spec's metric so far."""
+
+    n_trials: int = Field(description="upper bound on trials (the quota figure)")
+    pending: int
+    running: int
+    complete: int
+    failed: int
+    pruned: int = 0
+    cancelled: int = 0
+    results: int = Field(0, description="stored result rows (SSE events)")
+    metric: str
+    best: float | None = None
+    best_trial: str | None = None
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    name: str
+    status: str = Field(description="submitted|pending|running|complete|failed|cancelled")
+    submitter: str
+    spec_hash: str
+    ray_job_id: str | None
+    ray_status: str | None = None
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    progress: Progress | None = None
+    links: Links
+
+
+class SubmitOut(BaseModel):
+    id: str
+    status: str
+    created: bool = Field(description="false when an Idempotency-Key returned an earlier one")
+    links: Links
+
+
+class ExperimentPage(BaseModel):
+    items: list[ExperimentOut]
+    total: int
+    limit: int
+    offset: int
+    next: str | None = Field(description="URL of the next page, null on the last")
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    n_trials: int
+    spec: dict[str, Any]
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,97 @@
+"""Service settings, read once from ``DIVSWEEP_*`` environment variables (pydantic-settings).
+
+Every default keeps the service and Ray on loopback and its state in one directory::
+
+    Settings()                                   # state under ~/.divsweep, host 127.0.0.1
+    Settings(state_dir="/tmp/ds", tokens={"alice": "s3cret"}, max_trials=64)
+
+    # the same from the environment (dicts and lists are JSON):
+    DIVSWEEP_STATE_DIR=/tmp/ds DIVSWEEP_TOKENS='{"alice": "s3cret"}' DIVSWEEP_MAX_TRIALS=64
+
+Derived locations (``registry_url``, ``store_uri``, ``jobs_dir``) are properties so that a
+changed ``state_dir`` moves all of them together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+class Settings(BaseSettings):
+    """Typed, frozen service configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIVSWEEP_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    state_dir: Path = Field(
+        default=Path.home() / ".divsweep", description="registry, jobs, results"
+    )
+    registry_url_override: str | None = Field(
+        default=None, alias="DIVSWEEP_REGISTRY_URL",
+        description="any SQLAlchemy URL; default sqlite:///<state_dir>/registry.db",
+    )
+    store_uri_override: str | None = Field(
+        default=None, alias="DIVSWEEP_STORE_URI",
+        description="results store URI (sweeps.open_store); default <state_dir>/results",
+    )
+    # Submitter name -> bearer token. Empty means every mutating route answers 403.
+    tokens: dict[str, str] = Field(default_factory=dict)
+
+    ray_address: str | None = Field(default=None, description="GCS address, e.g. 127.0.0.1:6379")
+    dashboard_url: str | None = Field(
+        default=None, description="Ray dashboard / Jobs API, e.g. http://127.0.0.1:8265"
+    )
+    # The interpreter the Ray job runs `-m sweeps.run` with: the cluster's python by default.
+    job_python: str = "python"
+    # Ship data/trainer/sweeps with each job (runtime_env py_modules) for clusters whose python
+    # does not have divsweep installed.
+    ship_packages: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="base URL put in links; default: paths relative to the root"
+    )
+
+    max_trials: int = Field(default=256, ge=1)
+    max_examples: int = Field(default=2_000_000, ge=1, description="training examples in one trial")
+    max_concurrent: int = Field(
+        default=4, ge=1, description="experiments pending or running at once"
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    sse_poll_s: float = Field(default=0.5, gt=0, le=10)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    page_size_max: int = Field(default=200, ge=1)
+
+    @field_validator("tokens")
+    @classmethod
+    def _check_tokens(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, token in v.items():
+            if not _TOKEN_NAME.match(name):
+                raise ValueError(f"token name {name!r} must match {_TOKEN_NAME.pattern}")
+            if len(token) < 8:
+                raise ValueError(f"token of {name!r} must be at least 8 characters")
+        return v
+
+    @property
+    def registry_url(self) -> str:
+        """SQLAlchemy URL of the experiment registry."""
+        return self.registry_url_override or f"sqlite:///{self.state_dir / 'registry.db'}"
+
+    @property
+    def store_uri(self) -> str:
+        """URI of the sweeps results store that jobs write and the service reads."""
+        return self.store_uri_override or str(self.state_dir / "results")
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-experiment working directories shipped to Ray (each holds ``spec.json``)."""
+        return self.state_dir / "jobs"

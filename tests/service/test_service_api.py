@@ -1,0 +1,185 @@
+"""Routes on fakes: submission, idempotency, quotas, status, cancel, results, SSE, restart."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from service_fakes import AUTH, Harness, small_spec
+
+from service.jobs import JobState
+
+
+def _sse(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.split("\n\n"):
+        ev: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            k, _, v = line.partition(":")
+            ev[k] = v.removeprefix(" ")
+        if "data" in ev:
+            events.append(ev)
+    return events
+
+
+def test_submit_returns_202_with_links_and_submits_the_spec_as_data(harness: Harness) -> None:
+    r = harness.submit()
+    assert r.status_code == 202, r.text
+    body = r.json()
+    exp_id = body["id"]
+    assert body["created"] is True and body["status"] == "pending"
+    assert body["links"]["status"] == f"/v1/experiments/{exp_id}"
+    assert body["links"]["events"].endswith("/events")
+    assert body["links"]["dashboard"].startswith("http://127.0.0.1:1")
+    [(sub_id, spec_json)] = harness.runner.submitted
+    assert sub_id == exp_id and json.loads(spec_json)["name"] == "toy"
+    exp = harness.client.get(f"/v1/experiments/{exp_id}").json()
+    assert exp["submitter"] == "alice" and exp["ray_job_id"] == f"divsweep-{exp_id}"
+    assert exp["progress"]["n_trials"] == 4 and exp["progress"]["pending"] == 4
+
+
+def test_idempotency_key_returns_the_same_experiment(harness: Harness) -> None:
+    first = harness.submit(headers={"Idempotency-Key": "k-1"})
+    again = harness.submit(headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.json()["created"] is False
+    assert len(harness.runner.submitted) == 1
+    other = harness.submit(small_spec(name="other"), headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    # Keys are per submitter: bob's k-1 is a new experiment.
+    bob = harness.client.post("/v1/experiments", json=small_spec(), headers={
+        "Authorization": "Bearer bob-token-4567", "Idempotency-Key": "k-1"})
+    assert bob.status_code == 202 and bob.json()["id"] != first.json()["id"]
+    assert harness.registry_rows() == 2
+
+
+def test_concurrency_quota(harness: Harness) -> None:
+    for i in range(3):
+        assert harness.submit(small_spec(name=f"e{i}")).status_code == 202
+    r = harness.submit(small_spec(name="e3"))
+    assert r.status_code == 409 and "max_concurrent=3" in r.json()["detail"]
+    assert harness.registry_rows() == 3
+    # A finished one frees a slot.
+    job = next(iter(harness.runner.states))
+    harness.runner.states[job] = JobState.SUCCEEDED
+    harness.client.get(f"/v1/experiments/{job.removeprefix('divsweep-')}")
+    assert harness.submit(small_spec(name="e4")).status_code == 202
+
+
+def test_list_filters_and_pages(harness: Harness) -> None:
+    ids = [harness.submit(small_spec(name=f"alpha-{i}")).json()["id"] for i in range(2)]
+    harness.submit(small_spec(name="beta"))
+    page = harness.client.get("/v1/experiments?limit=2").json()
+    assert page["total"] == 3 and len(page["items"]) == 2 and page["next"]
+    rest = harness.client.get(page["next"]).json()
+    assert len(rest["items"]) == 1 and rest["next"] is None
+    named = harness.client.get("/v1/experiments?name=alpha").json()
+    assert sorted(i["id"] for i in named["items"]) == sorted(ids)
+    harness.client.post(f"/v1/experiments/{ids[0]}/cancel", headers=AUTH)
+    cancelled = harness.client.get("/v1/experiments?status=cancelled").json()
+    assert [i["id"] for i in cancelled["items"]] == [ids[0]]
+
+
+def test_status_follows_ray_and_reports_best(harness: Harness) -> None:
+    exp_id = harness.submit().json()["id"]
+    harness.results.add(exp_id, "t0", {"test_acc": 0.25})
+    harness.results.add(exp_id, "t1", {"test_acc": 0.75})
+    harness.results.trials[exp_id]["t0"] = "complete"
+    exp = harness.client.get(f"/v1/experiments/{exp_id}").json()
+    assert exp["status"] == "running" and exp["ray_status"] == "RUNNING"
+    p = exp["progress"]
+    assert (p["complete"], p["running"], p["pending"]) == (1, 1, 2)
+    assert p["best"] == 0.75 and p["best_trial"] == "t1" and p["results"] == 2
+    harness.runner.states[f"divsweep-{exp_id}"] = JobState.FAILED
+    exp = harness.client.get(f"/v1/experiments/{exp_id}").json()
+    assert exp["status"] == "failed" and "Ray job failed" in exp["error"]
+
+
+def test_cancel_stops_the_job_and_keeps_results(harness: Harness) -> None:
+    exp_id = harness.submit().json()["id"]
+    harness.results.add(exp_id, "t0", {"test_acc": 0.5})
+    r = harness.client.post(f"/v1/experiments/{exp_id}/cancel", headers=AUTH)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert harness.runner.stopped == [f"divsweep-{exp_id}"]
+    assert harness.results.cancelled == [exp_id]
+    assert r.json()["progress"]["cancelled"] == 1 and r.json()["progress"]["results"] == 1
+    again = harness.client.post(f"/v1/experiments/{exp_id}/cancel", headers=AUTH)
+    assert again.status_code == 409
+    rows = harness.client.get(f"/v1/experiments/{exp_id}/results").json()["rows"]
+    assert len(rows) == 1
+
+
+def test_results_in_three_formats(harness: Harness) -> None:
+    exp_id = harness.submit().json()["id"]
+    for i in range(5):
+        harness.results.add(exp_id, f"t{i % 2}", {"test_acc": i / 10})
+    js = harness.client.get(f"/v1/experiments/{exp_id}/results?format=json").json()
+    assert [r["seq"] for r in js["rows"]] == [1, 2, 3, 4, 5]
+    csv = harness.client.get(f"/v1/experiments/{exp_id}/results?format=csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[0].replace('"', "") == "seq,trial_id,test_acc"
+    pq_r = harness.client.get(f"/v1/experiments/{exp_id}/results?format=parquet")
+    table = pq.read_table(io.BytesIO(pq_r.content))
+    assert table.num_rows == 5 and table.column("test_acc").to_pylist()[-1] == 0.4
+    summ = harness.client.get(f"/v1/experiments/{exp_id}/summary").json()["rows"]
+    assert {r["trial_id"] for r in summ} == {"t0", "t1"}
+    png = harness.client.get(f"/v1/experiments/{exp_id}/plot.png")
+    assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+
+
+def test_events_stream_resumes_and_ends_with_status(harness: Harness) -> None:
+    exp_id = harness.submit().json()["id"]
+    for i in range(4):
+        harness.results.add(exp_id, "t0", {"test_acc": i / 4})
+    harness.runner.states[f"divsweep-{exp_id}"] = JobState.SUCCEEDED
+    r = harness.client.get(f"/v1/experiments/{exp_id}/events")
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = _sse(r.text)
+    assert [e["id"] for e in events[:-1]] == ["1", "2", "3", "4"]
+    assert events[-1]["event"] == "status"
+    assert json.loads(events[-1]["data"])["status"] == "complete"
+    resumed = _sse(harness.client.get(f"/v1/experiments/{exp_id}/events",
+                                      headers={"Last-Event-ID": "2"}).text)
+    assert [e.get("id") for e in resumed] == ["3", "4", None]
+
+
+def test_registry_survives_restart_and_reconciles(tmp_path: Path) -> None:
+    h1 = Harness(tmp_path)
+    with h1.client:
+        done = h1.submit(small_spec(name="done")).json()["id"]
+        lost = h1.submit(small_spec(name="lost")).json()["id"]
+    h2 = Harness(tmp_path)
+    # The new process's cluster finished one job and never heard of the other.
+    h2.runner.states[f"divsweep-{done}"] = JobState.SUCCEEDED
+    with h2.client:
+        a = h2.client.get(f"/v1/experiments/{done}").json()
+        b = h2.client.get(f"/v1/experiments/{lost}").json()
+        assert (a["name"], a["status"], a["submitter"]) == ("done", "complete", "alice")
+        assert b["status"] == "failed" and "does not know" in b["error"]
+        assert h2.runner.submitted == []  # nothing re-submitted
+
+
+def test_health_and_readiness(harness: Harness) -> None:
+    assert harness.client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    assert harness.client.get("/readyz").status_code == 200
+    harness.runner.up = False
+    r = harness.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["ray"] == "unreachable"
+    harness.runner.up, harness.results.writable = True, False
+    r = harness.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["store"].startswith("not writable")
+
+
+def test_page_lists_experiments(harness: Harness) -> None:
+    exp_id = harness.submit(small_spec(name="page-test")).json()["id"]
+    harness.results.add(exp_id, "t0", {"test_acc": 0.5})
+    html = harness.client.get("/").text
+    assert exp_id in html and "page-test" in html and "<progress" in html
+    one = harness.client.get(f"/experiments/{exp_id}").text
+    assert "plot.png" in one and "<table id=summary>" in one
+    assert harness.client.get("/static/app.js").headers["content-type"].startswith(
+        "text/javascript")

@@ -1,0 +1,297 @@
+"""End to end: a real uvicorn process, a real local Ray head, the real smoke preset.
+
+One module-scoped service runs the whole story in order (each step needs the previous one):
+submit over REST -> SSE events arrive while trials run -> Parquet download read with pyarrow ->
+cancel a running experiment -> restart the service and find both experiments intact -> the
+results page in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from service.local_ray import free_port
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "e2e-token-abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class ServiceProcess:
+    """``uvicorn --factory service.app:app_from_env`` in a subprocess, configured by env."""
+
+    def __init__(self, state_dir: Path, dashboard_url: str) -> None:
+        self.state_dir = state_dir
+        self.dashboard_url = dashboard_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ,
+                   DIVSWEEP_STATE_DIR=str(self.state_dir),
+                   DIVSWEEP_DASHBOARD_URL=self.dashboard_url,
+                   DIVSWEEP_TOKENS=json.dumps({"e2e": TOKEN}),
+                   DIVSWEEP_JOB_PYTHON=sys.executable,
+                   DIVSWEEP_SSE_POLL_S="0.3")
+        log = open(self.state_dir / f"uvicorn-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("service did not start:\n" + self.log_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:]
+                         for p in self.state_dir.glob("uvicorn-*.log"))
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=60, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=120, headers=AUTH, **kw)
+
+
+@pytest.fixture(scope="module")
+def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(tmp_path_factory.mktemp("svc"), ray_head.dashboard_url)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _events(svc: ServiceProcess, exp_id: str, timeout_s: float = 300) -> Iterator[
+        tuple[str, dict[str, Any]]]:
+    """(event, data) pairs from the SSE stream until it ends."""
+    with httpx.stream("GET", f"{svc.url}/v1/experiments/{exp_id}/events",
+                      timeout=httpx.Timeout(10, read=timeout_s)) as r:
+        assert r.status_code == 200
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                yield event, json.loads(line[5:])
+
+
+STATE: dict[str, Any] = {}
+
+
+def test_submit_stream_and_download(service: ServiceProcess) -> None:
+    r = service.post("/v1/experiments", json={"preset": "smoke"})
+    assert r.status_code == 202, r.text
+    exp_id = r.json()["id"]
+    STATE["done"] = exp_id
+    seen: list[dict[str, Any]] = []
+    status_at_first_result = None
+    final = None
+    for event, data in _events(service, exp_id):
+        if event == "result":
+            if not seen:
+                status_at_first_result = service.get(f"/v1/experiments/{exp_id}").json()["status"]
+            seen.append(data)
+        elif event == "status":
+            final = data
+    assert final is not None and final["status"] == "complete", (final, service.log_text())
+    # Events arrived while the sweep was still running, in seq order.
+    assert status_at_first_result in ("pending", "running")
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+    assert final["progress"]["complete"] == 2 and final["progress"]["pending"] == 0
+    assert final["progress"]["best"] is not None
+
+    pq_bytes = service.get(f"/v1/experiments/{exp_id}/results?format=parquet").content
+    table = pq.read_table(io.BytesIO(pq_bytes))
+    assert table.num_rows == len(seen)
+    assert "test_acc" in table.column_names
+    assert set(table.column("trial_id").to_pylist()) == {e["trial_id"] for e in seen}
+    summ = service.get(f"/v1/experiments/{exp_id}/summary").json()["rows"]
+    assert len(summ) == 2  # two grid cells
+    png = service.get(f"/v1/experiments/{exp_id}/plot.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+def test_cancel_running_experiment(service: ServiceProcess, ray_head: Any,
+                                   browser: Chromium | None) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    # Long enough (many epochs) that it is still running when cancelled.
+    body = {"preset": "smoke", "overrides": {"train": {"epochs": 200}}}
+    exp_id = service.post("/v1/experiments", json=body).json()["id"]
+    STATE["cancelled"] = exp_id
+    for event, _ in _events(service, exp_id):
+        assert event == "result", "ended before any result arrived"
+        break  # a trial has reported: the sweep is running
+    if browser is not None:
+        # The results page in a real browser while the sweep runs. The script refreshes a row
+        # once on load and again whenever its event stream delivers a new result, so a second
+        # refresh with more results than the page was rendered with proves the live path.
+        row = browser.html_when(
+            f"{service.url}/", f'tr[data-id="{exp_id}"]',
+            "(el.dataset.initial ??= el.dataset.results) && "
+            "Number(el.dataset.refreshed) >= 2 && el.dataset.status === 'running' && "
+            "Number(el.dataset.results) > Number(el.dataset.initial)", timeout_s=120)
+        assert " running, " in row and "trials done" in row, row
+    r = service.post(f"/v1/experiments/{exp_id}/cancel")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == "cancelled"
+    assert out["progress"]["running"] == 0 and out["progress"]["cancelled"] >= 1
+    assert out["progress"]["results"] >= 1
+    jobs = JobSubmissionClient(ray_head.dashboard_url)
+    assert jobs.get_job_status(f"divsweep-{exp_id}") == JobStatus.STOPPED
+    rows = service.get(f"/v1/experiments/{exp_id}/results").json()["rows"]
+    assert len(rows) >= 1  # what was stored before the cancel is kept
+    STATE["cancelled_rows"] = len(rows)
+    # The stream of a cancelled experiment replays its rows and ends with the status.
+    last = list(_events(service, exp_id, timeout_s=30))[-1]
+    assert last[0] == "status" and last[1]["status"] == "cancelled"
+
+
+def test_restart_keeps_experiments(service: ServiceProcess) -> None:
+    assert {"done", "cancelled"} <= STATE.keys(), "needs the two tests above"
+    before = {k: service.get(f"/v1/experiments/{STATE[k]}").json() for k in ("done", "cancelled")}
+    service.stop()
+    service.start()
+    for k, old in before.items():
+        new = service.get(f"/v1/experiments/{STATE[k]}").json()
+        for field in ("id", "name", "status", "spec_hash", "ray_job_id", "submitter",
+                      "created_at"):
+            assert new[field] == old[field], (k, field)
+    rows = service.get(f"/v1/experiments/{STATE['cancelled']}/results").json()["rows"]
+    assert len(rows) == STATE["cancelled_rows"]
+    listed = service.get("/v1/experiments").json()
+    assert listed["total"] == 2
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian package `chromium` is not installed")
+def test_results_page_in_headless_chromium(service: ServiceProcess,
+                                           browser: Chromium | None) -> None:
+    assert "done" in STATE and browser is not None, "needs test_submit_stream_and_download"
+    exp_id = STATE["done"]
+    row = browser.html_when(f"{service.url}/", f'tr[data-id="{exp_id}"]',
+                            "el.dataset.refreshed && el.dataset.status === 'complete'")
+    assert "smoke" in row and "2/2 trials done" in row, row
+    # The experiment's own page: the phase diagram (loaded) and the summary table.
+    img = browser.html_when(f"{service.url}/experiments/{exp_id}", "#plot",
+                            "el.complete && el.naturalWidth > 100")
+    assert f"/v1/experiments/{exp_id}/plot.png" in img
+    table = browser.html_when(f"{service.url}/experiments/{exp_id}", "#summary", "true")
+    assert table.count("<tr>") == 1 + 2  # header + two grid cells
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol (pages with open SSE streams never
+    go idle, so ``--dump-dom`` cannot be used while an experiment runs)."""
+
+    def __init__(self) -> None:
+        self.profile = tempfile.TemporaryDirectory(prefix="chromium")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [_chromium() or "", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={self.profile.name}",
+             f"--remote-debugging-port={self.port}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                targets = httpx.get(f"http://127.0.0.1:{self.port}/json/list", timeout=2).json()
+                self.ws_url = next(t["webSocketDebuggerUrl"] for t in targets
+                                   if t["type"] == "page")
+                break
+            except (httpx.TransportError, StopIteration, ValueError):
+                assert time.monotonic() < deadline, "chromium did not start"
+                time.sleep(0.3)
+        self._id = 0
+
+    def _call(self, ws: Any, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(ws.recv(timeout=30))
+            if msg.get("id") == self._id:
+                return dict(msg.get("result", {}))
+
+    def html_when(self, url: str, selector: str, ready: str, timeout_s: float = 60) -> str:
+        """Open ``url``; return the outerHTML of ``selector`` once the JS expression ``ready``
+        (evaluated with ``el`` bound to it) is true."""
+        from websockets.sync.client import connect
+
+        expr = (f"(() => {{ const el = document.querySelector({json.dumps(selector)}); "
+                f"return el && ({ready}) ? el.outerHTML : null; }})()")
+        with connect(self.ws_url, max_size=None) as ws:
+            self._call(ws, "Page.navigate", url=url)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                res = self._call(ws, "Runtime.evaluate", expression=expr, returnByValue=True)
+                value = res.get("result", {}).get("value")
+                if value:
+                    return str(value)
+                time.sleep(0.5)
+            res = self._call(ws, "Runtime.evaluate", returnByValue=True,
+                             expression="document.body ? document.body.outerHTML : ''")
+            raise AssertionError(f"{selector} never satisfied {ready}:\n"
+                                 f"{res.get('result', {}).get('value', '')[:3000]}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        self.profile.cleanup()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Chromium | None]:
+    """A Chromium for the module, or None when the binary is absent (tests then skip)."""
+    if _chromium() is None:
+        yield None
+        return
+    b = Chromium()
+    try:
+        yield b
+    finally:
+        b.close()
