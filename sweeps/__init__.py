@@ -1,0 +1,61 @@
+"""divsweep sweeps: experiment specs, presets, the Ray Tune driver and the results store.
+
+Example::
+
+    from sweeps import load_preset, run_experiment, summary
+    spec = load_preset("smoke")
+    exp_id = run_experiment(spec, store_uri="/tmp/results")   # needs Ray; blocks until done
+    print(summary(exp_id, store_uri="/tmp/results").to_pandas())
+
+Importing this package never connects to Ray or touches the disk. Names are loaded on first use,
+so a process that only reads the store (``from sweeps.store import open_store``) does not pay
+for importing the trainer (torch) or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sweeps.driver import run_experiment
+    from sweeps.errors import RunError, SpecError, StoreError, SweepError, UnknownExperimentError
+    from sweeps.plot import plot_experiment, plot_phase_diagram
+    from sweeps.presets import list_presets, load_preset, preset_path
+    from sweeps.results import results, summary, threshold_estimate
+    from sweeps.spec import ExperimentSpec, TrialPlan, load_spec, spec_from_dict
+    from sweeps.store import ResultsStore, open_store
+
+_WHERE = {
+    "run_experiment": "sweeps.driver",
+    "RunError": "sweeps.errors", "SpecError": "sweeps.errors", "StoreError": "sweeps.errors",
+    "SweepError": "sweeps.errors", "UnknownExperimentError": "sweeps.errors",
+    "plot_experiment": "sweeps.plot", "plot_phase_diagram": "sweeps.plot",
+    "list_presets": "sweeps.presets", "load_preset": "sweeps.presets",
+    "preset_path": "sweeps.presets",
+    "results": "sweeps.results", "summary": "sweeps.results",
+    "threshold_estimate": "sweeps.results",
+    "ExperimentSpec": "sweeps.spec", "TrialPlan": "sweeps.spec", "load_spec": "sweeps.spec",
+    "spec_from_dict": "sweeps.spec",
+    "ResultsStore": "sweeps.store", "open_store": "sweeps.store",
+}
+__all__ = [
+    "ExperimentSpec", "ResultsStore", "RunError", "SpecError", "StoreError", "SweepError",
+    "TrialPlan", "UnknownExperimentError", "list_presets", "load_preset", "load_spec",
+    "open_store", "plot_experiment", "plot_phase_diagram", "preset_path", "results",
+    "run_experiment", "spec_from_dict", "summary", "threshold_estimate",
+]
+assert sorted(__all__) == sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

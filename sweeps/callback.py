@@ -1,0 +1,158 @@
+"""Stream a running sweep into the results store, and stop it when the store says cancelled.
+
+`StoreCallback` is a Tune `Callback` living in the driver process. As Tune's event loop sees
+things happen it writes them at once, so another process reading the store watches the sweep
+live:
+
+- ``on_step_begin``: trials Tune has created but not started → ``pending`` rows;
+- ``on_trial_start`` → ``running``; ``on_trial_result`` → one metric row per report;
+- ``on_trial_complete`` → ``complete``, or ``pruned`` when the scheduler stopped it early;
+- ``on_trial_error`` (after the retries are spent) → ``failed`` with the error text. The sweep
+  goes on: a crashed trial is a row, not a crashed sweep.
+
+`CancelStopper` checks the experiment's status every few seconds; once the service has marked it
+``cancelled`` (``store.cancel_experiment``), Tune stops every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune import Callback, Stopper
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from sweeps.spec import ExperimentSpec
+from sweeps.store import ResultsStore, TrialRecord
+
+log = logging.getLogger(__name__)
+
+#: Tune bookkeeping kept next to the trainer's own metrics.
+KEEP_TUNE_KEYS = frozenset({"training_iteration", "time_total_s"})
+_DROP_KEYS = (set(AUTO_RESULT_KEYS) - KEEP_TUNE_KEYS) | {"done", "trial_id", "experiment_tag",
+                                                          "should_checkpoint"}
+_MAX_ERROR_CHARS = 4000
+
+
+def report_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The part of a Tune result worth storing: what the trainer reported, plus the iteration."""
+    return {k: v for k, v in result.items() if k not in _DROP_KEYS and not isinstance(v, dict)}
+
+
+class StoreCallback(Callback):
+    """Writes trial states and metrics of experiment ``experiment_id`` into ``store``."""
+
+    def __init__(
+        self, store: ResultsStore, experiment_id: str, spec: ExperimentSpec,
+        was_pruned: Callable[[str], bool] = lambda trial_id: False,
+    ) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.spec = spec
+        self.was_pruned = was_pruned
+        self._known: set[str] = set()
+        self._started: dict[str, float] = {}
+        self._base: dict[str, TrialRecord] = {}
+
+    def _record(self, trial: Any) -> TrialRecord:
+        """The identity part of a trial's row (params, content hashes), computed once."""
+        rec = self._base.get(trial.trial_id)
+        if rec is None:
+            params = dict(trial.config.get("params", {}))
+            plan = self.spec.plan(params)
+            rec = TrialRecord(self.experiment_id, trial.trial_id, trial_key=plan.trial_key,
+                              params_json=json.dumps(plan.params, sort_keys=True),
+                              data_hash=plan.data.content_hash)
+            self._base[trial.trial_id] = rec
+        return rec
+
+    def _put(self, trial: Any, state: str, **fields: Any) -> None:
+        base = self._record(trial)
+        rec = TrialRecord(**{**base.__dict__, "state": state, **fields})
+        try:
+            self.store.put_trial(rec)
+        except Exception:  # never let a store hiccup take the sweep down; the rows say what we have
+            log.exception("could not record trial %s as %s", trial.trial_id, state)
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        new = [t for t in trials if t.trial_id not in self._known and t.status == "PENDING"]
+        if not new:
+            return
+        recs = []
+        for t in new:
+            self._known.add(t.trial_id)
+            recs.append(TrialRecord(**{**self._record(t).__dict__, "state": "pending"}))
+        try:
+            self.store.put_trials(recs)
+        except Exception:
+            log.exception("could not record %d pending trials", len(recs))
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._known.add(trial.trial_id)
+        self._started[trial.trial_id] = time.time()
+        self._put(trial, "running", started_at=self._started[trial.trial_id])
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        try:
+            self.store.append_metrics(self.experiment_id, trial.trial_id, report_metrics(result))
+        except Exception:
+            log.exception("could not store a result of trial %s", trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        state = "pruned" if self.was_pruned(trial.trial_id) else "complete"
+        self._put(trial, state, started_at=self._started.get(trial.trial_id),
+                  ended_at=time.time())
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        text = _error_text(trial) or "trial failed (no error text)"
+        self._put(trial, "failed", error=text[-_MAX_ERROR_CHARS:],
+                  started_at=self._started.get(trial.trial_id), ended_at=time.time())
+
+
+def _error_text(trial: Any) -> str | None:
+    """The trial's error: Tune writes it to the local trial dir before calling back, and syncs
+    it to the storage path later, so the local file comes first."""
+    try:
+        local = trial.error_file
+        if local and os.path.isfile(local):
+            with open(local) as f:
+                return f.read()
+        error = trial.get_error()
+        return str(error) if error else None
+    except Exception:  # an unreadable error file must not hide that the trial failed
+        log.exception("could not read the error of trial %s", trial.trial_id)
+        return None
+
+
+class CancelStopper(Stopper):
+    """Stops the whole sweep once the experiment is ``cancelled`` in the store."""
+
+    def __init__(self, store: ResultsStore, experiment_id: str, every_s: float = 2.0) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.every_s = every_s
+        self._last = 0.0
+        self._cancelled = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last >= self.every_s:
+            self._last = now
+            try:
+                status = self.store.get_experiment(self.experiment_id).status
+            except Exception:
+                log.exception("could not read the status of %s", self.experiment_id)
+                return False
+            self._cancelled = status == "cancelled"
+            if self._cancelled:
+                log.info("experiment %s was cancelled; stopping every trial", self.experiment_id)
+        return self._cancelled

@@ -1,0 +1,206 @@
+"""`run_experiment`: run one `ExperimentSpec` on Ray Tune, streaming into the results store.
+
+Steps, top to bottom in `run_experiment`:
+
+1. open the store, create (or re-attach to) the experiment record;
+2. run-time checks (a pretrained checkpoint must exist now, not when the preset was loaded);
+3. ``ray.init()`` — connects to ``RAY_ADDRESS`` (as under ``ray job submit``) or starts a local
+   Ray; an already initialised Ray (tests) is reused;
+4. build the `Tuner`: the trainable wrapped in ``tune.with_resources``, the search (grid, Optuna,
+   threshold), the scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a
+   persistent ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
+5. ``fit()``, then mark the experiment ``complete`` (or ``failed`` with the error).
+
+Example::
+
+    exp_id = run_experiment(load_preset("smoke"), store_uri="/tmp/results")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sweeps.errors import RunError
+from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
+from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
+from sweeps.trainable import TrialFn, make_trainable
+
+log = logging.getLogger(__name__)
+
+
+def new_experiment_id(spec: ExperimentSpec) -> str:
+    """``<name>-<UTC time>-<4 hex>``, e.g. ``smoke-20260101T120000-1a2b``."""
+    return f"{spec.name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+
+
+def tune_storage_path(store: ResultsStore, store_uri: str) -> str:
+    """Where Tune keeps trial dirs, checkpoints and TensorBoard logs: beside the store."""
+    if isinstance(store, ParquetStore):
+        if "://" in store_uri:
+            return store_uri.rstrip("/") + "/tune"
+        return f"{store.root}/tune"
+    return str(Path.home() / ".cache" / "divsweep" / "tune")
+
+
+def check_runnable(spec: ExperimentSpec) -> None:
+    """Checks that only make sense on the machine that runs the sweep."""
+    init = spec.train.init
+    if init != "scratch" and not Path(init).expanduser().is_dir():
+        raise RunError(
+            f"train.init: checkpoint directory {init!r} does not exist on this machine; set it to "
+            "a local Hugging Face causal-LM checkpoint"
+        )
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    experiment_id: str | None = None,
+    store_uri: str | None = None,
+    *,
+    trial_fn: TrialFn | None = None,
+    cache_dir: str | None = None,
+    verbose: int = 1,
+) -> str:
+    """Run ``spec`` to the end and return its experiment id (see the module docstring).
+
+    ``trial_fn`` replaces the real trainer (tests use fake trainables); ``cache_dir`` overrides
+    ``spec.data_cache_dir``. Individual trial failures do not raise: they are ``failed`` rows.
+    """
+    uri = store_uri or spec.store or default_store_uri()
+    store = open_store(uri)
+    exp_id = experiment_id or new_experiment_id(spec)
+    rec = store.create_experiment(exp_id, name=spec.name, spec_json=spec.spec_json,
+                                  spec_hash=spec.spec_hash, exist_ok=True)
+    if rec.status == "cancelled":
+        log.info("experiment %s was cancelled before it started", exp_id)
+        return exp_id
+    try:
+        check_runnable(spec)
+        _connect_ray()
+        store.set_experiment_status(exp_id, "running")
+        tuner = build_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir,
+                            verbose=verbose)
+        tuner.fit()
+    except BaseException as e:
+        store.set_experiment_status(exp_id, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    final = store.set_experiment_status(exp_id, "complete")
+    log.info("experiment %s finished: %s, trials %s", exp_id, final.status, store.progress(exp_id))
+    return exp_id
+
+
+def _connect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # With no address, ray.init() uses RAY_ADDRESS when set (ray job submit sets it) and
+    # otherwise starts a local Ray on this machine.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+
+
+def build_tuner(
+    spec: ExperimentSpec,
+    experiment_id: str,
+    store: ResultsStore,
+    store_uri: str,
+    *,
+    trial_fn: TrialFn | None = None,
+    cache_dir: str | None = None,
+    verbose: int = 1,
+) -> Any:
+    """The configured `ray.tune.Tuner` for ``spec`` (not yet started)."""
+    from ray import tune
+
+    from sweeps.callback import CancelStopper, StoreCallback
+
+    trainable = tune.with_resources(make_trainable(spec, trial_fn, cache_dir),
+                                    spec.resources.as_tune())
+    param_space, search_alg, num_samples = _search(spec)
+    scheduler, was_pruned = _scheduler(spec)
+    run_config = tune.RunConfig(
+        name=experiment_id,
+        storage_path=tune_storage_path(store, store_uri),
+        failure_config=tune.FailureConfig(max_failures=spec.retries),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[StoreCallback(store, experiment_id, spec, was_pruned)],
+        stop=CancelStopper(store, experiment_id),
+        verbose=verbose,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=spec.max_concurrent,
+        # A new actor per trial means a new Python process importing torch (seconds on a busy
+        # CPU); trials share resource shapes, so Tune can hand a finished actor the next trial.
+        reuse_actors=True,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+def _search(spec: ExperimentSpec) -> tuple[dict[str, Any], Any, int]:
+    """``(param_space, search_alg, num_samples)`` for the spec's search."""
+    from ray import tune
+
+    search = spec.search
+    if isinstance(search, GridSearch):
+        return {"params": tune.grid_search([p.params for p in spec.trials()])}, None, 1
+    if isinstance(search, OptunaSearch):
+        from ray.tune.search.optuna import OptunaSearch as TuneOptuna
+
+        space = {path: _domain(d) for path, d in search.space.items()}
+        space["seed"] = spec.seeds[0]
+        searcher = TuneOptuna(metric=search.objective.metric, mode=search.objective.mode,
+                              sampler=_sampler(search))
+        return {"params": space}, searcher, search.n_trials
+    if isinstance(search, ThresholdSearch):
+        from sweeps.threshold import ThresholdSearcher
+
+        return {}, ThresholdSearcher(search, spec.replicate_seeds), spec.n_trials
+    raise AssertionError(f"unhandled search {search!r}")  # the discriminated union is closed
+
+
+def _domain(d: Any) -> Any:
+    from ray import tune
+
+    if d.kind == "choice":
+        return tune.choice(list(d.choices))
+    if d.kind == "int":
+        hi = int(d.high) + 1  # tune's randint excludes the upper bound
+        return tune.lograndint(int(d.low), hi) if d.log else tune.randint(int(d.low), hi)
+    if d.kind == "loguniform" or d.log:
+        return tune.loguniform(d.low, d.high)
+    return tune.uniform(d.low, d.high)
+
+
+def _sampler(search: OptunaSearch) -> Any:
+    import optuna
+
+    seed = search.sampler_seed
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _scheduler(spec: ExperimentSpec) -> tuple[Any, Any]:
+    """``(scheduler or None, was_pruned(trial_id) -> bool)``."""
+    sched = spec.scheduler
+    if not isinstance(sched, AshaScheduler):
+        return None, lambda trial_id: False
+    from sweeps.asha import RecordingASHA
+
+    asha = RecordingASHA(
+        time_attr=sched.time_attr, metric=sched.objective.metric, mode=sched.objective.mode,
+        max_t=sched.max_t, grace_period=sched.grace_period,
+        reduction_factor=sched.reduction_factor,
+    )
+    return asha, asha.stopped.__contains__

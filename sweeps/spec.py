@@ -1,0 +1,596 @@
+"""`ExperimentSpec`: one diversity study, described once, validated once.
+
+A spec embeds a base `data.DataSpec` and `trainer.TrainConfig`, then says what to vary and how to
+search. Axes name any field of either by a dotted path; seeds are a replicate axis; a fixed example
+budget couples ``examples_per_instruction = budget // n_instructions``. Worked example (the shape
+of P1 Fig. 2a at toy scale)::
+
+    >>> spec = ExperimentSpec.model_validate({
+    ...     "name": "toy",
+    ...     "data": {"n_instructions": 10, "examples_per_instruction": 10, "z_len": [4, 8],
+    ...              "x_len": [2, 3], "y_len": [1, 2], "test": {"n_test": 100}},
+    ...     "train": {"model": "nano", "epochs": 1},
+    ...     "axes": [{"field": "data.n_instructions", "values": [10, 100]}],
+    ...     "budget": {"total_examples": 1000},
+    ...     "seeds": [0, 1],
+    ... })
+    >>> [(t.params["data.n_instructions"], t.params["data.examples_per_instruction"], t.seed)
+    ...  for t in spec.trials()]
+    [(10, 100, 0), (10, 100, 1), (100, 10, 0), (100, 10, 1)]
+    >>> spec.n_trials
+    4
+
+Errors name the field path: a typo in an axis gives
+``SpecError: axes.0.field: unknown field 'data.n_instrucions' ...``, and a value the data engine
+rejects gives ``axes.0.values.1: data.n_instructions=0: n_instructions: ...``. `load_spec` turns
+pydantic's `ValidationError` into a `SpecError` with one ``path: message`` line per problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from data.spec import DataSpec
+from sweeps.errors import SpecError
+from trainer.config import TrainConfig
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+#: The parts of a spec an axis may reach into, with the model each part is validated by.
+_PARTS: dict[str, type[BaseModel]] = {"data": DataSpec, "train": TrainConfig}
+
+
+def canonical_json(obj: Any) -> str:
+    """The project's canonical JSON (sorted keys, no spaces) used for every hash."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 hex of `canonical_json(obj)`."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# axes
+# --------------------------------------------------------------------------------------------
+class LogRange(BaseModel):
+    """``num`` points from ``start`` to ``stop`` (both included), log-spaced by default.
+
+    ``LogRange(start=10, stop=1000, num=3)`` gives ``[10, 100, 1000]``.
+    """
+
+    model_config = _FROZEN
+
+    start: float = Field(gt=0)
+    stop: float = Field(gt=0)
+    num: int = Field(ge=2)
+    log: bool = True
+    integer: bool = True
+
+    def points(self) -> list[float | int]:
+        """The values, rounded to distinct integers when ``integer``."""
+        if self.log:
+            a, b = math.log(self.start), math.log(self.stop)
+            raw = [math.exp(a + (b - a) * i / (self.num - 1)) for i in range(self.num)]
+        else:
+            raw = [self.start + (self.stop - self.start) * i / (self.num - 1)
+                   for i in range(self.num)]
+        if not self.integer:
+            return raw
+        return list(dict.fromkeys(round(v) for v in raw))
+
+
+class Axis(BaseModel):
+    """One thing to vary: a field path and its values (or a `LogRange`).
+
+    Without ``field`` each value is a mapping of field paths to values, set together (e.g. the
+    semantic study's ``{"data.family.k": [3, 4], "data.test.family.k": [1, 2]}``).
+    """
+
+    model_config = _FROZEN
+
+    field: str | None = None
+    values: tuple[Any, ...] | None = None
+    range: LogRange | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("values/range: give exactly one of them")
+        if self.values is not None and len(self.values) == 0:
+            raise ValueError("values: must not be empty")
+        if self.field is None:
+            if self.range is not None:
+                raise ValueError("field: required with range")
+            for i, v in enumerate(self.values or ()):
+                if not isinstance(v, Mapping) or not v:
+                    raise ValueError(
+                        f"values.{i}: without `field` every value must be a non-empty mapping "
+                        f"of field paths to values, got {v!r}"
+                    )
+        return self
+
+    @property
+    def label(self) -> str:
+        """How results and plots name this axis."""
+        if self.name:
+            return self.name
+        if self.field:
+            return self.field
+        return "+".join(sorted({k for v in self.values or () for k in v}))
+
+    def points(self) -> list[Any]:
+        """The axis values in order."""
+        return list(self.values) if self.values is not None else self.range.points()  # type: ignore[union-attr]
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Each value as the field overrides it makes."""
+        if self.field is None:
+            return [dict(v) for v in self.points()]
+        return [{self.field: v} for v in self.points()]
+
+    def fields(self) -> list[str]:
+        """Every field path this axis sets."""
+        return [self.field] if self.field else sorted({k for v in self.values or () for k in v})
+
+
+class Budget(BaseModel):
+    """Fixed total examples: ``examples_field = total_examples // instructions_field``."""
+
+    model_config = _FROZEN
+
+    total_examples: int = Field(ge=1)
+    instructions_field: str = "data.n_instructions"
+    examples_field: str = "data.examples_per_instruction"
+
+
+# --------------------------------------------------------------------------------------------
+# search
+# --------------------------------------------------------------------------------------------
+class Objective(BaseModel):
+    """The metric a search optimises and its direction."""
+
+    model_config = _FROZEN
+
+    metric: str = "test_acc"
+    mode: Literal["max", "min"] = "max"
+
+
+class Domain(BaseModel):
+    """One dimension of an Optuna search space.
+
+    ``{"kind": "loguniform", "low": 1e-4, "high": 1e-2}``, ``{"kind": "int", "low": 10,
+    "high": 1000, "log": true}`` or ``{"kind": "choice", "choices": [64, 128]}``.
+    """
+
+    model_config = _FROZEN
+
+    kind: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError("choices: kind='choice' needs a non-empty list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"low/high: kind={self.kind!r} needs both bounds")
+        if not self.low < self.high:
+            raise ValueError(f"low/high: need low < high, got low={self.low}, high={self.high}")
+        if (self.kind == "loguniform" or self.log) and self.low <= 0:
+            raise ValueError(f"low: a log scale needs low > 0, got {self.low}")
+        return self
+
+
+class GridSearch(BaseModel):
+    """Every combination of the axes, times every seed."""
+
+    model_config = _FROZEN
+    kind: Literal["grid"] = "grid"
+
+
+class OptunaSearch(BaseModel):
+    """Optuna (via `ray.tune.search.optuna.OptunaSearch`) over ``space``, ``n_trials`` trials."""
+
+    model_config = _FROZEN
+
+    kind: Literal["optuna"] = "optuna"
+    sampler: Literal["tpe", "random", "cmaes"] = "tpe"
+    space: dict[str, Domain]
+    objective: Objective = Objective()
+    n_trials: int = Field(ge=1)
+    sampler_seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _space(self) -> Self:
+        if not self.space:
+            raise ValueError("space: must name at least one field")
+        return self
+
+
+class ThresholdSearch(BaseModel):
+    """The smallest ``axis`` value whose mean ``metric`` over replicates reaches ``level``.
+
+    Bisection on a log scale between ``low`` (assumed below) and ``high`` (assumed above); both ends
+    are probed first. It stops when ``high / low <= resolution`` (integers: also when they are
+    adjacent) and reports ``high``. E.g. ``axis="data.n_instructions", metric="test_acc_op",
+    level=0.5, low=10, high=10000, resolution=1.25``.
+    """
+
+    model_config = _FROZEN
+
+    kind: Literal["threshold"] = "threshold"
+    axis: str = "data.n_instructions"
+    metric: str = "test_acc"
+    level: float
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    replicates: int = Field(1, ge=1)
+    resolution: float = Field(1.25, gt=1)
+    integer: bool = True
+
+    @model_validator(mode="after")
+    def _bracket(self) -> Self:
+        if not self.low < self.high:
+            raise ValueError(f"low/high: need low < high, got low={self.low}, high={self.high}")
+        return self
+
+    @property
+    def max_probes(self) -> int:
+        """An upper bound on the number of probed values (both ends, then bisection)."""
+        steps = math.log(self.high / self.low) / math.log(self.resolution)
+        return 2 + max(0, math.ceil(math.log2(max(steps, 1.0))))
+
+
+Search = Annotated[GridSearch | OptunaSearch | ThresholdSearch, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------------------------
+# scheduling and resources
+# --------------------------------------------------------------------------------------------
+class FifoScheduler(BaseModel):
+    """Run every trial to the end."""
+
+    model_config = _FROZEN
+    kind: Literal["fifo"] = "fifo"
+
+
+class AshaScheduler(BaseModel):
+    """Asynchronous successive halving: stop trials that trail at a rung (reported as pruned)."""
+
+    model_config = _FROZEN
+
+    kind: Literal["asha"] = "asha"
+    objective: Objective = Objective()
+    time_attr: str = "training_iteration"
+    max_t: int = Field(100, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")]
+
+
+class Resources(BaseModel):
+    """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU)."""
+
+    model_config = _FROZEN
+
+    cpus: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _gpu(self) -> Self:
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ValueError(f"gpu: above 1 it must be a whole number, got {self.gpu}")
+        return self
+
+    def as_tune(self) -> dict[str, float]:
+        """The dict `tune.with_resources` takes."""
+        return {"cpu": self.cpus, "gpu": self.gpu}
+
+
+# --------------------------------------------------------------------------------------------
+# the spec
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialPlan:
+    """One fully resolved trial: the varied values and the typed configs they produce."""
+
+    trial_key: str
+    params: dict[str, Any]
+    data: DataSpec
+    train: TrainConfig
+    seed: int
+    cell: dict[str, Any] = field(default_factory=dict)  # params without the seed
+
+
+class ExperimentSpec(BaseModel):
+    """A whole study. See the module docstring for an example and the error format."""
+
+    model_config = _FROZEN
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    data: DataSpec
+    train: TrainConfig
+    axes: tuple[Axis, ...] = ()
+    budget: Budget | None = None
+    seeds: tuple[int, ...] = Field((0,), min_length=1)
+    #: Which fields each seed sets; a trial's data and model both follow its replicate seed.
+    seed_fields: tuple[str, ...] = ("data.seed", "train.seed")
+    search: Search = GridSearch()
+    scheduler: Scheduler = FifoScheduler()
+    resources: Resources = Resources()
+    max_concurrent: int | None = Field(None, ge=1)
+    retries: int = Field(0, ge=0)
+    #: Results-store URI (a local directory, ``memory://name`` or any pyarrow.fs URI).
+    store: str | None = None
+    #: Where generated data sets are cached by content hash (default ``~/.cache/divsweep/data``).
+    data_cache_dir: str | None = None
+    #: The headline metric for summaries and the phase diagram.
+    metric: str = "test_acc"
+
+    @model_validator(mode="after")
+    def _paths_and_plans(self) -> Self:
+        for i, axis in enumerate(self.axes):
+            for path in axis.fields():
+                _check_path(f"axes.{i}.field", path)
+        for i, path in enumerate(self.seed_fields):
+            _check_path(f"seed_fields.{i}", path)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: must be distinct, got {list(self.seeds)}")
+        if self.budget is not None:
+            _check_path("budget.instructions_field", self.budget.instructions_field)
+            _check_path("budget.examples_field", self.budget.examples_field)
+        search = self.search
+        if isinstance(search, OptunaSearch):
+            if self.axes:
+                raise ValueError("axes: an optuna search varies `search.space`; leave axes empty")
+            for path in search.space:
+                _check_path(f"search.space.{path}", path)
+        if isinstance(search, ThresholdSearch):
+            if self.axes:
+                raise ValueError("axes: a threshold search varies `search.axis`; leave axes empty")
+            _check_path("search.axis", search.axis)
+            if len(self.seeds) > 1 and len(self.seeds) != search.replicates:
+                raise ValueError(
+                    f"seeds: a threshold search with replicates={search.replicates} needs one "
+                    f"seed (replicates count up from it) or exactly {search.replicates} seeds, "
+                    f"got {len(self.seeds)}"
+                )
+            # Both bracket ends must be valid trials; errors name the bound.
+            for bound in ("low", "high"):
+                value = _as_axis_value(getattr(search, bound), search.integer)
+                self._resolve({search.axis: value}, self.seeds[0], f"search.{bound}")
+        else:
+            # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
+            self._grid_plans()
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def spec_json(self) -> str:
+        """Canonical JSON of the whole spec (what the store keeps)."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    @property
+    def spec_hash(self) -> str:
+        """sha256 of `spec_json`."""
+        return hashlib.sha256(self.spec_json.encode()).hexdigest()
+
+    @property
+    def n_trials(self) -> int:
+        """An upper bound on the trials this spec runs (for quotas)."""
+        search = self.search
+        if isinstance(search, OptunaSearch):
+            return search.n_trials
+        if isinstance(search, ThresholdSearch):
+            return search.replicates * search.max_probes
+        return len(self.seeds) * math.prod(len(a.points()) for a in self.axes)
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """Seeds of the replicates of one cell (threshold: counted up from a single seed)."""
+        search = self.search
+        if isinstance(search, ThresholdSearch) and len(self.seeds) != search.replicates:
+            return tuple(self.seeds[0] + r for r in range(search.replicates))
+        return self.seeds
+
+    @property
+    def varied_fields(self) -> list[str]:
+        """Field paths that differ between trials (seed excluded), in axis order."""
+        search = self.search
+        if isinstance(search, OptunaSearch):
+            out = list(search.space)
+        elif isinstance(search, ThresholdSearch):
+            out = [search.axis]
+        else:
+            out = [p for a in self.axes for p in a.fields()]
+        if self.budget is not None and self.budget.instructions_field in out:
+            out.append(self.budget.examples_field)
+        return list(dict.fromkeys(out))
+
+    def trials(self) -> list[TrialPlan]:
+        """Every trial of a grid search (axes × seeds, first axis slowest, seeds fastest).
+
+        For `optuna` and `threshold` searches, trials are chosen while the sweep runs; this then
+        returns the base configuration once per replicate seed.
+        """
+        if isinstance(self.search, GridSearch):
+            return self._grid_plans()
+        return [self._resolve({}, s, "seeds") for s in self.replicate_seeds]
+
+    def plan(self, params: Mapping[str, Any]) -> TrialPlan:
+        """The trial for explicit ``params`` (field path → value, plus ``"seed"``).
+
+        This is how the Tune trainable rebuilds its typed configs from Tune's config dict.
+        """
+        values = dict(params)
+        seed = int(values.pop("seed", self.seeds[0]))
+        return self._resolve(values, seed, "params")
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _grid_plans(self) -> list[TrialPlan]:
+        per_axis = [list(enumerate(a.settings())) for a in self.axes]
+        plans = []
+        for combo in itertools.product(*per_axis):
+            overrides: dict[str, Any] = {}
+            where = []
+            for axis_i, (value_i, setting) in enumerate(combo):
+                overrides.update(setting)
+                where.append(f"axes.{axis_i}.values.{value_i}")
+            for seed in self.seeds:
+                plans.append(self._resolve(overrides, seed, ", ".join(where) or "data/train"))
+        return plans
+
+    def _resolve(self, overrides: Mapping[str, Any], seed: int, where: str) -> TrialPlan:
+        values = dict(overrides)
+        if self.budget is not None and self.budget.examples_field not in values:
+            n_inst = values.get(self.budget.instructions_field, _get_path(self,
+                                                                         self.budget.instructions_field))
+            per = self.budget.total_examples // int(n_inst)
+            if per < 1:
+                raise ValueError(
+                    f"{where}: budget.total_examples={self.budget.total_examples} is smaller than "
+                    f"{self.budget.instructions_field}={n_inst}"
+                )
+            values[self.budget.examples_field] = per
+        cell = dict(values)
+        for path in self.seed_fields:
+            values[path] = seed
+        parts: dict[str, Any] = {}
+        for part, model in _PARTS.items():
+            base = getattr(self, part).model_dump(mode="json")
+            mine = {p: v for p, v in values.items() if p.split(".", 1)[0] == part}
+            budget_fields = {"data.n_examples", "data.examples_per_instruction"}
+            if part == "data" and budget_fields & mine.keys():
+                # The data budget is one of two fields; setting one clears the other.
+                for k in ("n_examples", "examples_per_instruction"):
+                    base[k] = None
+            for path, v in mine.items():
+                _set_path(base, path.split(".")[1:], v)
+            try:
+                parts[part] = _validate(model, base)
+            except ValidationError as e:
+                shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
+                raise ValueError(f"{where}: {shown}: {format_errors(e, part)}") from None
+            except ValueError as e:  # the data/trainer packages raise their own ValueErrors
+                shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
+                raise ValueError(f"{where}: {shown}: {part}: {e}") from None
+        key = sha256_json({p: parts[p].model_dump(mode="json") for p in _PARTS})
+        params = {**cell, "seed": seed}
+        return TrialPlan(key, params, parts["data"], parts["train"], seed, cell)
+
+
+def _validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
+    # Go through pydantic's plain validator so nested errors keep their locations, whatever the
+    # model's own `model_validate` wrapper raises.
+    return model.__pydantic_validator__.validate_python(obj)
+
+
+def _as_axis_value(v: float, integer: bool) -> float | int:
+    return round(v) if integer else v
+
+
+def _check_path(where: str, path: str) -> None:
+    """Raise if ``path`` (``data.x.y``) does not name a field of the data spec or train config."""
+    part, _, rest = path.partition(".")
+    model: Any = _PARTS.get(part)
+    if model is None or not rest:
+        raise ValueError(f"{where}: {path!r} must start with 'data.' or 'train.' and name a field")
+    parent = part
+    for name in rest.split("."):
+        if model is None:
+            raise ValueError(f"{where}: unknown field {path!r}; {parent!r} is not a nested spec")
+        fields = model.model_fields
+        if name not in fields:
+            raise ValueError(f"{where}: unknown field {path!r}; {model.__name__} has "
+                             f"{', '.join(sorted(fields))}")
+        model = _model_of(fields[name].annotation)
+        parent = f"{parent}.{name}"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``Model | None`` included), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _get_path(spec: ExperimentSpec, path: str) -> Any:
+    cur: Any = spec
+    for name in path.split("."):
+        cur = getattr(cur, name)
+    return cur
+
+
+def _set_path(obj: dict[str, Any], parts: list[str], value: Any) -> None:
+    cur = obj
+    for name in parts[:-1]:
+        if cur.get(name) is None:
+            cur[name] = {}
+        cur = cur[name]
+    cur[parts[-1]] = value
+
+
+def format_errors(e: ValidationError, prefix: str = "") -> str:
+    """``path: message`` for each pydantic error, joining model-rule fields onto the path."""
+    lines = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        inner = (err.get("ctx") or {}).get("error")
+        extra = getattr(inner, "field", None)
+        if extra:
+            loc.append(str(extra))
+        path = ".".join(([prefix] if prefix else []) + loc)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{path}: {msg}" if path and not msg.startswith(path) else msg)
+    return "; ".join(lines)
+
+
+def spec_from_dict(obj: Mapping[str, Any]) -> ExperimentSpec:
+    """Validate a mapping into an `ExperimentSpec`, raising `SpecError` with field paths."""
+    try:
+        return ExperimentSpec.model_validate(dict(obj))
+    except ValidationError as e:
+        raise SpecError(f"invalid experiment spec: {format_errors(e)}") from None
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Load a spec from a YAML or JSON file (JSON is read as YAML).
+
+    ``load_spec("sweeps/presets/smoke.yaml").name == "smoke"``
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {p}: {e}") from None
+    try:
+        obj = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: not valid YAML/JSON: {e}") from None
+    if not isinstance(obj, Mapping):
+        raise SpecError(f"{p}: a spec file must hold a mapping, got {type(obj).__name__}")
+    try:
+        return spec_from_dict(obj)
+    except SpecError as e:
+        raise SpecError(f"{p}: {e}") from None

@@ -1,0 +1,45 @@
+"""Fixtures for the sweeps tests: an in-process Ray with 2 CPUs, and a tiny base spec."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+TINY_DATA: dict[str, Any] = {
+    "alphabet": "abcdefgh", "z_len": [4, 10], "x_len": [2, 3], "y_len": [1, 3],
+    "n_instructions": 10, "examples_per_instruction": 10, "test": {"n_test": 20},
+}
+TINY_TRAIN: dict[str, Any] = {"model": "nano", "epochs": 1, "device": "cpu"}
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    """A valid spec mapping with small data/train settings, plus ``overrides``."""
+    return {"name": "tiny", "data": dict(TINY_DATA), "train": dict(TINY_TRAIN), **overrides}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """An in-process local Ray (2 CPUs, no dashboard) for tests that drive Tune directly.
+
+    It never touches other Ray clusters on the machine (no ``ray stop``): shutdown ends only the
+    processes this ``ray.init`` started.
+    """
+    import fakes
+    import ray
+    from ray import cloudpickle
+
+    # The test modules are not importable on Ray workers; ship the fakes by value.
+    cloudpickle.register_pickle_by_value(fakes)
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=128 * 1024 * 1024)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved

@@ -1,0 +1,80 @@
+"""Fake trial functions with known behaviour (same signature as `train_with_trainer`).
+
+They are pickled by value (see conftest) so Ray workers need not import this test module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from sweeps.spec import TrialPlan
+
+THRESHOLD = 37  # the fake accuracy jumps from ~0 to ~1 at this many instructions
+
+Report = Any
+
+
+def step_accuracy(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str) -> None:
+    """test_acc ~0.05 below THRESHOLD rules and ~0.95 from it on (a small seed-dependent wobble)."""
+    n = plan.data.n_instructions
+    wobble = 0.04 * math.sin(plan.seed + 1)
+    acc = (0.95 if n >= THRESHOLD else 0.05) + wobble
+    report({"step": 1, "test_acc": acc}, None)
+
+
+def learning_curve(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str) -> None:
+    """Eight reports; the final score is best at lr = 10^-2.5 and falls off quadratically in log."""
+    quality = 1.0 - (math.log10(plan.train.lr) + 2.5) ** 2 / 4
+    for i in range(1, 9):
+        report({"step": i, "score": quality * i / 8}, None)
+
+
+def fail_on_many_rules(plan: TrialPlan, report: Report, checkpoint_dir: str,
+                       cache_dir: str) -> None:
+    """n_instructions >= 100: report once, then always raise (to test failed rows).
+
+    Otherwise: the first attempt writes a checkpoint, reports it and crashes; the retry must find
+    that checkpoint restored into ``checkpoint_dir`` and resumes from its step.
+    """
+    import json
+    import os
+
+    if plan.data.n_instructions >= 100:
+        report({"step": 1, "test_acc": 0.5}, None)
+        raise RuntimeError(f"fake failure at n_instructions={plan.data.n_instructions}")
+    restored = os.path.join(checkpoint_dir, "meta.json")
+    if os.path.exists(restored):
+        with open(restored) as f:
+            step = json.load(f)["step"]
+        report({"step": step + 1, "test_acc": 0.9, "resumed": 1}, None)
+        return
+    ckpt = os.path.join(checkpoint_dir, "ckpt-000001")
+    os.makedirs(ckpt)
+    with open(os.path.join(ckpt, "meta.json"), "w") as f:
+        json.dump({"step": 1}, f)
+    report({"step": 1, "test_acc": 0.1, "resumed": 0}, ckpt)
+    raise RuntimeError("crash after the first checkpoint")
+
+
+def metrics_of(rows: list[Mapping[str, Any]], key: str) -> list[Any]:
+    return [r[key] for r in rows if key in r]
+
+
+def generate_then_report(plan: TrialPlan, report: Report, checkpoint_dir: str,
+                         cache_dir: str) -> None:
+    """Gets the data set the way the real trial does, then reports its size (no training)."""
+    from data import cached_generate
+
+    ds = cached_generate(plan.data, cache_dir)
+    report({"step": 1, "train_rows": ds.train.num_rows}, None)
+
+
+def slow_reports(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str) -> None:
+    """Twenty reports half a second apart (something to cancel)."""
+    import time
+
+    for i in range(1, 21):
+        time.sleep(0.5)
+        report({"step": i, "test_acc": 0.0}, None)
