@@ -1,0 +1,184 @@
+"""`TrainConfig`: every knob of a training run, frozen and validated once.
+
+A config names a model size (a preset or explicit dimensions), how to initialise it, the optimiser
+and schedule, the budget, batching, precision, evaluation cadence and the seed. Derived values
+(the resolved dimensions, the examples-or-tokens batch rule) are properties, never stored copies.
+
+Example::
+
+    >>> cfg = TrainConfig(model="nano", epochs=3, batch_size=64, lr=1e-3, seed=0)
+    >>> cfg.dims
+    ModelDims(n_layer=2, n_head=2, n_embd=64, n_positions=256)
+    >>> TrainConfig(model="nano", epochs=3, max_steps=10)
+    Traceback (most recent call last):
+    ...
+    trainer.errors.ConfigError: epochs/max_steps: set exactly one of them, got epochs=3 and ...
+
+Bad values raise `ConfigError` (a `ValueError`) whose message starts with the field name. Embedded
+in another pydantic model, the same rules surface as that model's `ValidationError` with the path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.errors import ConfigError
+
+
+class ModelDims(NamedTuple):
+    """Resolved GPT-2 dimensions."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int
+
+
+# `paper` is P3 appendix B (GPT-2, 6 layers, 4 heads, hidden 256); the others trade capacity for
+# CPU speed. `tiny` matches the first CPU calibration point in PAPER.md.
+PRESETS: dict[str, ModelDims] = {
+    "paper": ModelDims(6, 4, 256, 256),
+    "small": ModelDims(4, 4, 192, 256),
+    "tiny": ModelDims(2, 4, 128, 256),
+    "nano": ModelDims(2, 2, 64, 256),
+}
+
+
+class LoraSpec(BaseModel):
+    """Low-rank adapters (via `peft`) on a pretrained checkpoint.
+
+    Example: ``LoraSpec(r=8, alpha=16, target_modules=("c_attn",))`` adapts GPT-2's fused QKV.
+    ``target_modules=None`` lets peft pick the architecture's default modules.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] | None = None
+
+
+class TrainConfig(BaseModel):
+    """One training run. See the module docstring for an example."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- model -------------------------------------------------------------------------------
+    model: Literal["paper", "small", "tiny", "nano"] | None = "paper"
+    n_layer: int | None = Field(None, ge=1)  # explicit dims override the preset's
+    n_head: int | None = Field(None, ge=1)
+    n_embd: int | None = Field(None, ge=1)
+    n_positions: int | None = Field(None, ge=8)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    init: str = "scratch"  # or a local Hugging Face causal-LM checkpoint directory
+    lora: LoraSpec | None = None
+
+    # --- optimiser and schedule ----------------------------------------------------------------
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0)  # 0 disables clipping
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["linear", "constant", "cosine"] = "linear"
+
+    # --- budget and batching -------------------------------------------------------------------
+    epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # examples per step (default 256)
+    batch_tokens: int | None = Field(None, ge=1)  # or: padded tokens per step
+    bucket_chunk: int = Field(64, ge=1)  # sort by length within chunks of this many batches
+    loss_on: Literal["output", "all"] = "output"
+
+    # --- hardware ------------------------------------------------------------------------------
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
+    compile: bool = False
+
+    # --- evaluation ----------------------------------------------------------------------------
+    eval_every: int | None = Field(None, ge=1)  # steps; None: only per epoch / at the end
+    eval_per_epoch: bool = True
+    eval_test_n: int | None = Field(2000, ge=1)  # None: the whole test split
+    eval_train_n: int = Field(500, ge=0)  # training examples re-decoded (0: skip)
+    eval_batch_size: int = Field(256, ge=1)
+    n_failures: int = Field(5, ge=0)
+
+    seed: int = 0
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if (self.epochs is None) == (self.max_steps is None):
+            raise ValueError(
+                "epochs/max_steps: set exactly one of them, "
+                f"got epochs={self.epochs} and max_steps={self.max_steps}"
+            )
+        if self.batch_size is not None and self.batch_tokens is not None:
+            raise ValueError(
+                "batch_size/batch_tokens: set at most one of them, "
+                f"got batch_size={self.batch_size} and batch_tokens={self.batch_tokens}"
+            )
+        if self.model is None and self.init == "scratch":
+            missing = [f for f in ("n_layer", "n_head", "n_embd") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: required when model=None")
+        if self.init == "scratch":
+            dims = self.dims
+            if dims.n_embd % dims.n_head:
+                raise ValueError(f"n_embd: {dims.n_embd} is not divisible by n_head={dims.n_head}")
+        elif self._explicit_dims():
+            raise ValueError(
+                f"n_layer/n_head/n_embd: cannot resize a pretrained init={self.init!r}"
+            )
+        if self.lora is not None and self.init == "scratch":
+            raise ValueError("lora: needs a pretrained checkpoint in init, got init='scratch'")
+        if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1):
+            raise ValueError(f"betas: each must be in [0, 1), got {self.betas}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device == "cpu" and self.precision == "bf16":
+            raise ValueError("precision: bf16 autocast needs CUDA, but device='cpu'")
+        return self
+
+    def _explicit_dims(self) -> bool:
+        return any(getattr(self, f) is not None for f in ("n_layer", "n_head", "n_embd"))
+
+    @property
+    def dims(self) -> ModelDims:
+        """Preset dimensions with any explicit field taking precedence."""
+        base = PRESETS[self.model] if self.model is not None else ModelDims(0, 0, 0, 256)
+        return ModelDims(
+            n_layer=self.n_layer or base.n_layer,
+            n_head=self.n_head or base.n_head,
+            n_embd=self.n_embd or base.n_embd,
+            n_positions=self.n_positions or base.n_positions,
+        )
+
+    @property
+    def examples_per_batch(self) -> int | None:
+        """Examples per step, or None when batches are sized in tokens."""
+        if self.batch_tokens is not None:
+            return None
+        return self.batch_size or 256
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the model comes from a checkpoint directory rather than from scratch."""
+        return self.init != "scratch"
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """Render pydantic errors as ``field: message`` lines (our rules already name the field)."""
+    lines = []
+    for err in e.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}:") else msg)
+    return "; ".join(lines)

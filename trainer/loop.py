@@ -1,0 +1,342 @@
+"""`train`: the training loop, top to bottom in one function, with small pure helpers beside it.
+
+Setup (device, codec, encoded splits, model, optimiser, resume) → loop over length-bucketed
+batches (lr from `lr_at`, forward, masked loss, backward, clip, step) → at each evaluation point
+decode the test set and a sample of training rules, write a checkpoint, call
+``report(metrics, checkpoint)``. The data order of epoch ``e`` is a pure function of
+``(seed, e)`` (`trainer.batching.epoch_plan`), so a checkpoint only needs the step number plus the
+model, optimiser and RNG states to resume exactly.
+
+Example::
+
+    >>> from data import DataSpec, generate
+    >>> from trainer import TrainConfig, train
+    >>> ds = generate(DataSpec(n_instructions=20, examples_per_instruction=20, seed=0))
+    >>> result = train(TrainConfig(model="nano", max_steps=50, batch_size=32), ds)  # doctest: +SKIP
+    >>> sorted(result.metrics)[:3]                                                  # doctest: +SKIP
+    ['epoch', 'examples_seen', 'lr']
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from trainer.batching import IGNORE, collate, epoch_plan, seq_lengths
+from trainer.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from trainer.config import TrainConfig
+from trainer.errors import CheckpointError, ConfigError
+from trainer.evaluate import evaluate_split, sample_indices
+from trainer.model import build_codec, build_model, count_params
+from trainer.perf import device_peak_flops, flops_per_token, mfu, peak_memory_gb
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, float | int], str | None], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run hands back."""
+
+    metrics: dict[str, float | int]  # the last reported metrics
+    history: list[dict[str, float | int]]  # every reported dict, in order
+    failures: list[dict[str, str]]  # a few failed test examples of the last evaluation
+    checkpoint: str | None  # the final checkpoint directory, when checkpoint_dir was given
+    model: torch.nn.Module = field(repr=False)  # the trained model (on its training device)
+
+
+# --- small pure helpers ---------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): linear warm-up, then the decay."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, total_steps - cfg.warmup_steps)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return cfg.lr * (1.0 - frac)
+
+
+def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
+    """The device and the autocast dtype (None: plain fp32) a config asks for."""
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {cfg.device!r} requested but CUDA is not available")
+    if cfg.precision == "bf16" and device.type != "cuda":
+        raise ConfigError(f"precision: bf16 autocast needs CUDA, but device resolved to {device}")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return device, (torch.bfloat16 if use_bf16 else None)
+
+
+class EpochPlans:
+    """Batches of each epoch, computed on demand; maps a global step to (epoch, batch)."""
+
+    def __init__(self, lengths: np.ndarray, cfg: TrainConfig) -> None:
+        self.lengths, self.cfg = lengths, cfg
+        self._sizes: list[int] = []
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        c = self.cfg
+        return epoch_plan(
+            self.lengths, c.seed, epoch, c.examples_per_batch, c.batch_tokens, c.bucket_chunk
+        )
+
+    def size(self, epoch: int) -> int:
+        """Number of batches (steps) in epoch ``epoch``."""
+        if (bs := self.cfg.examples_per_batch) is not None:
+            # Same count every epoch: full chunks hold `bucket_chunk` batches, the rest is ceil'd.
+            n, per_chunk = len(self.lengths), bs * self.cfg.bucket_chunk
+            return (n // per_chunk) * self.cfg.bucket_chunk + -(-(n % per_chunk) // bs)
+        while len(self._sizes) <= epoch:
+            self._sizes.append(len(self.plan(len(self._sizes))))
+        return self._sizes[epoch]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, index of the batch within it) of global step ``step``."""
+        epoch = 0
+        while step >= self.size(epoch):
+            step -= self.size(epoch)
+            epoch += 1
+        return epoch, step
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms); fused where supported."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+
+
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the non-IGNORE targets; logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def train(
+    cfg: TrainConfig,
+    dataset: Any,
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``cfg`` on ``dataset`` (a `data.RewriteDataset`), evaluating and reporting as it goes.
+
+    ``report(metrics, checkpoint)`` is called at each evaluation with flat scalar metrics and the
+    path of the checkpoint just written (None without ``checkpoint_dir``). If ``checkpoint_dir``
+    already holds a checkpoint of this config, training resumes from it exactly. ``progress``
+    shows a tqdm bar over the steps (for the CLI).
+    """
+    # --- setup ---
+    t_start = time.perf_counter()
+    device, amp_dtype = resolve_device(cfg)
+    vocab = getattr(dataset, "vocab", None)
+    codec = build_codec(cfg, vocab)
+    train_seqs, test_seqs = codec.encode(dataset, "train"), codec.encode(dataset, "test")
+    lengths = seq_lengths(train_seqs)
+    n_pos = cfg.dims.n_positions if not cfg.pretrained else None
+    longest = int(max(lengths.max(), seq_lengths(test_seqs).max()))
+    if n_pos is not None and longest > n_pos:
+        raise ConfigError(f"n_positions: {n_pos} is shorter than the longest sequence ({longest})")
+    model = build_model(cfg, vocab).to(device)
+    optimizer = make_optimizer(model, cfg)
+    plans = EpochPlans(lengths, cfg)
+    total_steps = cfg.max_steps or sum(plans.size(e) for e in range(cfg.epochs or 0))
+    test_idx = sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=0)
+    train_idx = sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=1)
+    n_params = count_params(model)
+    hf_cfg = cast(Any, model).config  # the real dims, also for pretrained checkpoints
+    flops_tok = flops_per_token(
+        n_params, hf_cfg.num_hidden_layers, hf_cfg.hidden_size, float(lengths.mean())
+    )
+    peak = device_peak_flops(device)
+
+    step, examples_seen, tokens_seen, wall_before = 0, 0, 0, 0.0
+    history: list[dict[str, float | int]] = []
+    ckpt = find_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        state, meta = load_checkpoint(ckpt)
+        if meta["config"] != cfg.model_dump(mode="json"):
+            raise CheckpointError(f"checkpoint_dir: {ckpt} was written by a different TrainConfig")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step, examples_seen, tokens_seen = meta["step"], meta["examples_seen"], meta["tokens_seen"]
+        wall_before, history = meta["wall_s"], meta["history"]
+        log.info("resumed from %s at step %d", ckpt, step)
+    else:
+        torch.manual_seed(cfg.seed)  # dropout draws, when dropout > 0
+    fwd = torch.compile(model) if cfg.compile else model
+    log.info(
+        "training %d params on %s (%s) for %d steps, %d train / %d test examples",
+        n_params,
+        device,
+        amp_dtype or "fp32",
+        total_steps,
+        len(lengths),
+        dataset.test.num_rows,
+    )
+
+    # --- loop ---
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    loss_steps, tok_window, t_window, t_train = 0, 0, 0.0, time.perf_counter()
+    last_path: str | None = str(ckpt) if ckpt is not None else None
+    failures: list[dict[str, str]] = []
+    epoch, k = plans.locate(step)
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", leave=False)
+    while step < total_steps:
+        plan = plans.plan(epoch)
+        for b in range(k, len(plan)):
+            idx = plan[b]
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step, cfg, total_steps)
+            inputs, targets = collate(train_seqs, idx, codec.pad_id, cfg.loss_on)
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device)
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
+            ):
+                logits = fwd(input_ids=inputs).logits  # (B, T, V)
+            loss = masked_loss(logits, targets)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            loss_sum += loss.detach()
+            loss_steps += 1
+            examples_seen += len(idx)
+            n_tok = int(lengths[idx].sum())
+            tokens_seen += n_tok
+            tok_window += n_tok
+
+            end_of_epoch = b == len(plan) - 1
+            due = (
+                step == total_steps
+                or (cfg.eval_every is not None and step % cfg.eval_every == 0)
+                or (cfg.eval_per_epoch and end_of_epoch)
+            )
+            if due:
+                # --- evaluate, checkpoint, report ---
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t_window += time.perf_counter() - t_train
+                metrics: dict[str, float | int] = {
+                    "step": step,
+                    "epoch": epoch + (b + 1) / len(plan),
+                    "examples_seen": examples_seen,
+                    "tokens_seen": tokens_seen,
+                    "train_loss": float(loss_sum) / max(1, loss_steps),
+                    "lr": lr_at(step - 1, cfg, total_steps),
+                    "tokens_per_s": tok_window / max(t_window, 1e-9),
+                }
+                if peak is not None:
+                    metrics["mfu"] = mfu(metrics["tokens_per_s"], flops_tok, peak)
+                test_res = evaluate_split(
+                    model,
+                    dataset.test,
+                    test_seqs,
+                    codec,
+                    test_idx,
+                    "test",
+                    cfg.eval_batch_size,
+                    cfg.n_failures,
+                    autocast_dtype=amp_dtype,
+                )
+                metrics.update(test_res.metrics)
+                failures = test_res.failures
+                if len(train_idx):
+                    metrics.update(
+                        evaluate_split(
+                            model,
+                            dataset.train,
+                            train_seqs,
+                            codec,
+                            train_idx,
+                            "train",
+                            cfg.eval_batch_size,
+                            0,
+                            by_occurrence=False,
+                            autocast_dtype=amp_dtype,
+                        ).metrics
+                    )
+                if (mem := peak_memory_gb(device)) is not None:
+                    metrics["peak_mem_gb"] = mem
+                metrics["wall_s"] = wall_before + time.perf_counter() - t_start
+                history.append(metrics)
+                if checkpoint_dir is not None:
+                    meta = {
+                        "step": step,
+                        "examples_seen": examples_seen,
+                        "tokens_seen": tokens_seen,
+                        "wall_s": metrics["wall_s"],
+                        "history": history,
+                        "config": cfg.model_dump(mode="json"),
+                    }
+                    state = {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_state(),
+                    }
+                    last_path = str(save_checkpoint(checkpoint_dir, step, state, meta))
+                log.info(
+                    "step %d/%d loss %.4f test_acc %.3f train_acc %s (%.0f tok/s)",
+                    step,
+                    total_steps,
+                    metrics["train_loss"],
+                    metrics.get("test_acc", float("nan")),
+                    f"{metrics['train_acc']:.3f}" if "train_acc" in metrics else "-",
+                    metrics["tokens_per_s"],
+                )
+                bar.set_postfix(
+                    loss=f"{metrics['train_loss']:.3f}",
+                    test_acc=f"{metrics.get('test_acc', float('nan')):.3f}",
+                )
+                if report is not None:
+                    report(metrics, last_path)
+                loss_sum.zero_()
+                loss_steps, tok_window, t_window = 0, 0, 0.0
+                model.train()
+                t_train = time.perf_counter()
+            if step >= total_steps:
+                break
+        epoch, k = epoch + 1, 0
+    bar.close()
+
+    final = history[-1] if history else {}
+    return TrainResult(final, history, failures, last_path, model)
