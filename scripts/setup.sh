@@ -11,8 +11,12 @@ fi
 . .venv/bin/activate
 stamp=".venv/.divsweep-installed${extra:+-$extra}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  python -m pip install -q --upgrade pip
-  python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-  python -m pip install -q -e ".${extra:+[$extra]}"
+  echo "installing divsweep${extra:+[$extra]} into .venv (log: .venv/install.log) ..."
+  # pip's and setuptools' chatter goes to the log; it is shown only if the install fails.
+  {
+    python -m pip install --upgrade pip &&
+    { python -c "import torch" 2>/dev/null || python -m pip install "torch==2.13.0"; } &&
+    python -m pip install -e ".${extra:+[$extra]}"
+  } >.venv/install.log 2>&1 || { tail -40 .venv/install.log; exit 1; }
   touch "$stamp"
 fi

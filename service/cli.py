@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,8 @@ Url = Annotated[str, typer.Option(envvar="DIVSWEEP_URL", help="service base URL"
 Token = Annotated[str | None, typer.Option(envvar="DIVSWEEP_TOKEN", help="bearer token")]
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("complete", "failed", "cancelled")
+# `watch` rides out service restarts, but not a service that is gone for good.
+WATCH_GIVE_UP_S = 60.0
 
 
 def _token_file(settings: Settings) -> Path:
@@ -209,12 +212,14 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
 
     update(final)
     last_id = "0"
+    down_since: float | None = None  # when the service stopped answering, if it has
     while final["status"] not in TERMINAL:
         try:
             with httpx.stream("GET", f"{url}/v1/experiments/{exp_id}/events",
                               headers={"Last-Event-ID": last_id},
                               timeout=httpx.Timeout(30, read=120)) as r:
                 _fail(r)
+                down_since = None
                 event = ""
                 for line in r.iter_lines():
                     if line.startswith("id:"):
@@ -228,7 +233,16 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
                         if s.is_success:
                             update(s.json())
         except httpx.TransportError as e:  # resume from Last-Event-ID after a dropped stream
+            now = time.monotonic()
+            down_since = down_since or now
+            if now - down_since > WATCH_GIVE_UP_S:
+                bar.close()
+                typer.echo(f"service unreachable for {WATCH_GIVE_UP_S:.0f}s ({e}); giving up "
+                           f"(the experiment may still be running: divsweep status {exp_id})",
+                           err=True)
+                raise typer.Exit(2) from e
             typer.echo(f"stream interrupted ({e}); resuming", err=True)
+            time.sleep(2.0)
             continue
         if final["status"] not in TERMINAL:
             final = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30).json()

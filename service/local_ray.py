@@ -118,7 +118,9 @@ class LocalRayHead:
             return False
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every process of this head (and nothing else)."""
+        """Stop every process of this head (and nothing else), its jobs' drivers included."""
+        if self.process.poll() is None:
+            self._stop_jobs(grace_s)
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -136,3 +138,26 @@ class LocalRayHead:
             pass
         if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _stop_jobs(self, timeout_s: float) -> None:
+        """Ask the Jobs API to stop every unfinished job.
+
+        A job's driver runs in its own process session, so killing the head's process group
+        would leave it orphaned (and a sweep driver without its cluster waits forever).
+        """
+        try:
+            from ray.job_submission import JobSubmissionClient
+
+            client = JobSubmissionClient(self.dashboard_url)
+            running = [j for j in client.list_jobs() if not j.status.is_terminal()]
+            for job in running:
+                if job.submission_id:
+                    client.stop_job(job.submission_id)
+            deadline = time.monotonic() + timeout_s
+            for job in running:
+                while job.submission_id and time.monotonic() < deadline:
+                    if client.get_job_status(job.submission_id).is_terminal():
+                        break
+                    time.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001 - best effort on the way down
+            log.warning("could not stop the jobs of the Ray head: %s", exc)
