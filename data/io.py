@@ -44,7 +44,11 @@ def _canonical(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
+
+    Writes ``<name>.tmp``, fsyncs it and renames it over ``path`` (readers ignore ``*.tmp``).
+    """
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -79,7 +83,7 @@ def save_dataset(ds: RewriteDataset, path: str | Path) -> Path:
         "spec": ds.spec.model_dump(mode="json"),
         "rows": {name: ds.split(name).num_rows for name in SPLITS},  # type: ignore[arg-type]
     }
-    _write_bytes_atomic(
+    write_bytes_atomic(
         out / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     )
     return out

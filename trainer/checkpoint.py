@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from data.io import write_bytes_atomic
 from trainer.errors import CheckpointError
 
 STATE = "state.pt"
@@ -42,15 +43,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -68,12 +60,12 @@ def save_checkpoint(
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    _write_atomic(tmp / META, json.dumps(meta, sort_keys=True).encode())
+    write_bytes_atomic(tmp / META, json.dumps(meta, sort_keys=True).encode())
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_atomic(run_dir / LATEST, name.encode())
+    write_bytes_atomic(run_dir / LATEST, name.encode())
     _fsync_dir(run_dir)
     old = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp"))
     for p in old[: max(0, len(old) - keep)]:
