@@ -92,6 +92,7 @@ def serve(
     if port is not None:
         updates["port"] = port
     head = None
+    head_record = settings.state_dir / "ray-head.json"
     ray_address = os.environ.get("RAY_ADDRESS")
     if not settings.dashboard_url:
         if ray_address and ray_address.startswith("http"):
@@ -101,11 +102,17 @@ def serve(
                        "cluster's Jobs API (http://HOST:8265) too", err=True)
             raise typer.Exit(2)
         else:
-            head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None)
+            # A head left running by a service that was killed still runs its sweeps: adopt it.
+            head = LocalRayHead.attach(head_record)
+            if head is None:
+                head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None)
+                head.save(head_record)
+                typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
+            else:
+                typer.echo(f"re-attached to the running local Ray head at {head.address}")
             # The head runs on this machine with this interpreter, where divsweep is installed.
             updates |= {"dashboard_url": head.dashboard_url, "ray_address": head.address,
                         "job_python": sys.executable}
-            typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
     if not settings.tokens:
         path = _token_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +135,7 @@ def serve(
     finally:
         if head is not None:
             head.stop()
+            head_record.unlink(missing_ok=True)
 
 
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:

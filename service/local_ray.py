@@ -6,6 +6,11 @@ heads (parallel test sessions, a developer's own cluster) never collide, and the
 own process group so that stopping it never touches another Ray cluster on the machine (unlike
 ``ray stop``, which kills every Ray process of the user).
 
+If the process that started a head dies without stopping it (SIGKILL, OOM), the head and its
+running sweeps live on. ``divsweep serve`` records its head with `LocalRayHead.save` and, when it
+starts again, `LocalRayHead.attach` re-adopts that head instead of starting a second one, so the
+experiments in the registry keep their Ray jobs.
+
 Example::
 
     head = LocalRayHead.start(num_cpus=2)
@@ -16,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -47,11 +53,57 @@ def free_port() -> int:
 class LocalRayHead:
     """A running ``ray start --head --block`` process group."""
 
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None  # None for a head adopted with `attach`
     address: str
     dashboard_url: str
     temp_dir: Path
     owns_temp_dir: bool
+    pgid: int = 0  # the head's process group (``ray start`` leads it)
+
+    def __post_init__(self) -> None:
+        if not self.pgid and self.process is not None:
+            self.pgid = self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the head's process group still has a process."""
+        if self.process is not None:
+            return self.process.poll() is None
+        try:
+            os.killpg(self.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def save(self, path: str | Path) -> None:
+        """Record this head in ``path`` (JSON) for `attach`."""
+        record = {"address": self.address, "dashboard_url": self.dashboard_url,
+                  "temp_dir": str(self.temp_dir), "owns_temp_dir": self.owns_temp_dir,
+                  "pgid": self.pgid}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    @classmethod
+    def attach(cls, path: str | Path) -> LocalRayHead | None:
+        """The head recorded in ``path`` if it still runs and answers, else None.
+
+        A record of a head that is gone is deleted, so the caller starts a fresh one.
+        """
+        path = Path(path)
+        try:
+            rec = json.loads(path.read_text())
+            head = cls(None, rec["address"], rec["dashboard_url"], Path(rec["temp_dir"]),
+                       bool(rec["owns_temp_dir"]), int(rec["pgid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if head.pgid > 0 and head.alive() and head.jobs_api_ready():
+            log.info("re-attached to the local Ray head at %s", head.address)
+            return head
+        log.info("the Ray head recorded in %s is gone; starting a new one", path)
+        path.unlink(missing_ok=True)
+        return None
 
     @classmethod
     def start(
@@ -119,25 +171,35 @@ class LocalRayHead:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop every process of this head (and nothing else), its jobs' drivers included."""
-        if self.process.poll() is None:
+        if self.alive():
             self._stop_jobs(grace_s)
-        if self.process.poll() is None:
+        if self.alive():
             try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                # `ray start --block` may ignore SIGTERM; its group goes down on SIGKILL.
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                os.killpg(self.pgid, signal.SIGTERM)
+                self._wait_gone(grace_s)
             except ProcessLookupError:
                 pass
-        # Workers started by the raylet live in the same session; make sure none linger.
+        # `ray start --block` may ignore SIGTERM, and workers started by the raylet live in the
+        # same process group: SIGKILL whatever is left.
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.process is not None:
+            self.process.wait()
         if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _wait_gone(self, timeout_s: float) -> None:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        deadline = time.monotonic() + timeout_s
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def _stop_jobs(self, timeout_s: float) -> None:
         """Ask the Jobs API to stop every unfinished job.

@@ -5,7 +5,11 @@ things happen it writes them at once, so another process reading the store watch
 live:
 
 - ``on_step_begin``: trials Tune has created but not started → ``pending`` rows;
-- ``on_trial_start`` → ``running``; ``on_trial_result`` → one metric row per report;
+- ``on_trial_start`` → ``running``; ``on_trial_result`` → one metric row per report. A trial that
+  resumes from a checkpoint (its node died, or a dead driver's experiment was restored) reports
+  again the iterations that followed that checkpoint; those are already stored, so a report whose
+  ``training_iteration`` is not newer than the trial's last stored one is skipped: the store never
+  holds a report twice;
 - ``on_trial_complete`` → ``complete``, or ``pruned`` when the scheduler stopped it early;
 - ``on_trial_error`` (after the retries are spent) → ``failed`` with the error text. The sweep
   goes on: a crashed trial is a row, not a crashed sweep.
@@ -57,6 +61,28 @@ class StoreCallback(Callback):
         self._known: set[str] = set()
         self._started: dict[str, float] = {}
         self._base: dict[str, TrialRecord] = {}
+        self._last_iteration: dict[str, int] | None = None  # loaded from the store on first use
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its saved state; a restored driver re-reads the store.
+        return {**self.__dict__, "_last_iteration": None}
+
+    def _is_new(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Whether ``result`` is a report the store does not hold yet (see the module doc)."""
+        if self._last_iteration is None:
+            self._last_iteration = {}
+            for m in self.store.get_metrics(self.experiment_id):
+                it = m.metrics.get("training_iteration")
+                if isinstance(it, int | float):
+                    last = self._last_iteration.get(m.trial_id, 0)
+                    self._last_iteration[m.trial_id] = max(last, int(it))
+        it = result.get("training_iteration")
+        if not isinstance(it, int | float):
+            return True
+        if int(it) <= self._last_iteration.get(trial_id, 0):
+            return False
+        self._last_iteration[trial_id] = int(it)
+        return True
 
     def _record(self, trial: Any) -> TrialRecord:
         """The identity part of a trial's row (params, content hashes), computed once."""
@@ -100,6 +126,10 @@ class StoreCallback(Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         try:
+            if not self._is_new(trial.trial_id, result):
+                log.info("trial %s: iteration %s is already stored (resumed from a checkpoint)",
+                         trial.trial_id, result.get("training_iteration"))
+                return
             self.store.append_metrics(self.experiment_id, trial.trial_id, report_metrics(result))
         except Exception:
             log.exception("could not store a result of trial %s", trial.trial_id)

@@ -2,14 +2,19 @@
 
 Steps, top to bottom in `run_experiment`:
 
-1. open the store, create (or re-attach to) the experiment record;
+1. open the store, create (or re-attach to) the experiment record; an experiment that is already
+   ``complete`` or ``cancelled`` is left alone;
 2. run-time checks (a pretrained checkpoint must exist now, not when the preset was loaded);
 3. ``ray.init()`` — connects to ``RAY_ADDRESS`` (as under ``ray job submit``) or starts a local
    Ray; an already initialised Ray (tests) is reused;
-4. build the `Tuner`: the trainable wrapped in ``tune.with_resources``, the search (grid, Optuna,
-   threshold), the scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a
-   persistent ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
-5. ``fit()``, then mark the experiment ``complete`` (or ``failed`` with the error).
+4. if Tune saved state for this experiment id (its driver died), ``Tuner.restore`` it: finished
+   trials stay finished and unfinished ones resume from their last checkpoint;
+5. otherwise build a new `Tuner`: trials whose identical twin (same trial key) already has a
+   complete result in the store are adopted, not run (`sweeps.reuse`); the rest go to the
+   trainable wrapped in ``tune.with_resources``, the search (grid, Optuna, threshold), the
+   scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a persistent
+   ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
+6. ``fit()``, then mark the experiment ``complete`` (or ``failed`` with the error).
 
 Example::
 
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.errors import RunError
+from sweeps.reuse import ReuseIndex, final_metric
 from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
 from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
 from sweeps.trainable import TrialFn, make_trainable
@@ -76,16 +82,19 @@ def run_experiment(
     exp_id = experiment_id or new_experiment_id(spec)
     rec = store.create_experiment(exp_id, name=spec.name, spec_json=spec.spec_json,
                                   spec_hash=spec.spec_hash, exist_ok=True)
-    if rec.status == "cancelled":
-        log.info("experiment %s was cancelled before it started", exp_id)
+    if rec.status in ("cancelled", "complete"):
+        log.info("experiment %s is already %s; nothing to run", exp_id, rec.status)
         return exp_id
     try:
         check_runnable(spec)
         _connect_ray()
         store.set_experiment_status(exp_id, "running")
-        tuner = build_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir,
-                            verbose=verbose)
-        tuner.fit()
+        tuner = restore_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir)
+        if tuner is None:
+            tuner = build_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir,
+                                verbose=verbose)
+        if tuner is not None:
+            tuner.fit()
     except BaseException as e:
         store.set_experiment_status(exp_id, "failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -104,6 +113,37 @@ def _connect_ray() -> None:
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
 
+def _trainable(spec: ExperimentSpec, trial_fn: TrialFn | None, cache_dir: str | None) -> Any:
+    from ray import tune
+
+    return tune.with_resources(make_trainable(spec, trial_fn, cache_dir), spec.resources.as_tune())
+
+
+def restore_tuner(
+    spec: ExperimentSpec,
+    experiment_id: str,
+    store: ResultsStore,
+    store_uri: str,
+    *,
+    trial_fn: TrialFn | None = None,
+    cache_dir: str | None = None,
+) -> Any | None:
+    """The experiment's saved Tune state as a `Tuner`, or None when Tune saved none.
+
+    A driver that died (killed, node lost) leaves Tune's experiment state under the storage
+    path; resubmitting the same experiment id lands here. Complete trials are not run again,
+    unfinished and errored ones resume from their last checkpoint.
+    """
+    from ray import tune
+
+    path = f"{tune_storage_path(store, store_uri).rstrip('/')}/{experiment_id}"
+    if not tune.Tuner.can_restore(path):
+        return None
+    log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)
+    return tune.Tuner.restore(path, trainable=_trainable(spec, trial_fn, cache_dir),
+                              resume_unfinished=True, resume_errored=True)
+
+
 def build_tuner(
     spec: ExperimentSpec,
     experiment_id: str,
@@ -113,15 +153,24 @@ def build_tuner(
     trial_fn: TrialFn | None = None,
     cache_dir: str | None = None,
     verbose: int = 1,
-) -> Any:
-    """The configured `ray.tune.Tuner` for ``spec`` (not yet started)."""
+) -> Any | None:
+    """The configured `ray.tune.Tuner` for ``spec`` (not yet started).
+
+    None when there is nothing to run: every trial of a grid was adopted from stored results.
+    """
     from ray import tune
 
     from sweeps.callback import CancelStopper, StoreCallback
 
-    trainable = tune.with_resources(make_trainable(spec, trial_fn, cache_dir),
-                                    spec.resources.as_tune())
-    param_space, search_alg, num_samples = _search(spec)
+    index = ReuseIndex(store, experiment_id) if spec.reuse else None
+    search = _search(spec, experiment_id, index)
+    if index is not None and (index.adopted or index.kept):
+        log.info("experiment %s: %d trial(s) reused from other experiments, %d already complete "
+                 "here", experiment_id, len(index.adopted), len(index.kept))
+    if search is None:
+        log.info("experiment %s: every trial has a stored result; nothing to run", experiment_id)
+        return None
+    param_space, search_alg, num_samples = search
     scheduler, was_pruned = _scheduler(spec)
     run_config = tune.RunConfig(
         name=experiment_id,
@@ -141,17 +190,28 @@ def build_tuner(
         # CPU); trials share resource shapes, so Tune can hand a finished actor the next trial.
         reuse_actors=True,
     )
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(_trainable(spec, trial_fn, cache_dir), param_space=param_space,
+                      tune_config=tune_config, run_config=run_config)
 
 
-def _search(spec: ExperimentSpec) -> tuple[dict[str, Any], Any, int]:
-    """``(param_space, search_alg, num_samples)`` for the spec's search."""
+def _search(
+    spec: ExperimentSpec, experiment_id: str, index: ReuseIndex | None
+) -> tuple[dict[str, Any], Any, int] | None:
+    """``(param_space, search_alg, num_samples)`` for the spec's search; None: nothing to run.
+
+    With a reuse ``index``, grid trials with a stored result are adopted here and left out of
+    the grid; the threshold searcher asks the index before each probe. Optuna trials are not
+    reused: its sampled points rarely repeat exactly.
+    """
     from ray import tune
 
     search = spec.search
     if isinstance(search, GridSearch):
-        return {"params": tune.grid_search([p.params for p in spec.trials()])}, None, 1
+        todo = [p for p in spec.trials()
+                if index is None or index.adopt(experiment_id, p) is None]
+        if not todo:
+            return None
+        return {"params": tune.grid_search([p.params for p in todo])}, None, 1
     if isinstance(search, OptunaSearch):
         from ray.tune.search.optuna import OptunaSearch as TuneOptuna
 
@@ -163,7 +223,13 @@ def _search(spec: ExperimentSpec) -> tuple[dict[str, Any], Any, int]:
     if isinstance(search, ThresholdSearch):
         from sweeps.threshold import ThresholdSearcher
 
-        return {}, ThresholdSearcher(search, spec.replicate_seeds), spec.n_trials
+        lookup = None
+        if index is not None:
+            def lookup(params: dict[str, Any]) -> float | None:
+                found = index.adopt(experiment_id, spec.plan(params))
+                return final_metric(found, search.metric)
+
+        return {}, ThresholdSearcher(search, spec.replicate_seeds, lookup=lookup), spec.n_trials
     raise AssertionError(f"unhandled search {search!r}")  # the discriminated union is closed
 
 

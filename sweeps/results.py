@@ -25,7 +25,8 @@ from sweeps.spec import ExperimentSpec, ThresholdSearch
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 #: Columns of `results` besides the parameters and metrics.
-ID_COLUMNS = ("experiment_id", "trial_id", "trial_key", "state", "seq", "time")
+#: ``reused_from`` names the stored trial a reused result was copied from (None: it ran here).
+ID_COLUMNS = ("experiment_id", "trial_id", "trial_key", "state", "seq", "time", "reused_from")
 #: Metric columns that are bookkeeping, not results; `summary` leaves them out.
 BOOKKEEPING = frozenset({"seq", "time", "training_iteration", "time_total_s", "step", "epoch",
                          "examples_seen", "tokens_seen", "wall_s", "tokens_per_s", "lr",
@@ -64,6 +65,7 @@ def results(experiment_id: str, store_uri: str | None = None,
         "state": pa.array([trials.get(t, missing).state for t in tids], pa.string()),
         "seq": metrics.column("seq"),
         "time": metrics.column("time"),
+        "reused_from": pa.array([trials.get(t, missing).reused_from for t in tids], pa.string()),
     }
     for n in names:
         cols[n] = pa.array([_param_value(params.get(t, {}).get(n)) for t in tids])

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data.spec import DataSpec
+from sweeps.codeversion import code_version
 from sweeps.errors import SpecError
 from trainer.config import TrainConfig
 
@@ -229,6 +230,11 @@ class ThresholdSearch(BaseModel):
     are probed first. It stops when ``high / low <= resolution`` (integers: also when they are
     adjacent) and reports ``high``. E.g. ``axis="data.n_instructions", metric="test_acc_op",
     level=0.5, low=10, high=10000, resolution=1.25``.
+
+    With ``max_replicates`` set, replicates are adaptive: a probed value whose seeds disagree
+    (scores on both sides of ``level`` and a Student-t interval of their mean, at ``confidence``,
+    that contains ``level``) gets one more seed per round until they agree or it has
+    ``max_replicates`` seeds (see `sweeps.threshold`). E.g. ``replicates=2, max_replicates=6``.
     """
 
     model_config = _FROZEN
@@ -240,6 +246,10 @@ class ThresholdSearch(BaseModel):
     low: float = Field(gt=0)
     high: float = Field(gt=0)
     replicates: int = Field(1, ge=1)
+    #: Adaptive replicates: the most seeds one value may get (None: always ``replicates``).
+    max_replicates: int | None = Field(None, ge=1)
+    #: Two-sided Student-t level that decides a value whose seeds disagree (adaptive mode).
+    confidence: float = Field(0.9, gt=0, lt=1)
     resolution: float = Field(1.25, gt=1)
     integer: bool = True
 
@@ -247,13 +257,63 @@ class ThresholdSearch(BaseModel):
     def _bracket(self) -> Self:
         if not self.low < self.high:
             raise ValueError(f"low/high: need low < high, got low={self.low}, high={self.high}")
+        if self.max_replicates is not None:
+            if self.max_replicates < self.replicates:
+                raise ValueError(f"max_replicates: must be >= replicates={self.replicates}, "
+                                 f"got {self.max_replicates}")
+            if self.replicates < 2:
+                raise ValueError(f"replicates: adaptive replicates (max_replicates="
+                                 f"{self.max_replicates}) need replicates >= 2, got "
+                                 f"{self.replicates}; one seed cannot disagree with itself")
+        if self.integer and not 1 <= round(self.low) < round(self.high):
+            raise ValueError(f"low/high: an integer search needs 1 <= round(low) < round(high), "
+                             f"got low={self.low}, high={self.high}")
         return self
 
     @property
+    def replicate_cap(self) -> int:
+        """The most replicates one probed value can get: ``max_replicates`` or ``replicates``."""
+        return self.replicates if self.max_replicates is None else self.max_replicates
+
+    @staticmethod
+    def midpoint(low: float, high: float, integer: bool) -> float | int | None:
+        """The log-scale midpoint strictly inside ``(low, high)``, or None when there is none."""
+        mid = math.sqrt(low * high)
+        if not integer:
+            return mid if low < mid < high else None
+        m = round(mid)
+        m = min(max(m, math.floor(low) + 1), math.ceil(high) - 1)
+        return m if low < m < high else None
+
+    @property
     def max_probes(self) -> int:
-        """An upper bound on the number of probed values (both ends, then bisection)."""
-        steps = math.log(self.high / self.low) / math.log(self.resolution)
-        return 2 + max(0, math.ceil(math.log2(max(steps, 1.0))))
+        """An upper bound on the number of probed values: both ends, then the longest bisection.
+
+        Rounded integer midpoints split a bracket unevenly, so every bracket the bisection can
+        reach is followed: ``low=5, high=5000, resolution=1.25`` can take 8 probes, one more
+        than exact halving (``2 + ceil(log2(log(1000) / log(1.25)))``). Past 4096 brackets at
+        one depth (a very fine resolution) it adds that one probe of slack instead.
+        """
+        if not self.integer:  # both halves have the same ratio; a hair of slack for rounding
+            ratio, steps = self.high / self.low, 0
+            while ratio > self.resolution * (1 - 1e-9):
+                ratio, steps = math.sqrt(ratio), steps + 1
+            return 2 + steps
+        brackets, steps = {(round(self.low), round(self.high))}, 0
+        while brackets:
+            if len(brackets) > 4096:
+                worst = max(h / lo for lo, h in brackets)
+                halvings = math.log(worst) / math.log(self.resolution)
+                return 2 + steps + math.ceil(math.log2(max(halvings, 1.0))) + 1
+            deeper = set()
+            for lo, h in brackets:
+                mid = self.midpoint(lo, h, True)
+                if mid is not None and h / lo > self.resolution:
+                    deeper |= {(lo, int(mid)), (int(mid), h)}
+            if deeper:
+                steps += 1
+            brackets = deeper
+        return 2 + steps
 
 
 Search = Annotated[GridSearch | OptunaSearch | ThresholdSearch, Field(discriminator="kind")]
@@ -309,7 +369,12 @@ class Resources(BaseModel):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialPlan:
-    """One fully resolved trial: the varied values and the typed configs they produce."""
+    """One fully resolved trial: the varied values and the typed configs they produce.
+
+    ``trial_key`` is the trial's identity: sha256 of its data spec, train config (both carry the
+    seed) and `sweeps.codeversion.code_version`. Two trials with the same key give the same
+    numbers, so a stored complete result with that key can stand in for running it.
+    """
 
     trial_key: str
     params: dict[str, Any]
@@ -338,6 +403,9 @@ class ExperimentSpec(BaseModel):
     resources: Resources = Resources()
     max_concurrent: int | None = Field(None, ge=1)
     retries: int = Field(0, ge=0)
+    #: Adopt stored complete results of identical trials (same `TrialPlan.trial_key`) instead of
+    #: running them again (see `sweeps.reuse`). False runs every trial.
+    reuse: bool = True
     #: Results-store URI (a local directory, ``memory://name`` or any pyarrow.fs URI).
     store: str | None = None
     #: Where generated data sets are cached by content hash (default ``~/.cache/divsweep/data``).
@@ -367,11 +435,12 @@ class ExperimentSpec(BaseModel):
             if self.axes:
                 raise ValueError("axes: a threshold search varies `search.axis`; leave axes empty")
             _check_path("search.axis", search.axis)
-            if len(self.seeds) > 1 and len(self.seeds) != search.replicates:
+            cap = search.replicate_cap
+            if len(self.seeds) > 1 and len(self.seeds) != cap:
+                which = "replicates" if search.max_replicates is None else "max_replicates"
                 raise ValueError(
-                    f"seeds: a threshold search with replicates={search.replicates} needs one "
-                    f"seed (replicates count up from it) or exactly {search.replicates} seeds, "
-                    f"got {len(self.seeds)}"
+                    f"seeds: a threshold search with {which}={cap} needs one seed (replicates "
+                    f"count up from it) or exactly {cap} seeds, got {len(self.seeds)}"
                 )
             # Both bracket ends must be valid trials; errors name the bound.
             for bound in ("low", "high"):
@@ -400,15 +469,18 @@ class ExperimentSpec(BaseModel):
         if isinstance(search, OptunaSearch):
             return search.n_trials
         if isinstance(search, ThresholdSearch):
-            return search.replicates * search.max_probes
+            return search.replicate_cap * search.max_probes
         return len(self.seeds) * math.prod(len(a.points()) for a in self.axes)
 
     @property
     def replicate_seeds(self) -> tuple[int, ...]:
-        """Seeds of the replicates of one cell (threshold: counted up from a single seed)."""
+        """Seeds of the replicates of one cell (threshold: counted up from a single seed).
+
+        A threshold search gets ``replicate_cap`` seeds (``max_replicates`` when adaptive).
+        """
         search = self.search
-        if isinstance(search, ThresholdSearch) and len(self.seeds) != search.replicates:
-            return tuple(self.seeds[0] + r for r in range(search.replicates))
+        if isinstance(search, ThresholdSearch) and len(self.seeds) != search.replicate_cap:
+            return tuple(self.seeds[0] + r for r in range(search.replicate_cap))
         return self.seeds
 
     @property
@@ -492,7 +564,9 @@ class ExperimentSpec(BaseModel):
             except ValueError as e:  # the data/trainer packages raise their own ValueErrors
                 shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
                 raise ValueError(f"{where}: {shown}: {part}: {e}") from None
-        key = sha256_json({p: parts[p].model_dump(mode="json") for p in _PARTS})
+        # A trial is its configs (the seed is in them) plus the code that turns them into numbers.
+        key = sha256_json({**{p: parts[p].model_dump(mode="json") for p in _PARTS},
+                           "code_version": code_version()})
         params = {**cell, "seed": seed}
         return TrialPlan(key, params, parts["data"], parts["train"], seed, cell)
 

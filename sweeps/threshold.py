@@ -8,16 +8,38 @@
    ``high / low <= resolution`` (integers: until they are adjacent); the answer is ``high``.
 
 A value *passes* when the mean of its replicates' final metric is ``>= level``; a replicate that
-failed counts as not passing (its metric is missing). Worked example with threshold 37 on
+failed (or reported no number, or NaN) counts as 0. Worked example with threshold 37 on
 ``[1, 1000]``, resolution 1.25: probes 1 (fail), 1000 (pass), 32 (fail), 179 (pass), 76 (pass),
 49 (pass), 40 (pass); now 40 / 32 <= 1.25, so the answer is 40 after 7 probes, where a ×1.25
 grid over the same range has 32 values.
+
+Adaptive replicates (``max_replicates`` set). Work goes in rounds: a round is every trial of one
+step (both ends, or one midpoint), and the next round starts when all of them have finished. A
+probed value is *decided* when its replicates agree: all scores on one side of ``level``, or the
+two-sided Student-t interval of their mean at ``confidence`` excludes ``level``. An undecided
+value gets one more seed (the next replicate seed) per round; at ``max_replicates`` seeds its
+mean decides and it is marked *uncertain*. Only when every value of the step is decided does the
+bracket move. Example, ``level=0.5, replicates=2, max_replicates=6, confidence=0.9``:
+scores ``[0.9, 0.95]`` agree (pass, 2 trials). ``[0.45, 0.75]`` do not: the interval is
+``0.60 ± 0.95`` (``t = 6.31`` at 1 degree of freedom), so a third seed runs; ``[0.45, 0.75, 0.8]``
+gives ``0.67 ± 0.32``, still undecided; a fourth, 0.85, gives ``0.71 ± 0.21``, which excludes 0.5:
+pass after 4 trials. Seeds that never settle stop at 6 and are marked uncertain.
+
+`ThresholdSearcher.summary` reports the outcome; ``save``/``restore`` let ``Tuner.restore``
+continue a bisection; a ``lookup`` function lets stored results of identical trials stand in
+for running them again.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
+import pickle
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -26,74 +48,251 @@ from sweeps.spec import ThresholdSearch
 
 log = logging.getLogger(__name__)
 
+#: ``lookup(params) -> metric | None``: the final metric of a stored complete trial with exactly
+#: these params (``{axis: value, "seed": s}``), or None to run the trial.
+Lookup = Callable[[dict[str, Any]], float | None]
 
-def midpoint(low: float, high: float, integer: bool) -> float | int | None:
-    """The log-scale midpoint strictly inside ``(low, high)``, or None when there is none."""
-    mid = math.sqrt(low * high)
-    if not integer:
-        return mid if low < mid < high else None
-    m = round(mid)
-    m = min(max(m, math.floor(low) + 1), math.ceil(high) - 1)
-    return m if low < m < high else None
+_STATE_VERSION = 1
+#: The attributes a checkpoint holds (everything that changes while the search runs).
+_STATE = ("low", "high", "scores", "issued", "reused", "queue", "outstanding", "phase", "stage",
+          "done", "threshold")
+
+
+#: The log-scale midpoint strictly inside ``(low, high)`` (it lives on the spec, whose
+#: ``max_probes`` follows the same bisection).
+midpoint = ThresholdSearch.midpoint
+
+
+def _t_central(theta: float, df: int) -> float:
+    """``P(|T| < sqrt(df) * tan(theta))`` for Student's t, integer ``df`` (A&S 26.7.3-4)."""
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    total = 0.0
+    if df % 2:  # theta + sin(theta) * (cos + 2/3 cos^3 + 2·4/(3·5) cos^5 + ... cos^(df-2))
+        term = math.cos(theta)
+        for k in range(1, df - 1, 2):
+            total += term
+            term *= c2 * (k + 1) / (k + 2)
+        return 2 / math.pi * (theta + s * total)
+    term = 1.0  # sin(theta) * (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ... cos^(df-2))
+    for k in range(0, df - 1, 2):
+        total += term
+        term *= c2 * (k + 1) / (k + 2)
+    return s * total
+
+
+@functools.cache
+def t_critical(confidence: float, df: int) -> float:
+    """The two-sided Student-t critical value ``t`` with ``P(|T| <= t) = confidence``.
+
+    ``t_critical(0.95, 4)`` is 2.7764 and ``t_critical(0.9, 1)`` is 6.3138 (scipy's
+    ``t.ppf((1 + confidence) / 2, df)``). The CDF has a closed form for whole ``df``; it is
+    inverted by bisection on ``theta = atan(t / sqrt(df))`` down to float precision.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+    if df < 1:
+        raise ValueError(f"df: must be >= 1, got {df}")
+    lo, hi = 0.0, math.pi / 2
+    while True:
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if _t_central(mid, df) < confidence:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(df) * math.tan(hi)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a probed value's replicates say so far."""
+
+    n: int
+    mean: float  # failed replicates count as 0
+    passes: bool  # mean >= level
+    agree: bool  # all on one side of level, or the t interval excludes it
+    decided: bool  # agree, or no seed left to add (then the mean decides: uncertain)
+
+
+def _score(metric: Any) -> float | None:
+    """A replicate's final metric; None (counted as 0) when missing or NaN."""
+    if metric is None:
+        return None
+    value = float(metric)
+    return None if math.isnan(value) else value
 
 
 class ThresholdSearcher(Searcher):
-    """Suggests ``{"params": {axis: value, "seed": s}}`` rounds until the bracket is narrow."""
+    """Suggests ``{"params": {axis: value, "seed": s}}`` rounds until the bracket is narrow.
 
-    def __init__(self, search: ThresholdSearch, seeds: tuple[int, ...]) -> None:
+    ``seeds`` are the replicate seeds in the order they are used (at least
+    ``search.replicate_cap`` of them; `ExperimentSpec.replicate_seeds`). Example, driving it by
+    hand the way Tune does::
+
+        searcher = ThresholdSearcher(search, (0, 1, 2, 3))
+        while (cfg := searcher.suggest(tid := new_id())) != Searcher.FINISHED:
+            ...  # run cfg["params"], then searcher.on_trial_complete(tid, {"test_acc": acc})
+        searcher.summary()["threshold"]
+    """
+
+    def __init__(self, search: ThresholdSearch, seeds: tuple[int, ...],
+                 lookup: Lookup | None = None) -> None:
         super().__init__(metric=search.metric, mode="max")
+        cap = search.replicate_cap
+        if len(seeds) < cap:
+            raise ValueError(f"seeds: a threshold search needs {cap} replicate seeds "
+                             f"(replicate_cap), got {list(seeds)}")
         self.search = search
-        self.seeds = seeds
+        self.seeds = tuple(seeds)
+        self.lookup = lookup
         self.low: float = round(search.low) if search.integer else search.low
         self.high: float = round(search.high) if search.integer else search.high
-        self.scores: dict[float, list[float | None]] = {}
-        self.queue: list[tuple[float, int]] = []
-        self.outstanding: dict[str, float] = {}
-        self.phase = "start"
+        self.scores: dict[float, dict[int, float | None]] = {}  # value -> seed -> final metric
+        self.issued: dict[float, int] = {}  # value -> replicate seeds handed out so far
+        self.reused = 0  # trials answered by `lookup`
+        self.queue: list[tuple[float, int]] = []  # (value, seed) not yet suggested
+        self.outstanding: dict[str, tuple[float, int]] = {}  # trial id -> (value, seed)
+        self.phase = "start"  # start -> ends -> bisect
+        self.stage: list[float] = []  # the values of the current step
         self.done = False
         self.threshold: float | None = None
 
     # --- Tune's Searcher API -------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if not self.queue and not self.done:
+        # A round answered entirely by `lookup` leaves the queue empty; go on to the next one.
+        while not self.queue:
+            if self.done:
+                return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
             if self.outstanding:
                 return None  # wait for the round to finish
             self._next_round()
-        if self.done and not self.queue:
-            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
         value, seed = self.queue.pop(0)
-        self.outstanding[trial_id] = value
+        self.outstanding[trial_id] = (value, seed)
         return {"params": {self.search.axis: value, "seed": seed}}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        value = self.outstanding.pop(trial_id, None)
-        if value is None:
+        probe = self.outstanding.pop(trial_id, None)
+        if probe is None:
             return
+        value, seed = probe
         metric = None if error or not result else result.get(self.search.metric)
-        self.scores.setdefault(value, []).append(None if metric is None else float(metric))
+        self.scores.setdefault(value, {})[seed] = _score(metric)
 
-    # --- the bisection -------------------------------------------------------------------------
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the search state to ``checkpoint_path`` (atomically: ``.tmp``, then rename)."""
+        state = {"version": _STATE_VERSION, "search": self.search.model_dump(mode="json"),
+                 "seeds": self.seeds, **{k: getattr(self, k) for k in _STATE}}
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Continue from a `save` of a searcher with the same search and seeds."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)  # our own checkpoint, written by `save`
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"{checkpoint_path}: searcher state version {state.get('version')!r}"
+                             f", expected {_STATE_VERSION}")
+        mine = self.search.model_dump(mode="json")
+        if state["search"] != mine or tuple(state["seeds"]) != self.seeds:
+            raise ValueError(f"{checkpoint_path}: searcher state is for search {state['search']} "
+                             f"with seeds {list(state['seeds'])}, not {mine} with seeds "
+                             f"{list(self.seeds)}")
+        for k in _STATE:
+            setattr(self, k, state[k])
+
+    # --- the outcome ---------------------------------------------------------------------------
+    def verdict(self, value: float) -> Verdict:
+        """Pass/fail of ``value`` from the replicates finished so far, and whether it is decided."""
+        sc = self.scores.get(value, {})
+        got = [0.0 if x is None else x for x in (sc[s] for s in self.seeds if s in sc)]
+        n, level = len(got), self.search.level
+        mean = sum(got) / n if n else 0.0
+        agree = n > 0 and (all(g >= level for g in got) or all(g < level for g in got))
+        if not agree and n >= 2:
+            half = t_critical(self.search.confidence, n - 1) * statistics.stdev(got) / math.sqrt(n)
+            agree = abs(mean - level) > half
+        return Verdict(n, mean, n > 0 and mean >= level, agree,
+                       agree or n >= self.search.replicate_cap)
+
     def passes(self, value: float) -> bool:
         """Mean over replicates reaches the level (missing replicates count as 0)."""
-        got = [s if s is not None else 0.0 for s in self.scores.get(value, [])]
-        return bool(got) and sum(got) / len(got) >= self.search.level
+        return self.verdict(value).passes
 
-    def _probe(self, value: float) -> None:
-        self.queue.extend((value, s) for s in self.seeds)
+    def summary(self) -> dict[str, Any]:
+        """The search so far, e.g. (``threshold`` is None until done, or when nothing passes)::
+
+            {"axis": "data.n_instructions", "metric": "test_acc", "level": 0.5, "done": True,
+             "threshold": 40, "bracket": [32, 40], "n_trials": 15, "n_reused": 0,
+             "probes": [{"value": 1, "seeds": [0, 1], "scores": [0.02, 0.06], "n": 2,
+                         "mean": 0.04, "passes": False, "decided": True, "uncertain": False},
+                        ...]}
+
+        ``probes`` is sorted by value; ``scores`` follow ``seeds`` (None: the trial failed, it
+        counts as 0 in ``mean``); ``uncertain``: decided only because ``max_replicates`` ran
+        out. ``n_trials`` counts trials Tune ran, ``n_reused`` those answered by ``lookup``.
+        """
+        probes = []
+        for value in sorted(self.scores):
+            sc, v = self.scores[value], self.verdict(value)
+            seeds = [s for s in self.seeds if s in sc]
+            probes.append({"value": value, "seeds": seeds, "scores": [sc[s] for s in seeds],
+                           "n": v.n, "mean": v.mean, "passes": v.passes, "decided": v.decided,
+                           "uncertain": v.decided and not v.agree})
+        n_scores = sum(len(sc) for sc in self.scores.values())
+        return {"axis": self.search.axis, "metric": self.search.metric,
+                "level": self.search.level, "done": self.done, "threshold": self.threshold,
+                "bracket": [self.low, self.high], "n_trials": n_scores - self.reused,
+                "n_reused": self.reused, "probes": probes}
+
+    # --- the bisection -------------------------------------------------------------------------
+    def _ask(self, value: float) -> None:
+        """Hand out ``value``'s next replicate seed: answered by `lookup`, or queued for Tune."""
+        seed = self.seeds[self.issued.get(value, 0)]
+        self.issued[value] = self.issued.get(value, 0) + 1
+        metric = self.lookup({self.search.axis: value, "seed": seed}) if self.lookup else None
+        if metric is None:
+            self.queue.append((value, seed))
+            return
+        self.scores.setdefault(value, {})[seed] = _score(metric)
+        self.reused += 1
+
+    def _probe(self, *values: float) -> None:
+        self.stage = list(values)
+        for value in values:
+            for _ in range(self.search.replicates):
+                self._ask(value)
 
     def _finish(self, threshold: float | None) -> None:
         self.done = True
         self.threshold = threshold
-        log.info("threshold search on %s: %s after %d probed values", self.search.axis,
-                 threshold, len(self.scores))
+        summary = self.summary()
+        log.info("threshold search on %s: %s after %d probed values, %d trials (%d reused)",
+                 self.search.axis, threshold, len(self.scores), summary["n_trials"],
+                 summary["n_reused"])
+        log.info("threshold search summary: %s", summary)
+        shaky = [p["value"] for p in summary["probes"] if p["uncertain"]]
+        if shaky and self.search.max_replicates is not None:
+            log.warning("threshold search on %s: seeds still disagreed at max_replicates=%d for "
+                        "%s; their means decided", self.search.axis, self.search.max_replicates,
+                        shaky)
 
     def _next_round(self) -> None:
+        """Called when nothing is queued or running: add seeds, move the bracket, or finish."""
         if self.phase == "start":
             self.phase = "ends"
-            self._probe(self.low)
-            self._probe(self.high)
+            self._probe(self.low, self.high)
+            return
+        undecided = [v for v in self.stage if not self.verdict(v).decided]
+        if undecided:
+            for value in undecided:
+                self._ask(value)
             return
         if self.phase == "ends":
             self.phase = "bisect"
@@ -102,7 +301,7 @@ class ThresholdSearcher(Searcher):
             if not self.passes(self.high):
                 return self._finish(None)
         else:
-            probed = self._last_mid
+            (probed,) = self.stage
             if self.passes(probed):
                 self.high = probed
             else:
@@ -110,5 +309,4 @@ class ThresholdSearcher(Searcher):
         mid = midpoint(self.low, self.high, self.search.integer)
         if mid is None or self.high / self.low <= self.search.resolution:
             return self._finish(self.high)
-        self._last_mid: float = mid
         self._probe(mid)

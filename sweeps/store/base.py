@@ -102,6 +102,9 @@ class TrialRecord:
     started_at: float | None = None
     ended_at: float | None = None
     version: int = 0
+    #: ``"<experiment_id>/<trial_id>"`` of the stored trial whose result this one reuses (same
+    #: trial_key), or None when it ran here.
+    reused_from: str | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -135,7 +138,7 @@ TRIAL_SCHEMA = pa.schema([
     ("experiment_id", pa.string()), ("trial_id", pa.string()), ("trial_key", pa.string()),
     ("params_json", pa.string()), ("data_hash", pa.string()), ("state", pa.string()),
     ("error", pa.string()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
-    ("version", pa.int64()),
+    ("version", pa.int64()), ("reused_from", pa.string()),
 ])
 
 

@@ -75,6 +75,12 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash, an OOM kill, a pulled plug)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-4000:]
                          for p in self.state_dir.glob("uvicorn-*.log"))
@@ -96,10 +102,11 @@ def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         svc.stop()
 
 
-def _events(svc: ServiceProcess, exp_id: str, timeout_s: float = 300) -> Iterator[
-        tuple[str, dict[str, Any]]]:
-    """(event, data) pairs from the SSE stream until it ends."""
-    with httpx.stream("GET", f"{svc.url}/v1/experiments/{exp_id}/events",
+def _events(svc: ServiceProcess, exp_id: str, timeout_s: float = 300,
+            last_event_id: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs from the SSE stream until it ends (after ``last_event_id``)."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    with httpx.stream("GET", f"{svc.url}/v1/experiments/{exp_id}/events", headers=headers,
                       timeout=httpx.Timeout(10, read=timeout_s)) as r:
         assert r.status_code == 200
         event = ""
@@ -197,6 +204,41 @@ def test_restart_keeps_experiments(service: ServiceProcess) -> None:
     assert len(rows) == STATE["cancelled_rows"]
     listed = service.get("/v1/experiments").json()
     assert listed["total"] == 2
+
+
+def test_killed_service_restarts_with_registry_rows_and_stream_intact(
+    service: ServiceProcess,
+) -> None:
+    # Several epochs, so that the sweep is still running across the kill and the restart.
+    body = {"preset": "smoke", "overrides": {"train": {"epochs": 6}}}
+    exp_id = service.post("/v1/experiments", json=body).json()["id"]
+    seen: list[dict[str, Any]] = []
+    for event, data in _events(service, exp_id):
+        if event == "result":
+            seen.append(data)
+            break
+    assert seen, "the stream ended before any result"
+    before = service.get(f"/v1/experiments/{exp_id}").json()
+    listed = service.get("/v1/experiments").json()["total"]
+    service.kill()
+    service.start()
+    # The registry row is intact and the Ray job was not lost.
+    after = service.get(f"/v1/experiments/{exp_id}").json()
+    for field in ("id", "name", "spec_hash", "ray_job_id", "submitter", "created_at"):
+        assert after[field] == before[field], field
+    assert after["status"] in ("pending", "running", "complete"), after
+    assert service.get("/v1/experiments").json()["total"] == listed
+    # A client that reconnects with Last-Event-ID gets every later row once, then the end.
+    final = None
+    for event, data in _events(service, exp_id, last_event_id=seen[-1]["seq"]):
+        if event == "result":
+            seen.append(data)
+        elif event == "status":
+            final = data
+    assert final is not None and final["status"] == "complete", (final, service.log_text())
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+    rows = service.get(f"/v1/experiments/{exp_id}/results").json()["rows"]
+    assert len(rows) == len(seen) and final["progress"]["complete"] == 2
 
 
 def _chromium() -> str | None:

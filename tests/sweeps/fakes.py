@@ -78,3 +78,37 @@ def slow_reports(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir
     for i in range(1, 21):
         time.sleep(0.5)
         report({"step": i, "test_acc": 0.0}, None)
+
+
+def paced_trainer(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str, *,
+                  markers: str, pace_s: float = 0.5) -> None:
+    """The real trial (data + `trainer.train`), with a pause after each report.
+
+    The pause changes no number; it only widens the window in which a fault test kills things
+    mid-trial. Each attempt leaves ``<markers>/<trial_key[:12]>-<pid>.json`` saying which step it
+    resumed from (0: from scratch) and on which Ray node it runs, so a test can tell a resumed
+    attempt from a restart and knows which node to kill.
+    """
+    import json
+    import os
+    import time
+
+    import ray
+
+    from sweeps.trainable import train_with_trainer
+
+    resumed = 0
+    meta = os.path.join(checkpoint_dir, "meta.json")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            resumed = int(json.load(f)["step"])
+    os.makedirs(markers, exist_ok=True)
+    with open(os.path.join(markers, f"{plan.trial_key[:12]}-{os.getpid()}.json"), "w") as f:
+        json.dump({"resumed_from": resumed, "time": time.time(),
+                   "node_id": ray.get_runtime_context().get_node_id()}, f)
+
+    def paced(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
+        report(metrics, checkpoint)
+        time.sleep(pace_s)
+
+    train_with_trainer(plan, paced, checkpoint_dir, cache_dir)
