@@ -15,6 +15,13 @@ The Ray Jobs API is replaced by a stub that answers RUNNING at once (so the figu
 service's own cost; a real dashboard adds one loopback HTTP call per status request).
 
     python benchmarks/bench_service.py [--clients 1 8 32] [--requests 200] [--rows 10000]
+
+``--load`` runs the mixed load test instead (``tests/service/loadgen.py``, the same generator as
+``tests/service/test_service_load.py``): submitters, status and results readers, a lister and
+resuming SSE followers for ``--duration`` seconds against a fresh server whose Ray is replaced by
+simulated sweep writers; every row is verified and the per-endpoint latency table printed::
+
+    python benchmarks/bench_service.py --load [--duration 60] [--status-readers 16]
 """
 
 from __future__ import annotations
@@ -131,6 +138,28 @@ def pct(values: list[float], q: float) -> float:
         else values[0]
 
 
+def load(args: argparse.Namespace) -> int:
+    """The mixed load test (see the module docstring); returns the exit status."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"))
+    from loadgen import LoadConfig, format_report, run_against_new_server
+
+    cfg = LoadConfig(
+        duration_s=args.duration, submit_window_s=args.submit_window or args.duration / 2,
+        drain_s=args.drain, submitters=args.submitters, submissions_each=args.submissions,
+        status_readers=args.status_readers, results_readers=args.results_readers,
+        listers=args.listers, sse_followers=not args.no_sse, think_s=args.think,
+        max_requests=args.max_requests, max_concurrent=args.max_concurrent,
+        write_s=args.write_s, seed=args.seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-load") as tmp:
+        t0 = time.perf_counter()
+        report = run_against_new_server(Path(tmp), cfg, writer=args.writer)
+        print(format_report(report))
+        print(f"(wall time {time.perf_counter() - t0:.1f} s, writers: {args.writer})")
+    bad = report.n_5xx or report.n_transport_errors or report.problems
+    return 1 if bad else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
@@ -138,10 +167,32 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    lo = ap.add_argument_group("mixed load test (--load)")
+    lo.add_argument("--load", action="store_true", help="run the mixed load test instead")
+    lo.add_argument("--duration", type=float, default=30.0, help="seconds readers run")
+    lo.add_argument("--submit-window", type=float, default=0.0,
+                    help="seconds submissions are spread over (default duration/2)")
+    lo.add_argument("--drain", type=float, default=30.0,
+                    help="extra seconds allowed for the last writers to finish")
+    lo.add_argument("--submitters", type=int, default=4)
+    lo.add_argument("--submissions", type=int, default=5, help="per submitter")
+    lo.add_argument("--status-readers", type=int, default=16)
+    lo.add_argument("--results-readers", type=int, default=8)
+    lo.add_argument("--listers", type=int, default=1)
+    lo.add_argument("--no-sse", action="store_true", help="no SSE followers")
+    lo.add_argument("--think", type=float, default=0.02, help="seconds between reader requests")
+    lo.add_argument("--max-requests", type=int, default=100_000, help="reader requests in all")
+    lo.add_argument("--max-concurrent", type=int, default=1000,
+                    help="the server's quota (409s beyond it are counted)")
+    lo.add_argument("--write-s", type=float, default=4.0, help="seconds each sweep writes")
+    lo.add_argument("--writer", choices=["process", "thread"], default="process")
+    lo.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
+    if args.load:
+        raise SystemExit(load(args))
 
     from service.local_ray import free_port
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ _ID_RE = re.compile(ID_PATTERN)
 ACTIVE = ("submitted", "pending", "running")
 TERMINAL = ("complete", "failed", "cancelled")
 STATUSES = ACTIVE + TERMINAL
+#: Active statuses only move forward; any terminal status ranks above them all.
+_RANK = {status: i for i, status in enumerate(ACTIVE)}
 
 
 def new_id() -> str:
@@ -138,6 +141,9 @@ class Registry:
         self.engine = create_engine(url, connect_args=connect_args)
         _Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        #: Held across "count active, then create" so that concurrent submissions cannot all
+        #: pass the quota (one service process owns the registry).
+        self.admission_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -233,7 +239,10 @@ class Registry:
             if status is not None and row.status not in TERMINAL:
                 if status not in STATUSES:
                     raise ValueError(f"status={status!r} must be one of {STATUSES}")
-                row.status = status
+                # Never backwards: a status read that saw the job running may land before the
+                # submitting request records 'pending'.
+                if _RANK.get(status, len(_RANK)) >= _RANK.get(row.status, 0):
+                    row.status = status
             if ray_job_id is not None:
                 row.ray_job_id = ray_job_id
             if error is not None:

@@ -143,7 +143,7 @@ class StoreResults:
             return cached
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps import results
+        from sweeps.tables import results
 
         store = self._open()
         # Status first: rows read after seeing a final status are complete.
@@ -159,7 +159,7 @@ class StoreResults:
     def summary(self, exp_id: str) -> pa.Table:
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps import summary
+        from sweeps.tables import summary
 
         table: pa.Table = summary(exp_id, store=self._open())
         return table

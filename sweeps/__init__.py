@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from sweeps.errors import RunError, SpecError, StoreError, SweepError, UnknownExperimentError
     from sweeps.plot import plot_experiment, plot_phase_diagram
     from sweeps.presets import list_presets, load_preset, preset_path
-    from sweeps.results import results, summary, threshold_estimate
     from sweeps.spec import ExperimentSpec, TrialPlan, load_spec, spec_from_dict
     from sweeps.store import ResultsStore, open_store
+    from sweeps.tables import results, summary, threshold_estimate
 
 _WHERE = {
     "run_experiment": "sweeps.driver",
@@ -33,8 +33,8 @@ _WHERE = {
     "plot_experiment": "sweeps.plot", "plot_phase_diagram": "sweeps.plot",
     "list_presets": "sweeps.presets", "load_preset": "sweeps.presets",
     "preset_path": "sweeps.presets",
-    "results": "sweeps.results", "summary": "sweeps.results",
-    "threshold_estimate": "sweeps.results",
+    "results": "sweeps.tables", "summary": "sweeps.tables",
+    "threshold_estimate": "sweeps.tables",
     "ExperimentSpec": "sweeps.spec", "TrialPlan": "sweeps.spec", "load_spec": "sweeps.spec",
     "spec_from_dict": "sweeps.spec",
     "ResultsStore": "sweeps.store", "open_store": "sweeps.store",

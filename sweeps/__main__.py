@@ -17,9 +17,9 @@ def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
     import pandas as pd
 
     from sweeps.plot import plot_experiment
-    from sweeps.results import experiment_spec, summary, threshold_estimate
     from sweeps.spec import ThresholdSearch
     from sweeps.store import open_store
+    from sweeps.tables import experiment_spec, summary, threshold_estimate
 
     store = open_store(store_uri)
     exp = store.get_experiment(experiment_id)

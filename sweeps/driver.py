@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.errors import RunError
+from sweeps.packing import gpu_share
 from sweeps.reuse import ReuseIndex, final_metric
 from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
 from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
@@ -114,9 +115,12 @@ def _connect_ray() -> None:
 
 
 def _trainable(spec: ExperimentSpec, trial_fn: TrialFn | None, cache_dir: str | None) -> Any:
+    """The trainable with the spec's resources (``gpu: auto`` measured, see `sweeps.packing`)."""
     from ray import tune
 
-    return tune.with_resources(make_trainable(spec, trial_fn, cache_dir), spec.resources.as_tune())
+    share = gpu_share(spec)
+    return tune.with_resources(make_trainable(spec, trial_fn, cache_dir, gpu_share=share),
+                               spec.resources.as_tune(gpu=share))
 
 
 def restore_tuner(

@@ -128,7 +128,7 @@ def _heatmap(fig: Any, ax: Any, rows: list[dict[str, Any]], x: str, y: str, mean
 def plot_experiment(experiment_id: str, store_uri: str | None = None,
                     store: ResultsStore | None = None, metric: str | None = None) -> bytes:
     """The phase diagram of a stored experiment, using its spec's metric and axes."""
-    from sweeps.results import experiment_spec, summary
+    from sweeps.tables import experiment_spec, summary
 
     spec: ExperimentSpec = experiment_spec(experiment_id, store_uri, store)
     table = summary(experiment_id, store_uri, store)

@@ -346,22 +346,35 @@ Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")
 
 
 class Resources(BaseModel):
-    """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU)."""
+    """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU).
+
+    ``gpu: auto`` sizes the share from a measured memory estimate of the largest trial
+    (`sweeps.packing`): the smallest eighth of a ``gpu_memory_gb`` GPU that holds it with 25 %
+    headroom, e.g. 0.125 for the ``tiny`` model, so eight such trials share one GPU. Each trial's
+    trainer then caps its CUDA allocator at its share.
+    """
 
     model_config = _FROZEN
 
     cpus: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    gpu: float | Literal["auto"] = 0.0
+    #: Memory of one GPU of the workers, for ``gpu: auto`` (80 for an H100 80GB / A100 80GB).
+    gpu_memory_gb: float = Field(80.0, gt=0)
 
     @model_validator(mode="after")
     def _gpu(self) -> Self:
-        if self.gpu > 1 and self.gpu != int(self.gpu):
+        if isinstance(self.gpu, float | int) and self.gpu < 0:
+            raise ValueError(f"gpu: must be >= 0 or 'auto', got {self.gpu}")
+        if isinstance(self.gpu, float | int) and self.gpu > 1 and self.gpu != int(self.gpu):
             raise ValueError(f"gpu: above 1 it must be a whole number, got {self.gpu}")
         return self
 
-    def as_tune(self) -> dict[str, float]:
-        """The dict `tune.with_resources` takes."""
-        return {"cpu": self.cpus, "gpu": self.gpu}
+    def as_tune(self, gpu: float | None = None) -> dict[str, float]:
+        """The dict `tune.with_resources` takes; ``gpu`` is the resolved share for ``auto``."""
+        share = self.gpu if gpu is None else gpu
+        if isinstance(share, str):
+            raise ValueError("gpu: 'auto' must be resolved first (sweeps.packing.gpu_share)")
+        return {"cpu": self.cpus, "gpu": float(share)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,6 +395,9 @@ class TrialPlan:
     train: TrainConfig
     seed: int
     cell: dict[str, Any] = field(default_factory=dict)  # params without the seed
+    #: The GPU share Ray granted the trial (0 < share < 1: the trainer caps its CUDA memory at
+    #: it). Set by the trainable at run time; not part of the trial's identity.
+    gpu_share: float | None = None
 
 
 class ExperimentSpec(BaseModel):

@@ -14,7 +14,15 @@ The run writes into ``--out``:
 * ``checkpoints/``: the resumable checkpoint (re-running the same command resumes from it);
 * ``result.json``: the final metrics and a few failed test examples.
 
-Exit status: 0 on success, 2 on a bad data spec or config (message on stderr).
+``--gpu-memory-fraction F`` caps the run at that share of the GPU's memory (see `trainer.train`).
+``--estimate-memory`` prints the measured memory estimate for this config and data (see
+`trainer.memory`) and the GPU fraction it needs on a ``--gpu-memory-gb`` GPU, then exits without
+training (``--out`` is then optional)::
+
+    python -m trainer --data spec.yaml --set model=tiny --set epochs=1 --estimate-memory
+
+Exit status: 0 on success, 2 on a bad data spec or config, or a model too large for the GPU
+(message on stderr).
 """
 
 from __future__ import annotations
@@ -61,6 +69,24 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
     return TrainConfig(**fields)
 
 
+def print_memory_estimate(cfg: TrainConfig, ds: Any, gpu_memory_gb: float) -> int:
+    """Print the estimate for ``cfg`` on ``ds``'s training split and its GPU fraction."""
+    from trainer.batching import seq_lengths
+    from trainer.memory import estimate_train_memory, gpu_fraction_for
+    from trainer.model import build_codec
+
+    try:
+        longest = int(seq_lengths(build_codec(cfg, ds.vocab).encode(ds, "train")).max())
+        est = estimate_train_memory(cfg, ds.vocab.size, longest)
+        print(f"memory estimate: {est}")
+        fraction = gpu_fraction_for(est, int(gpu_memory_gb * 1e9))
+    except (TrainerError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"gpu fraction on a {gpu_memory_gb:g} GB GPU: {fraction:g} (headroom 1.25)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="DataSpec YAML/JSON, or a saved dataset dir")
@@ -72,10 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override one TrainConfig field (repeatable)",
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory (required unless --estimate-memory)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--gpu-memory-fraction",
+        type=float,
+        metavar="F",
+        help="cap the CUDA allocator at this share of the GPU, 0 < F <= 1",
+    )
+    p.add_argument(
+        "--estimate-memory",
+        action="store_true",
+        help="print the measured memory estimate and GPU fraction, then exit",
+    )
+    p.add_argument(
+        "--gpu-memory-gb",
+        type=float,
+        default=80.0,
+        help="GPU size for --estimate-memory's fraction, in GB of 1e9 bytes (default 80)",
+    )
     args = p.parse_args(argv)
+    if args.out is None and not args.estimate_memory:
+        p.error("--out is required unless --estimate-memory is given")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -89,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainerError, DataError, OSError, yaml.YAMLError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.estimate_memory:
+        return print_memory_estimate(cfg, ds, args.gpu_memory_gb)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -105,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             report=report,
             checkpoint_dir=out / "checkpoints",
             progress=not args.no_progress,
+            gpu_memory_fraction=args.gpu_memory_fraction,
         )
     except TrainerError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -143,6 +143,23 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _cap_gpu_memory(device: torch.device, fraction: float | None) -> float | None:
+    """Cap the CUDA allocator at ``fraction`` of ``device``; the share in GB (None: no cap).
+
+    Set before the model is built, so every allocation of the run counts against it. The cap
+    lasts for the process (Ray gives each trial its own worker process).
+    """
+    if fraction is None:
+        return None
+    if device.type != "cuda":
+        log.debug("gpu_memory_fraction=%s ignored on %s", fraction, device.type)
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    log.info("CUDA memory capped at %.3f of %s (%.2f GB)", fraction, device, fraction * total / 1e9)
+    return fraction * total / 1e9
+
+
 # --- the loop -------------------------------------------------------------------------------
 
 
@@ -152,6 +169,8 @@ def train(
     report: Report | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
+    *,
+    gpu_memory_fraction: float | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` (a `data.RewriteDataset`), evaluating and reporting as it goes.
 
@@ -159,10 +178,18 @@ def train(
     path of the checkpoint just written (None without ``checkpoint_dir``). If ``checkpoint_dir``
     already holds a checkpoint of this config, training resumes from it exactly. ``progress``
     shows a tqdm bar over the steps (for the CLI).
+
+    ``gpu_memory_fraction`` (0 < f <= 1) caps this process's CUDA caching allocator at that share
+    of the device (``torch.cuda.set_per_process_memory_fraction``), so trials that share a GPU
+    stay within their part (`trainer.memory` estimates the share); the metrics then include
+    ``mem_share_gb`` and ``peak_mem_of_share``. It is ignored on the CPU.
     """
+    if gpu_memory_fraction is not None and not 0 < gpu_memory_fraction <= 1:  # NaN fails too
+        raise ConfigError(f"gpu_memory_fraction: must be in (0, 1], got {gpu_memory_fraction}")
     # --- setup ---
     t_start = time.perf_counter()
     device, amp_dtype = resolve_device(cfg)
+    share_gb = _cap_gpu_memory(device, gpu_memory_fraction)
     vocab = getattr(dataset, "vocab", None)
     codec = build_codec(cfg, vocab)
     train_seqs, test_seqs = codec.encode(dataset, "train"), codec.encode(dataset, "test")
@@ -297,6 +324,9 @@ def train(
                     )
                 if (mem := peak_memory_gb(device)) is not None:
                     metrics["peak_mem_gb"] = mem
+                    if share_gb is not None:
+                        metrics["mem_share_gb"] = share_gb
+                        metrics["peak_mem_of_share"] = mem / share_gb
                 metrics["wall_s"] = wall_before + time.perf_counter() - t_start
                 history.append(metrics)
                 if checkpoint_dir is not None:

@@ -70,6 +70,44 @@ def test_concurrency_quota(harness: Harness) -> None:
     assert harness.submit(small_spec(name="e4")).status_code == 202
 
 
+def test_concurrent_submissions_cannot_overrun_the_quota(harness: Harness) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = harness.app.state.registry
+    count_active = registry.count_active
+    # Without the admission lock all six requests count 0 active at the barrier and pass; with
+    # it the first waits out the barrier's timeout alone and the rest run one by one.
+    barrier = threading.Barrier(6, timeout=3)
+
+    def slow_count() -> int:
+        n = count_active()
+        try:
+            barrier.wait()  # every request has counted before any creates (the race window)
+        except threading.BrokenBarrierError:
+            pass  # serialised by the lock: nobody else can reach the barrier
+        time.sleep(0.05)
+        return int(n)
+
+    registry.count_active = slow_count
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda i: harness.submit(small_spec(name=f"c{i}")).status_code,
+                              range(6)))
+    assert sorted(codes) == [202, 202, 202, 409, 409, 409]  # max_concurrent=3
+    assert harness.registry_rows() == 3
+
+
+def test_status_never_moves_backwards(harness: Harness) -> None:
+    exp_id = harness.submit().json()["id"]
+    registry = harness.app.state.registry
+    assert registry.update(exp_id, status="running").status == "running"
+    # a submitting request that records 'pending' after a reader saw 'running'
+    assert registry.update(exp_id, status="pending").status == "running"
+    assert registry.update(exp_id, status="complete").status == "complete"
+    assert registry.update(exp_id, status="running").status == "complete"
+
+
 def test_list_filters_and_pages(harness: Harness) -> None:
     ids = [harness.submit(small_spec(name=f"alpha-{i}")).json()["id"] for i in range(2)]
     harness.submit(small_spec(name="beta"))

@@ -139,3 +139,19 @@ def test_report_cli_prints_table_and_writes_png(tmp_path, capsys) -> None:  # ty
     assert "data.n_instructions" in out and "0.950" in out
     assert (tmp_path / f"{eid}-phase.png").stat().st_size > 5000
     assert (tmp_path / f"{eid}-summary.csv").read_text().startswith("data.n_instructions")
+
+
+def test_no_lazy_export_is_shadowed_by_a_submodule() -> None:
+    """``from sweeps import results`` must give the function even after other imports: a
+    submodule named like an export replaces the export once anything imports the submodule."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import sweeps
+
+    modules = {m.name for m in pkgutil.iter_modules(sweeps.__path__)}
+    assert not modules & set(sweeps.__all__)
+    code = ("from sweeps import summary, plot_phase_diagram, threshold_estimate\n"
+            "from sweeps import results\nassert callable(results), results\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
