@@ -42,6 +42,31 @@ class LocalRayError(RuntimeError):
     """The local Ray head could not be started."""
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a live (not zombie) member.
+
+    An adopted head's processes are not our children; once killed they may stay zombies until
+    whatever reaps orphans gets to them (in a container, possibly never), and ``killpg(pgid, 0)``
+    still succeeds on zombies. So on Linux, read the states from /proc.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ..."; comm may contain spaces, so split after ")"
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -68,11 +93,7 @@ class LocalRayHead:
         """Whether the head's process group still has a process."""
         if self.process is not None:
             return self.process.poll() is None
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return _group_alive(self.pgid)
 
     def save(self, path: str | Path) -> None:
         """Record this head in ``path`` (JSON) for `attach`."""
@@ -187,6 +208,8 @@ class LocalRayHead:
             pass
         if self.process is not None:
             self.process.wait()
+        else:
+            self._wait_gone(grace_s)
         if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
