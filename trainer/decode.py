@@ -11,20 +11,40 @@ flip an argmax on a near-tie (an untrained model's logits are almost uniform):
    ``linear(x)[i] != linear(x[i:i+1])`` in the last bit (measured: ~5e-7 apart). The reference
    decodes one row at a time, so every decode step and the final logits there are one-row
    products. `row_exact_linears` makes batched decode steps use ``baddbmm`` with a single row
-   per batch entry, which runs the same one-row kernel and reproduces those bits exactly; GEMMs
-   with many rows (the prompt pass) already agree row for row.
+   per batch entry, which runs the same one-row kernel and reproduces those bits exactly. GEMMs
+   with many rows (the prompt pass) already agree row for row (measured: any count from 4 to
+   6,000 rows gives each row the same bits; 1 to 3 rows do not, hence `_MIN_GEMM_ROWS`).
 
-   One-row kernels re-read every weight matrix per row, which is several times slower. So
-   `greedy_decode` first decodes everything with fast batched kernels while recording, per
-   example, how close its argmaxes came to a tie (relative gap between the best two logits). A
-   last-bit difference can only change a prediction through such a near-tie, so only examples
-   whose gap ever fell below `TIE_MARGIN` (1e-3, vs ~1e-7 differences) are decoded again with
-   one-row kernels. Tests check equality with `generate(do_sample=False)` on hundreds of
-   examples of an untrained, a trained and an adversarial all-ties model.
+One-row kernels re-read every weight matrix per row, which is slower, so each batch of
+equal-length prompts goes through three phases (`_decode_batch`):
 
-For plain GPT-2 models, decode steps go through `_Gpt2Stepper`, which skips the generic Hugging
-Face forward's per-call overhead (masks, cache objects, output classes) while running the same
-operations; other architectures (and peft-wrapped models) use the model's own forward.
+1. **Prompt pass**, once. For plain GPT-2, `_Gpt2Prompt` runs the model's modules op for op
+   (bit-identical to ``model.transformer``, tested) but skips work whose results nobody reads:
+   after its attention, the last layer only runs on each prompt's last position (more of them
+   in batches of under `_MIN_GEMM_ROWS` prompts), which saves about 30 % of the pass for 2
+   layers; position-wise ops run in cache-sized chunks with gelu in place (same ops, same
+   bits; the MLP 30 % faster). Keys and values go straight into the decode buffers. Other
+   models (other architectures, peft wrappers) use their own forward (`_HfPrompt`).
+2. **Fast pass**: every row decodes with batched kernels (`_Gpt2Stepper`: HF's decode step
+   without its per-call overhead and with a preallocated cache instead of one concatenation per
+   step), watching how close each argmax comes to a tie (relative gap between the best two
+   logits). A last-bit difference can only change a prediction through such a near-tie, so a
+   row whose gap falls below `TIE_MARGIN` (1e-3, vs ~1e-7 differences) stops there and is
+   marked; the others are final. Bookkeeping stays in tensors, and finished rows leave the
+   batch only once half of it is done (dropping rows copies the cache).
+3. **Exact re-decode** of the marked rows only, with one-row kernels, restarting from the prompt
+   pass's keys, values and last hidden state (the prompt's bits are the reference's, so only
+   the head and the steps are recomputed).
+
+``tie_margin=inf`` skips phase 2 and decodes everything with one-row kernels. Tests check
+equality with `generate(do_sample=False)` on hundreds of examples of an untrained, a trained and
+an adversarial all-ties model, and the GPT-2 prompt pass bit for bit against the model's own.
+
+Where the time goes (benchmarks/bench_eval.py: tiny GPT-2, 2,000 prompts of 16 to 49 tokens,
+one thread): about 60 % in the prompt pass, whose products already run near the core's peak
+FLOP rate (the floor of any exact decoder: the reference computes the same prompt), the rest
+in decode steps, about half of them re-decoding the near-tie rows (a fifth of the examples for
+that barely trained model).
 
 Example::
 
@@ -36,6 +56,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -93,7 +114,10 @@ def row_exact_linears(model: nn.Module, enabled: bool = True) -> Iterator[None]:
 
 
 def _fast_gpt2(model: nn.Module) -> bool:
-    """Whether `_Gpt2Stepper` reproduces ``model``'s own forward (plain GPT-2 with SDPA)."""
+    """Whether `_Gpt2Prompt` and `_Gpt2Stepper` reproduce ``model``'s own forward.
+
+    That is plain GPT-2 with SDPA in eval mode (no dropout, no cross-attention).
+    """
     from transformers import GPT2LMHeadModel
 
     cfg = cast(Any, model.config)
@@ -105,20 +129,95 @@ def _fast_gpt2(model: nn.Module) -> bool:
     )
 
 
+def _qkv(att: Any, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values (B, H, T, D) of normalised ``x`` (B, T, C), as `GPT2Attention`."""
+    b, t = x.shape[:2]
+    q, k, v = att.c_attn(x).split(att.split_size, dim=2)
+    shape = (b, t, -1, att.head_dim)
+    return tuple(z.view(shape).transpose(1, 2) for z in (q, k, v))
+
+
+def _attend(att: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention output (B, T, C) before ``c_proj``, with HF's SDPA arguments and layout."""
+    o = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=None, dropout_p=0.0, scale=att.scaling, is_causal=q.shape[-2] > 1
+    )
+    b, _, t, _ = o.shape
+    return o.transpose(1, 2).contiguous().reshape(b, t, -1).contiguous()
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_new_(x: torch.Tensor) -> torch.Tensor:
+    """`NewGELUActivation` computed in place: the same ops on the same values, so the same bits.
+
+    HF evaluates ``0.5 * x * (1.0 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))`` with a fresh
+    tensor per op; on a prompt pass's (rows, 4C) activations that is eight passes over memory
+    that does not fit in cache. Each op here is the same elementwise kernel (scalar operands
+    commute exactly), only written into a buffer that stays in cache.
+    """
+    y = torch.pow(x, 3.0)
+    y.mul_(0.044715).add_(x).mul_(_SQRT_2_OVER_PI).tanh_().add_(1.0)
+    return x.mul_(0.5).mul_(y)
+
+
+def _mlp(mlp: Any, x: torch.Tensor) -> torch.Tensor:
+    """``mlp(x)`` of a `GPT2MLP` in eval mode, with the activation in place when it is gelu_new."""
+    from transformers.activations import NewGELUActivation
+
+    h = mlp.c_fc(x)
+    h = _gelu_new_(h) if type(mlp.act) is NewGELUActivation else mlp.act(h)
+    return mlp.c_proj(h)
+
+
+# Rows per chunk of a prompt pass's position-wise ops: (512, 4C) activations stay in L2.
+_CHUNK_ROWS = 512
+
+
+def _after_attention(blk: Any, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The rest of a `GPT2Block` (projection, residuals, MLP) on attention output ``o``.
+
+    Every op here is position by position, so it runs in chunks of about `_CHUNK_ROWS` whole
+    rows whose intermediates stay in cache (a prompt pass's MLP runs 30 % faster, measured).
+    A chunk has fewer rows than the whole only when it has at least `_CHUNK_ROWS`, so every
+    product keeps at least `_MIN_GEMM_ROWS` rows and the bits of an unchunked pass.
+    """
+    shape, c = h.shape, h.shape[-1]
+    o, h = o.reshape(-1, c), h.reshape(-1, c)
+    out = torch.empty_like(h)
+    n, k = len(h), max(1, len(h) // _CHUNK_ROWS)
+    bounds = [n * i // k for i in range(k + 1)]
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+        x = blk.attn.c_proj(o[s:e]) + h[s:e]
+        torch.add(x, _mlp(blk.mlp, blk.ln_2(x)), out=out[s:e])
+    return out.view(shape)
+
+
 class _Gpt2Stepper:
     """One decode step of a GPT-2 without the generic HF forward's per-call overhead.
 
     The HF forward spends milliseconds per call building masks, caches and output objects, which
     dominates decoding small models in small batches. This step calls the model's own modules
     (embeddings, layer norms, Conv1D projections, MLP, head) and mirrors `GPT2Attention` with the
-    SDPA backend op for op (split, view/transpose, cache concatenation as `DynamicCache` does, the
-    same `scaled_dot_product_attention` arguments, the same residual order), so the numbers are
-    the same; tests compare the predictions with `generate`.
+    SDPA backend op for op (split, view/transpose, the same `scaled_dot_product_attention`
+    arguments, the same residual order), so the numbers are the same; tests compare the
+    predictions with `generate`.
+
+    Keys and values live in buffers with room for every step, (B, H, T + cap, D), filled by the
+    prompt pass (`_Gpt2Prompt`); a step writes its column and attends over a view of the filled
+    part. `DynamicCache` instead concatenates, copying the whole cache every step, which took
+    over half of a step's time at batch 256 (measured). The view is strided, but SDPA's CPU
+    kernel reads strides as they are and computes the same bits (tests compare with `generate`);
+    it is a little slower on them, less so when the buffer is no longer than needed.
     """
 
-    def __init__(self, model: nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor]):
+    def __init__(
+        self, model: nn.Module, keys: list[torch.Tensor], values: list[torch.Tensor], filled: int
+    ):
         self.lm = cast(Any, model)
-        self.keys, self.values = keys, values  # per layer (B, H, T, D)
+        self.keys, self.values = keys, values  # per layer (B, H, T + cap, D)
+        self.filled = filled  # positions cached so far
 
     def select(self, keep: torch.Tensor) -> None:
         self.keys = [k[keep] for k in self.keys]
@@ -126,81 +225,216 @@ class _Gpt2Stepper:
 
     def __call__(self, tok: torch.Tensor, pos: int) -> torch.Tensor:
         tf = self.lm.transformer
-        b = tok.shape[0]
+        n = self.filled
         position = torch.full((1, 1), pos, dtype=torch.long, device=tok.device)
         h = tf.wte(tok[:, None]) + tf.wpe(position)  # (B, 1, C)
         for i, blk in enumerate(tf.h):
-            att = blk.attn
-            q, k, v = att.c_attn(blk.ln_1(h)).split(att.split_size, dim=2)
-            shape = (b, 1, -1, att.head_dim)
-            q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # (B, H, 1, D)
-            # Concatenate like DynamicCache: SDPA on CPU is several times slower on the strided
-            # views a preallocated buffer would give (measured), and this keeps the same layout.
-            self.keys[i] = torch.cat([self.keys[i], k], dim=-2)
-            self.values[i] = torch.cat([self.values[i], v], dim=-2)
-            o = torch.nn.functional.scaled_dot_product_attention(
-                q,
-                self.keys[i],
-                self.values[i],
-                attn_mask=None,
-                dropout_p=0.0,
-                scale=att.scaling,
-                is_causal=False,
-            )
-            o = o.reshape(b, -1, 1, o.shape[-1]).transpose(1, 2).contiguous()
-            o = o.reshape(b, 1, -1).contiguous()
-            h = att.c_proj(o) + h
-            h = h + blk.mlp(blk.ln_2(h))
+            q, k, v = _qkv(blk.attn, blk.ln_1(h))  # (B, H, 1, D)
+            self.keys[i][:, :, n : n + 1] = k
+            self.values[i][:, :, n : n + 1] = v
+            o = _attend(blk.attn, q, self.keys[i][:, :, : n + 1], self.values[i][:, :, : n + 1])
+            h = blk.attn.c_proj(o) + h
+            h = h + _mlp(blk.mlp, blk.ln_2(h))
+        self.filled = n + 1
         return self.lm.lm_head(tf.ln_f(h))[:, -1]  # (B, V)
 
 
-def _batch_greedy(
-    model: nn.Module, ids: torch.Tensor, eos_id: int, max_new_tokens: int
-) -> tuple[list[list[int]], list[float]]:
-    """Greedy continuation of equal-length prompts ``ids`` (B, T); finished rows leave early.
+# BLAS libraries multiply matrices with very few rows with other kernels (MKL here: fewer than 4
+# rows give other bits; 4 to 6,000 rows give every row the same bits, measured), so products
+# that must match a prompt pass run on at least this many rows. (A prompt shorter than 4 tokens
+# gets the small kernels in the reference itself, which no batched prompt pass reproduces.)
+_MIN_GEMM_ROWS = 16
 
-    Returns the generated ids per row and, per row, the smallest relative margin between the
-    best and second-best logit over its steps (how close its argmaxes came to a tie).
+
+class _Gpt2Prompt:
+    """The prompt pass of a GPT-2 batch, kept so that any subset of rows can restart from it.
+
+    It mirrors `GPT2Model.forward` (no mask, causal SDPA) op for op, with one saving: the last
+    layer only feeds the head and the cache, so after its attention it runs on the last
+    position(s) only (about 30 % of the prompt pass of a 2-layer model). Every op after
+    attention is row by row, and products with at least `_MIN_GEMM_ROWS` rows give each row the
+    bits it gets in the reference's T-row product, so the kept rows are bit-identical (tested
+    against ``model.transformer``).
+
+    Its keys, values and last hidden state serve the fast pass and the one-row re-decode alike:
+    a near-tie row is re-decoded without running its prompt again; only the head (the first
+    logits) is recomputed, under the kernels active then. Keys and values go straight into
+    `_Gpt2Stepper` buffers with ``room`` more positions (SDPA reads the strided view of the
+    prompt part with the same bits).
     """
-    from transformers import DynamicCache
 
-    cache = DynamicCache(config=cast(Any, model.config))
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1]  # (B, V)
-    stepper = None
-    if _fast_gpt2(model):
-        layers = cast(Any, cache).layers
-        stepper = _Gpt2Stepper(model, [c.keys for c in layers], [c.values for c in layers])
-    rows = list(range(ids.shape[0]))  # original row of each live batch entry
-    gen: list[list[int]] = [[] for _ in rows]
-    margin = [float("inf")] * len(rows)
-    for step in range(max_new_tokens):
-        top = logits.float().topk(2, dim=-1).values  # (B, 2)
-        rel = ((top[:, 0] - top[:, 1]) / top[:, 0].abs().clamp_min(1.0)).tolist()
-        tok = logits.argmax(-1)
-        for r, t, m in zip(rows, tok.tolist(), rel, strict=True):
-            gen[r].append(t)
-            margin[r] = min(margin[r], m)
-        if step == max_new_tokens - 1:
+    def __init__(self, model: nn.Module, ids: torch.Tensor, room: int):
+        self.lm = cast(Any, model)
+        tf = self.lm.transformer
+        b, t = ids.shape
+        self.length = t
+        h = tf.wte(ids) + tf.wpe(torch.arange(t, device=ids.device)[None])  # (B, T, C)
+        self.keys: list[torch.Tensor] = []  # per layer (B, H, T + room, D)
+        self.values: list[torch.Tensor] = []
+        for i, blk in enumerate(tf.h):
+            q, k, v = _qkv(blk.attn, blk.ln_1(h))
+            for z, bufs in ((k, self.keys), (v, self.values)):
+                bufs.append(z.new_empty(b, z.shape[1], t + room, z.shape[-1]))
+                bufs[-1][:, :, :t] = z
+            o = _attend(blk.attn, q, self.keys[-1][:, :, :t], self.values[-1][:, :, :t])
+            if i == len(tf.h) - 1:
+                keep = min(t, -(-_MIN_GEMM_ROWS // b))  # last positions, >= _MIN_GEMM_ROWS rows
+                o, h = o[:, -keep:], h[:, -keep:]
+            h = _after_attention(blk, o, h)
+        # What `GPT2LMHeadModel.forward(logits_to_keep=1)` feeds its head: (B, 1, C).
+        self.hidden = tf.ln_f(h)[:, -1:]
+
+    def start(self, rows: torch.Tensor | None) -> tuple[_Gpt2Stepper, torch.Tensor]:
+        """A stepper over ``rows`` (all when None) and their first logits (rows, V).
+
+        With all rows, the stepper writes into this pass's own buffers: steps only write past
+        the prompt, so a later start still finds the prompt part intact.
+        """
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t if rows is None else t[rows]
+
+        keys, values = [pick(k) for k in self.keys], [pick(v) for v in self.values]
+        logits = self.lm.lm_head(pick(self.hidden))[:, -1]
+        return _Gpt2Stepper(self.lm, keys, values, self.length), logits
+
+
+class _HfStepper:
+    """Decode steps through the model's own forward and `DynamicCache` (any causal LM)."""
+
+    def __init__(self, model: nn.Module):
+        from transformers import DynamicCache
+
+        self.lm = cast(Any, model)
+        self.cache = DynamicCache(config=self.lm.config)
+
+    def prompt(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._logits(ids)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+
+    def __call__(self, tok: torch.Tensor, pos: int) -> torch.Tensor:
+        return self._logits(tok[:, None])
+
+    def _logits(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.lm(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        return cast(torch.Tensor, out.logits[:, -1])
+
+
+class _HfPrompt:
+    """Same interface as `_Gpt2Prompt` for other models: each start runs the prompt pass again.
+
+    A generic forward updates its cache in place and does not portably expose the hidden state
+    its head reads, so re-decoded rows pay for their prompt twice (bit-identical both times).
+    """
+
+    def __init__(self, model: nn.Module, ids: torch.Tensor):
+        self.lm, self.ids = model, ids
+
+    def start(self, rows: torch.Tensor | None) -> tuple[_HfStepper, torch.Tensor]:
+        stepper = _HfStepper(self.lm)
+        return stepper, stepper.prompt(self.ids if rows is None else self.ids[rows])
+
+
+def _pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy token per row, and how close it came to a tie (relative gap of the best two)."""
+    scores = logits.float()
+    top = scores.topk(2, dim=-1).values  # (B, 2)
+    rel = (top[:, 0] - top[:, 1]) / top[:, 0].abs().clamp_min(1.0)
+    return scores.argmax(-1), rel
+
+
+# Finished rows stay in the batch (computing tokens nobody reads) until at most this fraction of
+# its entries is live: dropping rows copies the whole cache, which every row finishing one step
+# apart would repeat almost every step.
+COMPACT_BELOW = 0.5
+
+
+def _greedy_steps(
+    stepper: _Gpt2Stepper | _HfStepper,
+    logits: torch.Tensor,
+    pos: int,
+    eos_id: int,
+    cap: int,
+    tie_margin: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy continuation from the first ``logits`` (B, V) for at most ``cap`` tokens.
+
+    Returns the tokens (B, cap) and which rows came within ``tie_margin`` of a tie (`_pick`).
+    Such a row stops there, its tokens meaningless: it will be decoded again anyway. Whatever
+    follows a row's first eos is meaningless too. All bookkeeping stays in tensors: no per-row
+    Python work per step. Rows never interact (every op is row by row), so finished rows left
+    in the batch do not change the others' numbers.
+    """
+    b = logits.shape[0]
+    tokens = torch.full((b, cap), eos_id, dtype=torch.long, device=logits.device)
+    near = torch.zeros(b, dtype=torch.bool, device=logits.device)
+    rows = torch.arange(b, device=logits.device)  # batch row of each entry
+    live = torch.ones(b, dtype=torch.bool, device=logits.device)
+    for step in range(cap):
+        tok, rel = _pick(logits)
+        tokens[rows, step] = tok
+        tie = live & (rel < tie_margin)
+        near[rows] |= tie
+        live &= (tok != eos_id) & ~tie
+        n_live = int(live.sum())
+        if n_live == 0 or step == cap - 1:
             break
-        live = tok != eos_id
-        if not bool(live.all()):
+        if n_live <= COMPACT_BELOW * len(live):
             keep = live.nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            if stepper is not None:
-                stepper.select(keep)
-            else:
-                cache.batch_select_indices(keep)
-            tok = tok[keep]
-            rows = [rows[k] for k in keep.tolist()]
-        if stepper is not None:
-            logits = stepper(tok, ids.shape[1] + step)  # position of the token fed in
-        else:
-            logits = model(
-                input_ids=tok[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1
-            ).logits[:, -1]
-    return gen, margin
+            stepper.select(keep)
+            tok, rows, live = tok[keep], rows[keep], live[keep]
+        logits = stepper(tok, pos + step)  # position of the token fed in
+    return tokens, near
+
+
+def _cut_at_eos(tokens: torch.Tensor, eos_id: int) -> list[list[int]]:
+    """Rows of ``tokens`` as lists, each ending at its first eos (kept) or at the cap."""
+    is_eos = tokens == eos_id
+    n = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, tokens.shape[1])
+    return [row[:k] for row, k in zip(tokens.tolist(), n.tolist(), strict=True)]
+
+
+def _decode_batch(
+    model: nn.Module,
+    ids: torch.Tensor,
+    eos_id: int,
+    cap: int,
+    exact: bool,
+    tie_margin: float,
+) -> tuple[list[list[int]], int]:
+    """Greedy completions of equal-length prompts ``ids`` (B, T); also how many were re-decoded.
+
+    Fast batched kernels first; with ``exact``, the rows whose argmax came within
+    ``tie_margin`` of a tie are decoded again under `row_exact_linears`, restarting from the
+    prompt pass (``tie_margin=inf``: every row, so the fast pass is skipped).
+    """
+    prompt: _Gpt2Prompt | _HfPrompt = (
+        _Gpt2Prompt(model, ids, cap) if _fast_gpt2(model) else _HfPrompt(model, ids)
+    )
+
+    def decode(rows: torch.Tensor | None, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+        stepper, logits = prompt.start(rows)
+        return _greedy_steps(stepper, logits, ids.shape[1], eos_id, cap, margin)
+
+    if exact and tie_margin == float("inf"):
+        with row_exact_linears(model):
+            return _cut_at_eos(decode(None, 0.0)[0], eos_id), ids.shape[0]
+    tokens, near = decode(None, tie_margin if exact else 0.0)
+    redo = near.nonzero().squeeze(1)
+    if redo.numel():
+        with row_exact_linears(model):
+            tokens[redo] = decode(redo, 0.0)[0]
+    return _cut_at_eos(tokens, eos_id), redo.numel()
+
+
+def _by_length(prompts: Sequence[np.ndarray]) -> dict[int, list[int]]:
+    """Indices of ``prompts`` grouped by prompt length (batches never pad)."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        groups[len(p)].append(i)
+    return groups
 
 
 # Batched and one-row products differ by ~1e-7 relative (measured), and the difference grows
@@ -223,8 +457,9 @@ def greedy_decode(
 ) -> list[list[int]]:
     """Greedy completions (token ids, eos included when produced) of every prompt.
 
-    With ``exact`` (default: on for CPU) the result equals one-example-at-a-time decoding:
-    batches run with fast batched kernels, and every example whose argmax ever came within
+    Prompts are grouped by length into batches of at most ``batch_size`` (see the module
+    docstring for the three phases of a batch). With ``exact`` (default: on for CPU) the result
+    equals one-example-at-a-time decoding: every example whose argmax comes within
     ``tie_margin`` of a tie is decoded again under `row_exact_linears` (``tie_margin=inf``
     decodes everything that way). Without it, near-ties may resolve differently.
     """
@@ -237,39 +472,23 @@ def greedy_decode(
     was_training = model.training
     model.eval()
 
-    def run(todo: Sequence[int], row_exact: bool) -> list[int]:
-        """Decode prompts ``todo`` into ``results``; return those that came close to a tie."""
-        by_len: dict[int, list[int]] = defaultdict(list)
-        for i in todo:
-            by_len[len(prompts[i])].append(i)
-        close: list[int] = []
-        with row_exact_linears(model, row_exact):
-            for length, idx in sorted(by_len.items()):
+    n_redecoded = 0
+    try:
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+        ):
+            for length, idx in sorted(_by_length(prompts).items()):
                 cap = max_new_tokens if n_pos is None else min(max_new_tokens, n_pos - length)
                 if cap <= 0:
                     continue
                 for s in range(0, len(idx), batch_size):
                     chunk = idx[s : s + batch_size]
                     ids = torch.from_numpy(np.stack([prompts[i] for i in chunk]).astype(np.int64))
-                    gen, margin = _batch_greedy(model, ids.to(device), eos_id, cap)
-                    for i, g, m in zip(chunk, gen, margin, strict=True):
+                    gen, n = _decode_batch(model, ids.to(device), eos_id, cap, exact, tie_margin)
+                    n_redecoded += n
+                    for i, g in zip(chunk, gen, strict=True):
                         results[i] = g
-                        if m < tie_margin:
-                            close.append(i)
-        return close
-
-    try:
-        with torch.autocast(
-            device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-        ):
-            everything = range(len(prompts))
-            if exact and tie_margin == float("inf"):
-                run(everything, row_exact=True)
-            else:
-                close = run(everything, row_exact=False)
-                if exact and close:
-                    log.debug("re-decoding %d of %d near-tie examples", len(close), len(prompts))
-                    run(close, row_exact=True)
     finally:
         model.train(was_training)
+    log.debug("re-decoded %d of %d near-tie examples", n_redecoded, len(prompts))
     return results

@@ -1,0 +1,187 @@
+"""The decoder's fast paths: each is checked bit for bit or against `generate` one at a time.
+
+`test_trainer_decode.py` checks the end result on three models; these tests pin the pieces that
+make it fast, so that a broken piece fails here by name rather than as a rare mismatch:
+
+* the GPT-2 prompt pass (last layer cut to the last positions, chunked position-wise ops, gelu
+  in place, keys and values written into the decode buffers) against ``model.transformer``;
+* prompts longer than `_MIN_GEMM_ROWS` in batches of 1 to 3 (where the last-layer cut keeps
+  several positions per row) against `generate`;
+* the step loop's bookkeeping (near-tie rows stop and are marked, eos rows stop, finished rows
+  stay or leave the batch) with a scripted stepper;
+* the generic (non-GPT-2) path, the all-one-row path and the compaction policy, which must not
+  change predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import DynamicCache
+from transformers.activations import NewGELUActivation
+
+import trainer.decode as decode
+from trainer import TrainConfig, build_model
+from trainer.decode import greedy_decode
+
+
+class _Vocab:
+    size, pad_id, eos_id = 40, 0, 1
+
+
+def _hf_one_at_a_time(model, prompts, eos_id, pad_id, max_new_tokens):
+    out = []
+    model.eval()
+    with torch.inference_mode():
+        for p in prompts:
+            ids = torch.tensor(np.asarray(p, dtype=np.int64))[None]
+            g = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos_id,
+                pad_token_id=pad_id,
+            )
+            out.append(g[0, ids.shape[1] :].tolist())
+    return out
+
+
+def _prompts(ds, n):
+    enc = ds.encoded("test")
+    return [np.asarray(enc.prompt(i)) for i in range(min(n, len(enc)))]
+
+
+@pytest.mark.parametrize("preset", ["nano", "tiny"])
+def test_gpt2_prompt_pass_is_bit_identical_to_the_model(preset):
+    model = build_model(TrainConfig(model=preset, max_steps=1, seed=5), _Vocab()).eval()
+    gen = torch.Generator().manual_seed(0)
+    # 1-3 rows: the last layer keeps several positions; 40 x 31 rows: several chunks.
+    with torch.inference_mode():
+        for b, t in [(1, 1), (1, 5), (1, 20), (2, 3), (2, 20), (3, 17), (16, 9), (40, 31)]:
+            ids = torch.randint(2, _Vocab.size, (b, t), generator=gen)
+            cache = DynamicCache(config=model.config)
+            ref = model.transformer(input_ids=ids, past_key_values=cache, use_cache=True)
+            ours = decode._Gpt2Prompt(model, ids, room=4)
+            assert torch.equal(ours.hidden, ref.last_hidden_state[:, -1:]), (b, t)
+            for layer, k, v in zip(cache.layers, ours.keys, ours.values, strict=True):
+                assert k.shape[-2] == t + 4
+                assert torch.equal(k[:, :, :t], layer.keys)
+                assert torch.equal(v[:, :, :t], layer.values)
+
+
+def test_gelu_in_place_and_mlp_are_bit_identical():
+    x = torch.randn(300, 256, generator=torch.Generator().manual_seed(0)) * 4
+    x[0, :4] = torch.tensor([0.0, -0.0, 1e-30, -50.0])
+    assert torch.equal(decode._gelu_new_(x.clone()), NewGELUActivation()(x))
+    model = build_model(TrainConfig(model="nano", max_steps=1, seed=2), _Vocab()).eval()
+    mlp = model.transformer.h[0].mlp
+    with torch.inference_mode():
+        h = torch.randn(7, 33, model.config.n_embd)
+        assert torch.equal(decode._mlp(mlp, h), mlp(h))
+
+
+def test_long_prompts_in_tiny_batches_match_generate(make_spec):
+    """Prompts longer than _MIN_GEMM_ROWS, one to three per batch: the last-layer cut keeps
+    several positions per row there, and the products must still match the reference."""
+    from data import generate
+
+    ds = generate(make_spec(z_len=(20, 30), test={"n_test": 60}))
+    model = build_model(TrainConfig(model="nano", max_steps=1, seed=4), ds.vocab)
+    prompts = _prompts(ds, 60)
+    assert min(map(len, prompts)) > decode._MIN_GEMM_ROWS
+    ref = _hf_one_at_a_time(model, prompts, ds.vocab.eos_id, ds.vocab.pad_id, 6)
+    for batch_size in (1, 2, 3):
+        assert greedy_decode(model, prompts, ds.vocab.eos_id, 6, batch_size=batch_size) == ref
+
+
+class _ScriptedStepper:
+    """Logits from a table (row, step, V), following rows through `select`."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table, self.rows, self.calls = table, torch.arange(table.shape[0]), 0
+        self.selects: list[list[int]] = []
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.rows = self.rows[keep]
+        self.selects.append(self.rows.tolist())
+
+    def __call__(self, tok: torch.Tensor, pos: int) -> torch.Tensor:
+        assert len(tok) == len(self.rows)
+        self.calls += 1
+        return self.table[self.rows, pos + 1]
+
+
+def _script(plans: list[list[tuple[int, bool]]], cap: int, vocab: int = 6) -> torch.Tensor:
+    """Logits for (token, near_tie) per row and step: a clear winner, or one 1e-5 ahead."""
+    table = torch.zeros(len(plans), cap, vocab)
+    for r, plan in enumerate(plans):
+        for s, (tok, tie) in enumerate(plan):
+            table[r, s, tok] = 10.0
+            table[r, s, (tok + 1) % vocab] = 10.0 - (1e-4 if tie else 5.0)
+    return table
+
+
+@pytest.mark.parametrize("compact_below", [0.0, 0.5, 1.0])
+def test_step_loop_stops_rows_at_eos_and_near_ties(monkeypatch, compact_below):
+    monkeypatch.setattr(decode, "COMPACT_BELOW", compact_below)
+    eos, cap = 1, 5
+    plans = [
+        [(2, False), (3, False), (1, False)],  # ends with eos at step 2
+        [(4, False), (2, True)],  # near-tie at step 1: stops, marked
+        [(2, False)] * cap,  # runs to the cap
+        [(1, False)],  # eos at once
+    ]
+    plans = [p + [(0, False)] * (cap - len(p)) for p in plans]
+    table = _script(plans, cap)
+    stepper = _ScriptedStepper(table)
+    tokens, near = decode._greedy_steps(stepper, table[:, 0], 0, eos, cap, tie_margin=1e-3)
+    assert near.tolist() == [False, True, False, False]
+    assert decode._cut_at_eos(tokens[[0, 2, 3]], eos) == [[2, 3, 1], [2] * cap, [1]]
+    assert tokens[1, :2].tolist() == [4, 2]
+    assert stepper.calls == cap - 1  # row 2 keeps the batch going to the cap
+    if compact_below == 0.0:
+        assert stepper.selects == []
+    else:
+        assert stepper.selects[-1] == [2]  # only the running row is left in the end
+    # Without a margin nothing is marked and the near-tie row decodes on.
+    tokens, near = decode._greedy_steps(_ScriptedStepper(table), table[:, 0], 0, eos, cap)
+    assert not near.any() and tokens[1].tolist() == [4, 2, 0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def prompts_and_models(small_ds, trained):
+    untrained = build_model(TrainConfig(model="nano", max_steps=1, seed=3), small_ds.vocab)
+    _, result = trained
+    return _prompts(small_ds, 200), [untrained, result.model]
+
+
+def test_paths_and_policies_agree(monkeypatch, small_ds, prompts_and_models):
+    """Exact decoding gives the same predictions whichever way it gets there."""
+    prompts, models = prompts_and_models
+    eos = small_ds.vocab.eos_id
+    for model in models:
+        base = greedy_decode(model, prompts, eos, 8, batch_size=64)
+        assert greedy_decode(model, prompts, eos, 8, batch_size=64, tie_margin=float("inf")) == base
+        with monkeypatch.context() as m:
+            m.setattr(decode, "COMPACT_BELOW", 1.0)  # drop finished rows at every step
+            assert greedy_decode(model, prompts, eos, 8, batch_size=64) == base
+        with monkeypatch.context() as m:
+            m.setattr(decode, "COMPACT_BELOW", 0.0)  # never drop them
+            assert greedy_decode(model, prompts, eos, 8, batch_size=64) == base
+        with monkeypatch.context() as m:
+            m.setattr(decode, "_fast_gpt2", lambda model: False)  # the model's own forward
+            assert greedy_decode(model, prompts, eos, 8, batch_size=64) == base
+
+
+def test_some_rows_redecoded_from_the_prompt_pass_match_generate(caplog, small_ds):
+    """A wide margin marks some rows of each batch (not all): re-decoding just those, from the
+    shared prompt pass, still gives exactly what `generate` gives one at a time."""
+    model = build_model(TrainConfig(model="nano", max_steps=1, seed=3), small_ds.vocab)
+    prompts, v = _prompts(small_ds, 200), small_ds.vocab
+    with caplog.at_level("DEBUG", logger="trainer.decode"):
+        ours = greedy_decode(model, prompts, v.eos_id, 8, batch_size=64, tie_margin=0.1)
+    (msg,) = [r.getMessage() for r in caplog.records if "re-decoded" in r.getMessage()]
+    assert 0 < int(msg.split()[1]) < len(prompts), msg
+    assert ours == _hf_one_at_a_time(model, prompts, v.eos_id, v.pad_id, 8)
