@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_trainer_decode import hf_one_at_a_time
 from transformers import DynamicCache
 from transformers.activations import NewGELUActivation
 
@@ -28,24 +29,6 @@ from trainer.decode import greedy_decode
 
 class _Vocab:
     size, pad_id, eos_id = 40, 0, 1
-
-
-def _hf_one_at_a_time(model, prompts, eos_id, pad_id, max_new_tokens):
-    out = []
-    model.eval()
-    with torch.inference_mode():
-        for p in prompts:
-            ids = torch.tensor(np.asarray(p, dtype=np.int64))[None]
-            g = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-            )
-            out.append(g[0, ids.shape[1] :].tolist())
-    return out
 
 
 def _prompts(ds, n):
@@ -91,7 +74,7 @@ def test_long_prompts_in_tiny_batches_match_generate(make_spec):
     model = build_model(TrainConfig(model="nano", max_steps=1, seed=4), ds.vocab)
     prompts = _prompts(ds, 60)
     assert min(map(len, prompts)) > decode._MIN_GEMM_ROWS
-    ref = _hf_one_at_a_time(model, prompts, ds.vocab.eos_id, ds.vocab.pad_id, 6)
+    ref = hf_one_at_a_time(model, prompts, ds.vocab.eos_id, ds.vocab.pad_id, 6)
     for batch_size in (1, 2, 3):
         assert greedy_decode(model, prompts, ds.vocab.eos_id, 6, batch_size=batch_size) == ref
 
@@ -184,4 +167,4 @@ def test_some_rows_redecoded_from_the_prompt_pass_match_generate(caplog, small_d
         ours = greedy_decode(model, prompts, v.eos_id, 8, batch_size=64, tie_margin=0.1)
     (msg,) = [r.getMessage() for r in caplog.records if "re-decoded" in r.getMessage()]
     assert 0 < int(msg.split()[1]) < len(prompts), msg
-    assert ours == _hf_one_at_a_time(model, prompts, v.eos_id, v.pad_id, 8)
+    assert ours == hf_one_at_a_time(model, prompts, v.eos_id, v.pad_id, 8)
