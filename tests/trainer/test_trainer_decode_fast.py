@@ -84,16 +84,18 @@ class _ScriptedStepper:
 
     def __init__(self, table: torch.Tensor):
         self.table, self.rows, self.calls = table, torch.arange(table.shape[0]), 0
+        self.step = 0
         self.selects: list[list[int]] = []
 
     def select(self, keep: torch.Tensor) -> None:
         self.rows = self.rows[keep]
         self.selects.append(self.rows.tolist())
 
-    def __call__(self, tok: torch.Tensor, pos: int) -> torch.Tensor:
+    def __call__(self, tok: torch.Tensor) -> torch.Tensor:
         assert len(tok) == len(self.rows)
         self.calls += 1
-        return self.table[self.rows, pos + 1]
+        self.step += 1
+        return self.table[self.rows, self.step]
 
 
 def _script(plans: list[list[tuple[int, bool]]], cap: int, vocab: int = 6) -> torch.Tensor:
@@ -119,8 +121,8 @@ def test_step_loop_stops_rows_at_eos_and_near_ties(monkeypatch, compact_below):
     plans = [p + [(0, False)] * (cap - len(p)) for p in plans]
     table = _script(plans, cap)
     stepper = _ScriptedStepper(table)
-    tokens, near = decode._greedy_steps(stepper, table[:, 0], 0, eos, cap, tie_margin=1e-3)
-    assert near.tolist() == [False, True, False, False]
+    tokens, tie_at = decode._greedy_steps(stepper, table[:, 0], eos, cap, tie_margin=1e-3)
+    assert tie_at.tolist() == [-1, 1, -1, -1]
     assert decode._cut_at_eos(tokens[[0, 2, 3]], eos) == [[2, 3, 1], [2] * cap, [1]]
     assert tokens[1, :2].tolist() == [4, 2]
     assert stepper.calls == cap - 1  # row 2 keeps the batch going to the cap
@@ -129,8 +131,8 @@ def test_step_loop_stops_rows_at_eos_and_near_ties(monkeypatch, compact_below):
     else:
         assert stepper.selects[-1] == [2]  # only the running row is left in the end
     # Without a margin nothing is marked and the near-tie row decodes on.
-    tokens, near = decode._greedy_steps(_ScriptedStepper(table), table[:, 0], 0, eos, cap)
-    assert not near.any() and tokens[1].tolist() == [4, 2, 0, 0, 0]
+    tokens, tie_at = decode._greedy_steps(_ScriptedStepper(table), table[:, 0], eos, cap)
+    assert (tie_at == -1).all() and tokens[1].tolist() == [4, 2, 0, 0, 0]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +170,44 @@ def test_some_rows_redecoded_from_the_prompt_pass_match_generate(caplog, small_d
     (msg,) = [r.getMessage() for r in caplog.records if "re-decoded" in r.getMessage()]
     assert 0 < int(msg.split()[1]) < len(prompts), msg
     assert ours == hf_one_at_a_time(model, prompts, v.eos_id, v.pad_id, 8)
+
+
+def test_batches_mix_lengths_that_share_a_cap():
+    """Batches take prompts in order of length, several lengths at once (GPT-2 steps them
+    together) but never two token caps; without mixing, one length per batch."""
+    lengths = [5, 3, 9, 3, 5, 7, 9, 9, 4, 11, 3]
+    prompts = [np.zeros(n, dtype=np.int64) for n in lengths]
+
+    def cap_of(n: int) -> int:
+        return min(4, 12 - n)  # lengths 9 and 11 come near a 12-position limit; 12+ none
+
+    for mix in (True, False):
+        batches = list(decode._batches(prompts, 4, cap_of, mix))
+        seen = [i for _, groups in batches for g in groups for i in g]
+        assert sorted(seen) == list(range(len(prompts)))
+        assert [lengths[i] for i in seen] == sorted(lengths)
+        for cap, groups in batches:
+            assert sum(map(len, groups)) <= 4
+            assert all(len({lengths[i] for i in g}) == 1 for g in groups)
+            assert {cap_of(lengths[i]) for g in groups for i in g} == {cap}
+            assert mix or len(groups) == 1
+    mixed = [
+        [lengths[g[0]] for g in groups] for _, groups in decode._batches(prompts, 4, cap_of, True)
+    ]
+    assert mixed == [[3, 4], [5, 7], [9], [11]]  # 3 x3 + 4 | 5 x2 + 7 | cap 3: 9 x3 | cap 1: 11
+    assert list(decode._batches(prompts, 4, lambda n: 0, True)) == []
+
+
+def test_prompts_near_the_position_limit_match_generate(small_ds):
+    """A 16-position model: each prompt gets only the tokens that fit, and batches of
+    different caps, stepped together per cap, still match `generate`."""
+    model = build_model(
+        TrainConfig(model="nano", n_positions=16, max_steps=1, seed=6), small_ds.vocab
+    )
+    v, prompts = small_ds.vocab, _prompts(small_ds, 120)
+    caps = {len(p): min(8, 16 - len(p)) for p in prompts}
+    assert len(set(caps.values())) > 2
+    ours = greedy_decode(model, prompts, v.eos_id, 8, batch_size=32)
+    for i, p in enumerate(prompts):
+        (ref,) = hf_one_at_a_time(model, [p], v.eos_id, v.pad_id, caps[len(p)])
+        assert ours[i] == ref, i
