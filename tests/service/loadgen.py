@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from uvicorn_proc import stop_process, wait_healthy
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -298,7 +299,6 @@ class LoadServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DIVSWEEP_")}
         env.update(self.env)
-        t0 = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "loadgen:app_from_env",
@@ -307,27 +307,10 @@ class LoadServer:
                  "--timeout-graceful-shutdown", "5"],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
-        while time.monotonic() - t0 < timeout_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the service exited at start-up:\n" + self.log_text())
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    self.startup_s = time.monotonic() - t0
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the service did not start:\n" + self.log_text())
+        self.startup_s = wait_healthy(self.proc, self.url, timeout_s, self.log_text)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         try:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from uvicorn_proc import stop_process, wait_healthy
 
 from service.local_ray import free_port
 
@@ -55,25 +56,10 @@ class ServiceProcess:
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("service did not start:\n" + self.log_text())
+        wait_healthy(self.proc, self.url, 60, self.log_text)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (a crash, an OOM kill, a pulled plug)."""

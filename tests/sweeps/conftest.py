@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -20,26 +21,35 @@ def tiny_spec(**overrides: Any) -> dict[str, Any]:
     return {"name": "tiny", "data": dict(TINY_DATA), "train": dict(TINY_TRAIN), **overrides}
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """An in-process local Ray (2 CPUs, no dashboard) for tests that drive Tune directly.
+@contextmanager
+def in_process_ray(num_cpus: int, num_gpus: int = 0, ship: tuple[Any, ...] = ()) -> Iterator[None]:
+    """An in-process local Ray (no dashboard) with ``num_cpus`` (and logical ``num_gpus``).
 
     It never touches other Ray clusters on the machine (no ``ray stop``): shutdown ends only the
-    processes this ``ray.init`` started.
+    processes this ``ray.init`` started. Test modules are not importable on Ray workers: the
+    modules in ``ship`` travel by value.
     """
-    import fakes
     import ray
     from ray import cloudpickle
 
-    # The test modules are not importable on Ray workers; ship the fakes by value.
-    cloudpickle.register_pickle_by_value(fakes)
+    for module in ship:
+        cloudpickle.register_pickle_by_value(module)
     saved = os.environ.pop("RAY_ADDRESS", None)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=128 * 1024 * 1024)
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             log_to_driver=False, object_store_memory=128 * 1024 * 1024)
     try:
         yield
     finally:
         ray.shutdown()
         if saved is not None:
             os.environ["RAY_ADDRESS"] = saved
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """An in-process local Ray with 2 CPUs for tests that drive Tune directly."""
+    import fakes
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    with in_process_ray(num_cpus=2, ship=(fakes,)):
+        yield

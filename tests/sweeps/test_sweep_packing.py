@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tiny_spec
+from conftest import in_process_ray, tiny_spec
 
 from sweeps import run_experiment, spec_from_dict
 from sweeps.packing import gpu_share, trial_memory
@@ -40,19 +40,8 @@ def record_overlap(plan: TrialPlan, report: Any, checkpoint_dir: str, cache_dir:
 
 @pytest.fixture(scope="module")
 def one_gpu_ray() -> Iterator[None]:
-    import ray
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(__import__(__name__))
-    saved = os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False,
-             object_store_memory=128 * 1024 * 1024)
-    try:
+    with in_process_ray(num_cpus=4, num_gpus=1, ship=(__import__(__name__),)):
         yield
-    finally:
-        ray.shutdown()
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 def _spec(resources: dict[str, Any], model: str = "tiny"):
