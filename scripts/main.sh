@@ -3,7 +3,7 @@
 # on 127.0.0.1, a study submitted over REST (default: the fig2a-mini preset), a progress bar
 # while it runs, then the result table and the path of the phase diagram.
 #
-#   bash scripts/main.sh              # fig2a-mini (~30 min on 2 cores)
+#   bash scripts/main.sh              # fig2a-mini (~7 min on 2 cores)
 #   bash scripts/main.sh smoke        # any preset name or spec file
 set -euo pipefail
 cd "$(dirname "$0")/.."
