@@ -6,6 +6,9 @@
    the overhead per trial.
 2. **Store ingest.** ``--rows`` metric rows appended to a `ParquetStore` one report per write
    (what the Tune callback does) and in batches of 100, plus a `MemoryStore`; prints rows/s.
+3. **Store reads.** A fresh reader's `get_metrics` of an experiment written one row per write
+   (``--read-rows``), with the store's compaction and without it (``COMPACT_FANIN`` set beyond
+   reach: one file per write, as before compaction existed); prints files, write and read time.
 
 Usage::
 
@@ -99,14 +102,43 @@ def bench_store(rows: int) -> None:
     print(f"  MemoryStore, 1 row per write                          {mem:10,.0f} rows/s")
 
 
+def bench_reads(rows: int) -> None:
+    import sweeps.store.parquet as parquet
+
+    print(f"store reads: {rows} rows written one per write, then read by a fresh reader")
+    fanin = parquet.COMPACT_FANIN
+    results = {}
+    try:
+        for label, value in (("no compaction", 10**9), (f"compaction (fan-in {fanin})", fanin)):
+            parquet.COMPACT_FANIN = value
+            with tempfile.TemporaryDirectory(prefix="bench-read-") as root:
+                write_rate = _ingest(ParquetStore(root), rows, 1)
+                (eid,) = [e.experiment_id for e in ParquetStore(root).list_experiments()]
+                n_files = len(os.listdir(f"{root}/experiments/{eid}/metrics"))
+                reads = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    assert len(ParquetStore(root).get_metrics(eid)) == rows
+                    reads.append(time.perf_counter() - t0)
+            results[label] = min(reads)
+            print(f"  {label:<24} {n_files:6d} files, writes {write_rate:6,.0f} rows/s, "
+                  f"fresh read {min(reads) * 1e3:8.1f} ms (best of 3)")
+    finally:
+        parquet.COMPACT_FANIN = fanin
+    base, ours = results.values()
+    print(f"  read speed-up: {base / ours:.0f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--trials", type=int, default=N_TRIALS)
     parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--read-rows", type=int, default=5000)
     parser.add_argument("--skip-tune", action="store_true")
     args = parser.parse_args()
     bench_store(args.rows)
+    bench_reads(args.read_rows)
     if not args.skip_tune:
         bench_tune(args.cpus, args.trials)
 

@@ -218,8 +218,9 @@ class ResultsStore(ABC):
         state = dict(self.__dict__)
         state.pop("_lock", None)
         state["_next_seq"] = {}
-        if "_cache" in state:
-            state["_cache"] = {}
+        for per_process in ("_cache", "_written"):
+            if per_process in state:
+                state[per_process] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

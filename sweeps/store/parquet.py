@@ -11,7 +11,22 @@ readers skip ``*.tmp``, so they see whole files or nothing. Because files are im
 caches what it parsed and only opens files it has not seen. Metric files carry their seq range in
 the name, so ``get_metrics(since_seq=n)`` opens only files with newer rows. The metric files also
 hold one float column per numeric metric, so the directory reads directly as a dataset, e.g.
-``pyarrow.dataset.dataset(root + "/experiments/e1/metrics", format="parquet")``.
+``pyarrow.dataset.dataset(root + "/experiments/e1/metrics", format="parquet")`` (deduplicate by
+``seq`` there: see compaction).
+
+**Compaction.** A sweep writes one metric file per report, and a read of a running experiment
+used to open every one of them (10^4 files for 10^4 rows). So the writer merges them as it goes,
+like a counter in base `COMPACT_FANIN`: size class L holds FANIN^L to FANIN^(L+1) - 1 rows, and
+whenever the newest files (those of class L or smaller at the end of the seq order) include
+FANIN files of class L, they become one file covering their seq range. An experiment then has
+at most about 2 x FANIN x log_FANIN(rows) files, and each row is written about log_FANIN(rows)
+times (measured: 5,000 one-row writes leave 9 files, each row written 4.7 times in all; a fresh
+read takes 20 ms instead of 3.4 s, writes run at 400 rows/s instead of 660:
+`benchmarks/bench_sweep.py`). The merged file is written (atomically) before the files it
+replaces are deleted; a file whose seq range lies inside another's is a leftover of that and
+readers skip it, so a crash between the two steps, or a reader listing between them, sees every
+row once. A reader whose listed file was deleted before it opened it lists again. Only an
+experiment's (single) metrics writer compacts.
 
 Example::
 
@@ -43,6 +58,30 @@ from sweeps.store.base import (
     table_to_records,
 )
 
+#: Metric files of one size class that merge into one (see the module docstring).
+COMPACT_FANIN = 8
+
+
+def _size_class(rows: int) -> int:
+    """0 for 1-7 rows, 1 for 8-63, 2 for 64-511, ... (with `COMPACT_FANIN` 8)."""
+    level = 0
+    while rows >= COMPACT_FANIN:
+        rows //= COMPACT_FANIN
+        level += 1
+    return level
+
+
+def _live(files: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """``files`` (first seq, last seq, path), sorted, without those whose range lies within
+    another file's: leftovers of a compaction that wrote its merged file but was interrupted
+    before deleting them."""
+    out: list[tuple[int, int, str]] = []
+    for first, last, path in sorted(files, key=lambda f: (f[0], -f[1], f[2])):
+        if out and last <= out[-1][1]:
+            continue  # inside the previous (wider) file's range
+        out.append((first, last, path))
+    return out
+
 
 class ParquetStore(ResultsStore):
     """A store rooted at ``root`` on ``filesystem`` (local when not given)."""
@@ -53,6 +92,9 @@ class ParquetStore(ResultsStore):
         self.root = root.rstrip("/") or "/"
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
         self._cache: dict[str, list[Any]] = {}  # file path -> parsed records (files are immutable)
+        # experiment -> its live metric files, as this (the single) writer left them: listed
+        # once, then kept up to date, so that a write does not list the directory.
+        self._written: dict[str, list[tuple[int, int, str]]] = {}
 
     def __repr__(self) -> str:
         return f"ParquetStore({self.root!r}, {type(self.fs).__name__})"
@@ -126,23 +168,84 @@ class ParquetStore(ResultsStore):
         return out
 
     def _write_metrics(self, experiment_id: str, records: Sequence[MetricRecord]) -> None:
-        name = f"{records[0].seq:012d}-{records[-1].seq:012d}-{uuid.uuid4().hex[:8]}.parquet"
-        self._write_table(self._dir(experiment_id, "metrics"), name, metrics_to_table(records))
+        files = self._written.get(experiment_id)
+        if files is None:
+            every = self._all_metric_files(experiment_id)
+            files = self._written[experiment_id] = _live(every)
+            live = {p for _, _, p in files}
+            self._delete([p for _, _, p in every if p not in live])  # an interrupted merge's
+        directory = self._dir(experiment_id, "metrics")
+        first, last = records[0].seq, records[-1].seq
+        name = self._metric_name(first, last)
+        self._write_table(directory, name, metrics_to_table(records))
+        files.append((first, last, f"{directory}/{name}"))
+        self._compact(directory, files)
 
-    def _metric_files(self, experiment_id: str) -> list[tuple[int, int, str]]:
+    @staticmethod
+    def _metric_name(first: int, last: int) -> str:
+        return f"{first:012d}-{last:012d}-{uuid.uuid4().hex[:8]}.parquet"
+
+    def _all_metric_files(self, experiment_id: str) -> list[tuple[int, int, str]]:
         out = []
         for p in self._list(self._dir(experiment_id, "metrics")):
             first, last, _ = p.rsplit("/", 1)[-1].split("-", 2)
             out.append((int(first), int(last), p))
         return out
 
+    def _metric_files(self, experiment_id: str) -> list[tuple[int, int, str]]:
+        return _live(self._all_metric_files(experiment_id))
+
+    def _compact(self, directory: str, files: list[tuple[int, int, str]]) -> None:
+        """Merge the newest of ``files`` (seq order, updated in place) while `COMPACT_FANIN` of
+        them are of one size class or smaller."""
+        while True:
+            classes = [_size_class(last - first + 1) for first, last, _ in files]
+            tail = 0
+            for level in range(max(classes, default=0) + 1):
+                # The newest files of this class or smaller; merged once FANIN of them are of
+                # exactly this class (smaller ones in between, from odd write sizes, go along).
+                tail = 0
+                while tail < len(files) and classes[-1 - tail] <= level:
+                    tail += 1
+                if sum(c == level for c in classes[len(files) - tail :]) >= COMPACT_FANIN:
+                    break
+                tail = 0
+            if tail == 0:
+                return
+            merge = files[-tail:]
+            table = pa.concat_tables(
+                [pq.read_table(p, filesystem=self.fs) for _, _, p in merge],
+                promote_options="default",
+            )
+            first, last = merge[0][0], merge[-1][1]
+            name = self._metric_name(first, last)
+            self._write_table(directory, name, table)
+            self._delete([p for _, _, p in merge])
+            files[-tail:] = [(first, last, f"{directory}/{name}")]
+
+    def _delete(self, paths: Sequence[str]) -> None:
+        for p in paths:
+            try:
+                self.fs.delete_file(p)
+            except FileNotFoundError:
+                pass
+            self._cache.pop(p, None)
+
     def _read_metrics(self, experiment_id: str, since_seq: int) -> list[MetricRecord]:
-        out: list[MetricRecord] = []
-        for _, last, p in self._metric_files(experiment_id):
-            if last > since_seq:
-                rows = self._read(p, MetricRecord, METRIC_BASE_COLUMNS)
-                out.extend(r for r in rows if r.seq > since_seq)
-        return out
+        # A compaction may delete a listed file before it is opened; its rows are then in a
+        # file that the next listing shows.
+        for attempt in range(5):
+            out: list[MetricRecord] = []
+            try:
+                for _, last, p in self._metric_files(experiment_id):
+                    if last > since_seq:
+                        rows = self._read(p, MetricRecord, METRIC_BASE_COLUMNS)
+                        out.extend(r for r in rows if r.seq > since_seq)
+                return out
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
 
     def _max_seq(self, experiment_id: str) -> int:
         return max((last for _, last, _ in self._metric_files(experiment_id)), default=0)

@@ -23,6 +23,8 @@ from sweeps.store import (
     TrialRecord,
     open_store,
 )
+from sweeps.store.base import metrics_to_table
+from sweeps.store.parquet import COMPACT_FANIN
 
 Factory = Callable[[], ResultsStore]
 
@@ -156,6 +158,20 @@ def test_metrics_seq_and_since(make_store: Factory) -> None:
     assert make_store().append_metrics("e1", "t3", {"step": 1}).seq == 8
 
 
+def test_many_small_writes_read_back_whole(make_store: Factory) -> None:
+    """70 one-row writes (the Parquet store compacts them on the way: 8 -> 1, 64 -> 1)."""
+    store = make_store()
+    _new(store)
+    for i in range(70):
+        store.append_metrics("e1", f"t{i % 3}", {"step": i})
+    rows = make_store().get_metrics("e1")
+    assert [r.seq for r in rows] == list(range(1, 71))
+    assert [r.metrics["step"] for r in rows] == list(range(70))
+    assert make_store().metrics_table("e1", since_seq=60).column("step").to_pylist() == list(
+        map(float, range(60, 70))
+    )
+
+
 def test_metrics_table_columns(make_store: Factory) -> None:
     store = make_store()
     _new(store)
@@ -218,17 +234,65 @@ def test_parquet_reader_in_another_process_never_sees_partial_files(tmp_path: Pa
     store = ParquetStore(str(tmp_path))
     _new(store)
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_append_many, args=(str(tmp_path), 60))
+    # 150 single-row writes: compaction merges files (8 -> 1, 64 -> 1) while the reader lists,
+    # so the reader also meets files deleted between its listing and its read.
+    n = 150
+    proc = ctx.Process(target=_append_many, args=(str(tmp_path), n))
     proc.start()
     seen = 0
-    while proc.is_alive() or seen < 60:
+    while proc.is_alive() or seen < n:
         rows = ParquetStore(str(tmp_path)).get_metrics("e1")  # a fresh reader each time
         assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
         seen = len(rows)
-        if not proc.is_alive() and seen < 60:
+        if not proc.is_alive() and seen < n:
             break
     proc.join()
-    assert proc.exitcode == 0 and seen == 60
+    assert proc.exitcode == 0 and seen == n
+
+
+def test_parquet_compaction_bounds_the_files_and_keeps_every_row(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path))
+    _new(store)
+    sizes = [1] * 100 + [7, 20] * 10 + [1] * 37  # 407 rows in 157 writes
+    step = 0
+    for k in sizes:
+        batch = [("t1", {"step": step + i, "acc": (step + i) / 1000}, None) for i in range(k)]
+        store.append_metrics_batch("e1", batch)
+        step += k
+    metrics_dir = tmp_path / "experiments" / "e1" / "metrics"
+    files = sorted(metrics_dir.glob("*.parquet"))
+    # at most FANIN - 1 files per size class (1-7, 8-63, 64-511 rows) instead of 157
+    assert len(files) <= 3 * (COMPACT_FANIN - 1), [f.name for f in files]
+    reader = ParquetStore(str(tmp_path))
+    assert [r.seq for r in reader.get_metrics("e1")] == list(range(1, 408))
+    assert [r.seq for r in reader.get_metrics("e1", since_seq=300)] == list(range(301, 408))
+    assert [r.metrics["step"] for r in reader.get_metrics("e1")] == list(range(407))
+    # The directory still reads as one plain dataset, every row once (no leftovers here).
+    table = pq.read_table(metrics_dir)
+    assert sorted(table.column("seq").to_pylist()) == list(range(1, 408))
+    assert table.column("acc").null_count == 0
+    assert store.append_metrics("e1", "t1", {"step": 407}).seq == 408
+
+
+def test_parquet_interrupted_compaction_shows_every_row_once(tmp_path: Path) -> None:
+    """A compaction that wrote its merged file but died before deleting the files it replaces
+    leaves both; readers count each row once, and the next write removes the leftovers."""
+    store = ParquetStore(str(tmp_path))
+    _new(store)
+    for i in range(5):
+        store.append_metrics("e1", "t1", {"step": i})
+    metrics_dir = tmp_path / "experiments" / "e1" / "metrics"
+    assert len(list(metrics_dir.glob("*.parquet"))) == 5
+    merged = metrics_to_table(store.get_metrics("e1"))
+    pq.write_table(merged, metrics_dir / "000000000001-000000000005-merged00.parquet")
+    reader = ParquetStore(str(tmp_path))
+    assert [r.seq for r in reader.get_metrics("e1")] == [1, 2, 3, 4, 5]
+    assert [r.seq for r in reader.get_metrics("e1", since_seq=3)] == [4, 5]
+    writer = ParquetStore(str(tmp_path))
+    assert writer.append_metrics("e1", "t1", {"step": 5}).seq == 6
+    names = sorted(p.name for p in metrics_dir.glob("*.parquet"))
+    assert names[0] == "000000000001-000000000005-merged00.parquet" and len(names) == 2
+    assert [r.seq for r in ParquetStore(str(tmp_path)).get_metrics("e1")] == list(range(1, 7))
 
 
 def test_memory_uri_shares_instance() -> None:
