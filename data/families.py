@@ -38,9 +38,23 @@ def base_lengths(k: int, lo: int, hi: int) -> range:
     return range(max(1, -(-lo // k)), hi // k + 1)
 
 
+#: Counts of distinct strings stop here: no data set asks for more, and the exact count of, say,
+#: 26-letter strings of up to a million letters is a million-digit number that takes minutes.
+COUNT_CAP = 10**18
+
+
 def n_strings(k: int, lo: int, hi: int, n_letters: int) -> int:
-    """Distinct strings of one kind with copy count ``k`` (exact: the base is a prefix)."""
-    return sum(n_letters**b for b in base_lengths(k, lo, hi))
+    """Distinct strings of one kind with copy count ``k`` (exact: the base is a prefix), or
+    `COUNT_CAP` when there are at least that many."""
+    lengths = base_lengths(k, lo, hi)
+    if n_letters <= 1:  # one string per length (none without letters)
+        return min(len(lengths), COUNT_CAP) * n_letters
+    total = 0
+    for b in lengths:  # at most ~60 rounds before the cap with 2 letters or more
+        total += n_letters**b
+        if total >= COUNT_CAP:
+            return COUNT_CAP
+    return total
 
 
 def expand(

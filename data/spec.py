@@ -53,12 +53,20 @@ class _Spec(BaseModel):
             raise SpecError.from_validation(cls.__name__, exc.errors()) from None
 
 
-def _check_range(field: str, value: Range, minimum: int) -> None:
+#: Longest string a length range may ask for: far beyond what a transformer here reads (the
+#: paper's longest sequences are about 1,200 tokens), and each example takes one byte per
+#: character and position in the generator's arrays.
+MAX_STRING_LEN = 10_000
+
+
+def _check_range(field: str, value: Range, minimum: int, maximum: int | None = None) -> None:
     lo, hi = value
     if lo < minimum:
         raise FieldRuleError(field, f"{field}={list(value)}: the lower bound must be >= {minimum}")
     if lo > hi:
         raise FieldRuleError(field, f"{field}={list(value)}: the range is out of order (min > max)")
+    if maximum is not None and hi > maximum:
+        raise FieldRuleError(field, f"{field}={list(value)}: the upper bound must be <= {maximum}")
 
 
 class RuleFamily(_Spec):
@@ -273,9 +281,9 @@ class DataSpec(_Spec):
     @model_validator(mode="after")
     def _rules(self) -> Self:
         self._check_alphabet()
-        _check_range("z_len", self.z_len, 1)
-        _check_range("x_len", self.x_len, 1)
-        _check_range("y_len", self.y_len, 1)
+        _check_range("z_len", self.z_len, 1, MAX_STRING_LEN)
+        _check_range("x_len", self.x_len, 1, MAX_STRING_LEN)
+        _check_range("y_len", self.y_len, 1, MAX_STRING_LEN)
         if (self.n_examples is None) == (self.examples_per_instruction is None):
             raise FieldRuleError(
                 "examples_per_instruction",

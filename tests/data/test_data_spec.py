@@ -64,6 +64,8 @@ BAD: list[tuple[dict[str, object], str, str]] = [
     ({"alpha": 0.5}, "alpha", "only used with distribution='power'"),
     ({"x_len": (5, 3)}, "x_len", "out of order"),
     ({"z_len": (0, 3)}, "z_len", ">= 1"),
+    ({"z_len": (10, 10**6)}, "z_len", "<= 10000"),
+    ({"x_len": (2, 10_001)}, "x_len", "<= 10000"),
     ({"alphabet": "abca"}, "alphabet", "duplicate"),
     ({"alphabet": "ab|"}, "alphabet", "not allowed"),
     ({"alphabet": "ab c"}, "alphabet", "not allowed"),
@@ -96,6 +98,21 @@ def test_bad_specs_name_field_and_rule(changes: dict[str, object], field: str, w
     assert field in info.value.fields, str(info.value)
     assert words in str(info.value)
     assert field in str(info.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("family", [{"kind": "free"}, {"kind": "mix", "k": [2, 3]}])
+def test_long_length_ranges_validate_at_once(family: dict[str, object]) -> None:
+    """Counting distinct strings of up to 10,000 letters exactly made validation hang (a
+    submission the service's schema fuzzing found); counts now stop at `COUNT_CAP`."""
+    from data.families import COUNT_CAP, n_strings
+
+    spec = DataSpec(n_instructions=10, examples_per_instruction=5, family=family,
+                    x_len=(2, 10_000), y_len=(2, 10_000), z_len=(10, 10_000), seed=0)
+    assert spec.x_len == (2, 10_000)
+    assert n_strings(1, 1, 10_000, 26) == COUNT_CAP
+    assert n_strings(1, 1, 3, 2) == 2 + 4 + 8 and n_strings(2, 2, 7, 3) == 3 + 9 + 27
+    assert n_strings(1, 1, 10_000, 1) == 10_000 and n_strings(1, 1, 5, 0) == 0
 
 
 def test_nested_models_raise_spec_error_directly() -> None:
