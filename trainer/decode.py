@@ -218,6 +218,18 @@ def _after_attention(blk: Any, o: torch.Tensor, h: torch.Tensor) -> torch.Tensor
     return out.view(shape)
 
 
+def _split_rows(sizes: list[int], rows: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """Sorted batch rows ``rows`` of parts with ``sizes`` rows each, as (part index, rows within
+    that part); parts with none of them are left out."""
+    bounds = np.cumsum([0, *sizes])
+    cut = np.searchsorted(rows.cpu().numpy(), bounds).tolist()
+    return [
+        (i, rows[cut[i] : cut[i + 1]] - int(bounds[i]))
+        for i in range(len(sizes))
+        if cut[i] < cut[i + 1]
+    ]
+
+
 class _KV:
     """Key and value buffers of one prompt length: per layer (B, H, T + room, D), ``filled``
     positions written so far (the position of the next token fed in)."""
@@ -271,14 +283,9 @@ class _Gpt2Stepper:
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep rows ``keep`` (sorted batch indices) only."""
-        bounds = torch.tensor(np.cumsum([0] + [len(p) for p in self.parts]), device=keep.device)
-        cut = torch.searchsorted(keep, bounds).tolist()
-        parts = []
-        for i, part in enumerate(self.parts):
-            local = keep[cut[i] : cut[i + 1]] - bounds[i]
-            if len(local):
-                parts.append(part.select(local))
-        self.parts, self.positions = parts, self.positions[keep]
+        split = _split_rows([len(p) for p in self.parts], keep)
+        self.parts = [self.parts[i].select(local) for i, local in split]
+        self.positions = self.positions[keep]
 
     def __call__(self, tok: torch.Tensor) -> torch.Tensor:
         tf = self.lm.transformer
@@ -376,15 +383,9 @@ class _Gpt2Start:
 
     def rows(self, rows: torch.Tensor) -> _Gpt2Start:
         """Rows ``rows`` (sorted) only."""
-        bounds = np.cumsum([0] + [len(p) for p in self.parts])
-        cut = np.searchsorted(rows.cpu().numpy(), bounds).tolist()
-        parts, hidden = [], []
-        for i, (part, h) in enumerate(zip(self.parts, self.hidden, strict=True)):
-            if cut[i] < cut[i + 1]:
-                local = rows[cut[i] : cut[i + 1]] - int(bounds[i])
-                parts.append(part.select(local))
-                hidden.append(h[local])
-        return _Gpt2Start(self.lm, parts, hidden)
+        split = _split_rows([len(p) for p in self.parts], rows)
+        parts = [self.parts[i].select(local) for i, local in split]
+        return _Gpt2Start(self.lm, parts, [self.hidden[i][local] for i, local in split])
 
     def start(self, exact: bool) -> tuple[_Gpt2Stepper, torch.Tensor]:
         """A stepper over all rows and their first logits; ``exact``: every op as the reference

@@ -71,6 +71,19 @@ def _size_class(rows: int) -> int:
     return level
 
 
+def _mergeable_tail(classes: list[int]) -> int:
+    """How many of the newest files (size ``classes`` in seq order) merge now, 0 for none: the
+    newest files of class L or smaller, once `COMPACT_FANIN` of them are of exactly class L
+    (smaller ones in between, from odd write sizes, go along); the smallest such L."""
+    for level in range(max(classes, default=0) + 1):
+        tail = 0
+        while tail < len(classes) and classes[-1 - tail] <= level:
+            tail += 1
+        if sum(c == level for c in classes[len(classes) - tail :]) >= COMPACT_FANIN:
+            return tail
+    return 0
+
+
 def _live(files: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """``files`` (first seq, last seq, path), sorted, without those whose range lies within
     another file's: leftovers of a compaction that wrote its merged file but was interrupted
@@ -198,20 +211,7 @@ class ParquetStore(ResultsStore):
     def _compact(self, directory: str, files: list[tuple[int, int, str]]) -> None:
         """Merge the newest of ``files`` (seq order, updated in place) while `COMPACT_FANIN` of
         them are of one size class or smaller."""
-        while True:
-            classes = [_size_class(last - first + 1) for first, last, _ in files]
-            tail = 0
-            for level in range(max(classes, default=0) + 1):
-                # The newest files of this class or smaller; merged once FANIN of them are of
-                # exactly this class (smaller ones in between, from odd write sizes, go along).
-                tail = 0
-                while tail < len(files) and classes[-1 - tail] <= level:
-                    tail += 1
-                if sum(c == level for c in classes[len(files) - tail :]) >= COMPACT_FANIN:
-                    break
-                tail = 0
-            if tail == 0:
-                return
+        while tail := _mergeable_tail([_size_class(last - first + 1) for first, last, _ in files]):
             merge = files[-tail:]
             table = pa.concat_tables(
                 [pq.read_table(p, filesystem=self.fs) for _, _, p in merge],
@@ -234,18 +234,20 @@ class ParquetStore(ResultsStore):
     def _read_metrics(self, experiment_id: str, since_seq: int) -> list[MetricRecord]:
         # A compaction may delete a listed file before it is opened; its rows are then in a
         # file that the next listing shows.
-        for attempt in range(5):
-            out: list[MetricRecord] = []
+        for _ in range(4):
             try:
-                for _, last, p in self._metric_files(experiment_id):
-                    if last > since_seq:
-                        rows = self._read(p, MetricRecord, METRIC_BASE_COLUMNS)
-                        out.extend(r for r in rows if r.seq > since_seq)
-                return out
+                return self._read_metrics_once(experiment_id, since_seq)
             except FileNotFoundError:
-                if attempt == 4:
-                    raise
-        raise AssertionError("unreachable")
+                pass
+        return self._read_metrics_once(experiment_id, since_seq)
+
+    def _read_metrics_once(self, experiment_id: str, since_seq: int) -> list[MetricRecord]:
+        out: list[MetricRecord] = []
+        for _, last, p in self._metric_files(experiment_id):
+            if last > since_seq:
+                rows = self._read(p, MetricRecord, METRIC_BASE_COLUMNS)
+                out.extend(r for r in rows if r.seq > since_seq)
+        return out
 
     def _max_seq(self, experiment_id: str) -> int:
         return max((last for _, last, _ in self._metric_files(experiment_id)), default=0)
