@@ -1,7 +1,7 @@
 """``DataSpec``: the frozen, validated description of one data set.
 
 A spec is a pure description; ``generate(spec)`` turns it into data. Every field has a default
-taken from the paper (``shared/PAPER.md``) except the budget, which must be given as exactly one of
+taken from the paper (``docs/PAPER.md``) except the budget, which must be given as exactly one of
 ``examples_per_instruction`` (S, so ``n_train = I * S``) or ``n_examples`` (the total)::
 
     >>> spec = DataSpec(n_instructions=100, examples_per_instruction=50, noop_fraction=0.5)

@@ -3,11 +3,13 @@
 ::
 
     divsweep serve                         # local Ray head on 127.0.0.1 + the service on :8000
+    divsweep plan fig2a                    # trials, tokens, FLOPs, GPU-hours; no service needed
     divsweep submit fig2a-mini --wait      # a preset (or a spec file: divsweep submit my.yaml)
     divsweep status x0123456789abcdef
     divsweep watch x0123456789abcdef       # progress bar fed by the event stream
     divsweep results x0123456789abcdef --format parquet --out results.parquet
     divsweep cancel x0123456789abcdef
+    divsweep reproduce --smoke             # every study of the paper -> docs/RESULTS.md
 
 Client commands find the service at ``--url`` (``DIVSWEEP_URL``, default
 ``http://127.0.0.1:8000``) and authenticate with ``--token`` (``DIVSWEEP_TOKEN``, else the token
@@ -191,6 +193,32 @@ def submit(
 
 
 @app.command()
+def plan(
+    spec: Annotated[str, typer.Argument(help="a spec file (.yaml/.json) or a preset name")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override FIELD.PATH=VALUE")
+    ] = None,
+    throughput: Annotated[float | None, typer.Option(
+        help="measured training tokens/s per GPU (default: an H100 at 40% MFU)")] = None,
+    params: Annotated[float | None, typer.Option(
+        help="model parameters, for a pretrained checkpoint that is not on disk")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+) -> None:
+    """Print what a sweep would cost before submitting it: trials, tokens, FLOPs, GPU-hours.
+
+    Runs here, without the service or Ray (the same as ``python -m sweeps plan``).
+    """
+    from sweeps.errors import SweepError
+    from sweeps.plan import plan_report
+
+    try:
+        typer.echo(plan_report(spec, set_ or [], throughput, params, json_))
+    except SweepError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def status(exp_id: str, url: Url = DEFAULT_URL) -> None:
     """Print the experiment's status and progress as JSON."""
     r = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
@@ -289,6 +317,54 @@ def cancel(exp_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
                    headers={"Authorization": f"Bearer {_token(token)}"}, timeout=60)
     _fail(r)
     typer.echo(f"{exp_id}: {r.json()['status']}")
+
+
+@app.command()
+def reproduce(
+    studies: Annotated[str | None, typer.Option(
+        help="comma-separated studies to run (default: all); the others keep their sections")
+    ] = None,
+    smoke: Annotated[bool, typer.Option(
+        help="seconds-long settings per study (same path; the numbers mean nothing)")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="the document (default docs/RESULTS.md; with --smoke <state dir>/smoke/RESULTS.md);"
+             " its index (results.json) and figures (img/) go beside it")
+    ] = None,
+    render_only: Annotated[bool, typer.Option(
+        "--render-only", help="submit nothing: re-render from the stored experiments")] = False,
+    store: Annotated[str | None, typer.Option(
+        help="read results from this store URI instead of the service (rendering only)")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="seconds between status polls")] = 1.0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Run every study of the paper through the service, one after another, and write
+    docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
+    from service.reproduce import Client, ReproduceError
+    from service.reproduce import reproduce as run_reproduce
+    from sweeps.results_doc import StoreSource
+    from sweeps.studies import select
+
+    try:
+        chosen = select(studies)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    source = None
+    if store is not None:
+        from sweeps.store import open_store
+
+        source = StoreSource(open_store(store))
+    if out is None:  # a smoke run never overwrites the real document
+        out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
+    client = Client(url, None if render_only else _token(token))
+    try:
+        code = run_reproduce(client, chosen, smoke, out, lambda line: typer.echo(line, err=True),
+                             render_only=render_only, source=source, poll_s=poll)
+    except (ReproduceError, httpx.TransportError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

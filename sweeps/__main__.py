@@ -1,7 +1,12 @@
-"""``python -m sweeps report ID [--store URI] [--out DIR]`` and ``python -m sweeps run SPEC ...``.
+"""``python -m sweeps report ID [--store URI] [--out DIR]``, ``python -m sweeps plan SPEC ...``
+and ``python -m sweeps run SPEC ...``.
 
 ``report`` prints the per-cell summary table and writes ``<out>/<ID>-phase.png`` (the phase
 diagram) and ``<out>/<ID>-summary.csv``; for a threshold search it also prints the estimate.
+``plan PRESET_OR_SPEC_FILE [--set dotted.key=value ...] [--throughput TOKENS_PER_S] [--params N]
+[--json]`` prints what a sweep would cost before it is submitted (`sweeps.plan`; no Ray): trials,
+examples, tokens, parameters, FLOPs and GPU-hours under a stated throughput assumption. Exit
+codes: 0 done, 2 bad spec or preset name, 1 other error.
 """
 
 from __future__ import annotations
@@ -53,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("experiment_id")
     rep.add_argument("--store", default=None, help="results-store URI")
     rep.add_argument("--out", default=".", type=Path, help="directory for the PNG and CSV")
+    pln = sub.add_parser("plan", help="print a sweep's trials, tokens, FLOPs and GPU-hours")
+    pln.add_argument("spec", help="a preset name or a spec file (.yaml/.json)")
+    pln.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field, e.g. --set train.epochs=2 (repeatable)")
+    pln.add_argument("--throughput", type=float, default=None, metavar="TOKENS_PER_S",
+                     help="measured training tokens/s per GPU (default: an H100 at 40%% MFU)")
+    pln.add_argument("--params", type=float, default=None, metavar="N",
+                     help="model parameters, for a pretrained checkpoint that is not on disk")
+    pln.add_argument("--json", action="store_true", help="print the plan as JSON")
     run = sub.add_parser("run", help="same as python -m sweeps.run")
     run.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -60,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         from sweeps.run import main as run_main
 
         return run_main(args.rest)
+    if args.command == "plan":
+        from sweeps.plan import plan_report
+
+        try:
+            print(plan_report(args.spec, args.sets, args.throughput, args.params, args.json))
+        except SweepError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         return report(args.experiment_id, args.store, args.out)
     except SweepError as e:

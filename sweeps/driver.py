@@ -4,7 +4,8 @@ Steps, top to bottom in `run_experiment`:
 
 1. open the store, create (or re-attach to) the experiment record; an experiment that is already
    ``complete`` or ``cancelled`` is left alone;
-2. run-time checks (a pretrained checkpoint must exist now, not when the preset was loaded);
+2. run-time checks (a pretrained checkpoint must exist now, not when the preset was loaded; a
+   builtin model is built now if this machine has not built it yet);
 3. ``ray.init()`` — connects to ``RAY_ADDRESS`` (as under ``ray job submit``) or starts a local
    Ray; an already initialised Ray (tests) is reused;
 4. if Tune saved state for this experiment id (its driver died), ``Tuner.restore`` it: finished
@@ -55,9 +56,18 @@ def tune_storage_path(store: ResultsStore, store_uri: str) -> str:
 
 
 def check_runnable(spec: ExperimentSpec) -> None:
-    """Checks that only make sense on the machine that runs the sweep."""
+    """Checks that only make sense on the machine that runs the sweep.
+
+    A builtin model (``train.init: "divsweep:tiny-lm"``) is not a path: it is built here, once,
+    before any trial starts (minutes on first use, then cached), so that parallel trials on this
+    machine find it ready instead of waiting on one another's build.
+    """
+    from trainer.builtin import is_builtin, resolve_init
+
     init = spec.train.init
-    if init != "scratch" and not Path(init).expanduser().is_dir():
+    if is_builtin(init):
+        resolve_init(init)
+    elif init != "scratch" and not Path(init).expanduser().is_dir():
         raise RunError(
             f"train.init: checkpoint directory {init!r} does not exist on this machine; set it to "
             "a local Hugging Face causal-LM checkpoint"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 import pyarrow as pa
@@ -93,10 +94,22 @@ def summary(experiment_id: str, store_uri: str | None = None, store: ResultsStor
     """
     st = _store(store_uri, store)
     table = results(experiment_id, store=st)
+    return summarize(table, _param_names(st, experiment_id), include_running)
+
+
+def summarize(table: pa.Table, param_names: Collection[str],
+              include_running: bool = False) -> pa.Table:
+    """`summary` of a `results` table already in hand (e.g. downloaded from the service).
+
+    ``param_names`` says which columns are trial parameters (the rest are metrics); the seed is
+    the replicate axis, every other parameter is a cell coordinate. Example::
+
+        summarize(results(exp_id, store=st), {"data.n_instructions", "seed"}).to_pandas()
+        #    data.n_instructions  n  test_acc_mean  test_acc_std ...
+    """
     states = ("complete", "running") if include_running else ("complete",)
     df = final_reports(table, states)
-    param_cols = [c for c in table.column_names[len(ID_COLUMNS):] if c in _param_names(st,
-                                                                                        experiment_id)]
+    param_cols = [c for c in table.column_names[len(ID_COLUMNS):] if c in param_names]
     cells = [c for c in param_cols if c != "seed"]
     metric_cols = [c for c in table.column_names[len(ID_COLUMNS):]
                    if c not in param_cols and c not in BOOKKEEPING]

@@ -24,7 +24,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainer.errors import ConfigError
+from trainer.builtin import builtin_spec, is_builtin
+from trainer.errors import ConfigError, format_validation_error
 
 
 class ModelDims(NamedTuple):
@@ -73,7 +74,9 @@ class TrainConfig(BaseModel):
     n_embd: int | None = Field(None, ge=1)
     n_positions: int | None = Field(None, ge=8)
     dropout: float = Field(0.0, ge=0, lt=1)
-    init: str = "scratch"  # or a local Hugging Face causal-LM checkpoint directory
+    # "scratch", a local Hugging Face causal-LM checkpoint directory, or a builtin model
+    # "divsweep:<name>" that divsweep pretrains itself on first use (trainer.builtin)
+    init: str = "scratch"
     lora: LoraSpec | None = None
 
     # --- optimiser and schedule ----------------------------------------------------------------
@@ -137,6 +140,8 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"n_layer/n_head/n_embd: cannot resize a pretrained init={self.init!r}"
             )
+        if is_builtin(self.init):
+            builtin_spec(self.init)  # unknown names fail here, not when the sweep starts
         if self.lora is not None and self.init == "scratch":
             raise ValueError("lora: needs a pretrained checkpoint in init, got init='scratch'")
         if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1):
@@ -170,15 +175,5 @@ class TrainConfig(BaseModel):
 
     @property
     def pretrained(self) -> bool:
-        """Whether the model comes from a checkpoint directory rather than from scratch."""
+        """Whether the model comes from a checkpoint (a directory or a builtin), not scratch."""
         return self.init != "scratch"
-
-
-def format_validation_error(e: ValidationError) -> str:
-    """Render pydantic errors as ``field: message`` lines (our rules already name the field)."""
-    lines = []
-    for err in e.errors():
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}:") else msg)
-    return "; ".join(lines)

@@ -404,6 +404,7 @@ class _HfStepper:
 
         self.lm = cast(Any, model)
         self.cache = DynamicCache(config=self.lm.config)
+        self.cache_kw = _cache_keyword(model)
 
     def prompt(self, ids: torch.Tensor) -> torch.Tensor:
         return self._logits(ids)
@@ -415,8 +416,23 @@ class _HfStepper:
         return self._logits(tok[:, None])
 
     def _logits(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.lm(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        kw = {self.cache_kw: self.cache}
+        out = self.lm(input_ids=ids, use_cache=True, logits_to_keep=1, **kw)
         return cast(torch.Tensor, out.logits[:, -1])
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """``cache`` where the (peft-unwrapped) model's forward takes it, else ``past_key_values``.
+
+    transformers 5.x renamed the argument and warns on the old name for some architectures
+    (Llama's forward did, through a peft wrapper: a FutureWarning the test suite turns into an
+    error); older versions only know ``past_key_values``.
+    """
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(cast(Any, base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class _HfStart:

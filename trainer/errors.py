@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class TrainerError(Exception):
     """Base class of every error the trainer raises on purpose."""
@@ -29,3 +31,13 @@ class ConfigError(TrainerError, ValueError):
 
 class CheckpointError(TrainerError):
     """A checkpoint cannot be read or does not match the run resuming from it."""
+
+
+def format_validation_error(e: ValidationError) -> str:
+    """Render pydantic errors as ``field: message`` lines (our rules already name the field)."""
+    lines = []
+    for err in e.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}:") else msg)
+    return "; ".join(lines)

@@ -6,7 +6,8 @@ trainer uses, built one of two ways:
 * ``init="scratch"``: a GPT-2 (`GPT2LMHeadModel`, SDPA attention) sized by ``cfg.dims`` over the
   data set's character vocabulary, weights drawn from ``cfg.seed``;
 * ``init="/some/dir"``: a local causal-LM checkpoint (`AutoModelForCausalLM.from_pretrained`,
-  never downloading), optionally wrapped with LoRA adapters (``cfg.lora``).
+  never downloading), optionally wrapped with LoRA adapters (``cfg.lora``); ``init="divsweep:
+  tiny-lm"`` is the same with divsweep's own pretrained model (`trainer.builtin`).
 
 `build_codec(cfg, vocab)` returns the matching token codec: the data set's own `Vocab` for scratch
 models, or the checkpoint's tokenizer, which re-encodes the examples from their text.
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from trainer.batching import Sequences
+from trainer.builtin import resolve_init
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError
 
@@ -114,7 +116,8 @@ def _load_pretrained(cfg: TrainConfig) -> torch.nn.Module:
 
 
 def _checkpoint_path(cfg: TrainConfig) -> Path:
-    path = Path(cfg.init)
+    # A builtin ("divsweep:tiny-lm") is built into the model cache on first use.
+    path = resolve_init(cfg.init)
     if not (path / "config.json").is_file():
         raise ConfigError(
             f"init: {cfg.init!r} is not a local checkpoint directory (no config.json)"

@@ -1,0 +1,308 @@
+"""``divsweep reproduce``: every study of the paper through the service, then docs/RESULTS.md.
+
+For each selected study of `sweeps.studies.STUDIES`, one after another (so each study's wall
+time is its own): resolve its preset (plus the smoke overrides with ``--smoke``) here, exactly
+as the service will, skip it with a reason if it cannot run on this machine (a fine-tune whose
+checkpoint is missing), submit it over REST, follow its progress until it ends, and record in
+the index (``docs/results.json``) which experiment answered it. Then `sweeps.results_doc.render`
+rebuilds the whole document from the index and the stored results, so a run of some studies
+keeps the other studies' sections. Example::
+
+    client = Client("http://127.0.0.1:8000", token="...")
+    code = reproduce(client, select("fig2a-mini,noops-mini"), smoke=True,
+                     out=Path("/tmp/RESULTS.md"), progress=print)
+    # /tmp/RESULTS.md, /tmp/results.json, /tmp/img/results/{fig2a-mini,noops-mini}.png
+
+No printing here: progress lines go to the ``progress`` callback (the CLI prints them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pyarrow as pa
+
+from sweeps.results_doc import (
+    ResultsIndex,
+    ResultsSource,
+    RunInfo,
+    StudyRecord,
+    index_path,
+    render,
+)
+from sweeps.studies import Study, smoke_overrides
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("complete", "failed", "cancelled")
+#: How long a submission rides out an unreachable service or Ray before giving up.
+SUBMIT_RETRY_S = 60.0
+Progress = Callable[[str], None]
+
+
+class ReproduceError(RuntimeError):
+    """The service refused or lost a study's experiment (the message says which and why)."""
+
+
+@dataclass
+class Client:
+    """The few REST calls `reproduce` makes; also a `ResultsSource` for rendering."""
+
+    url: str
+    token: str | None = None
+    timeout_s: float = 120.0
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def submit(self, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """POST a preset submission. A dropped connection or a 503 (Ray briefly unreachable,
+        e.g. a head still starting) is retried for up to `SUBMIT_RETRY_S` with the same
+        Idempotency-Key, so a retry never starts the study twice."""
+        headers = self._headers() | {"Idempotency-Key": f"reproduce-{uuid.uuid4().hex}"}
+        body = {"preset": preset, "overrides": overrides}
+        deadline = time.monotonic() + SUBMIT_RETRY_S
+        while True:
+            try:
+                r = httpx.post(f"{self.url}/v1/experiments", json=body, headers=headers,
+                               timeout=self.timeout_s)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2.0)
+                continue
+            if r.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(2.0)
+                continue
+            if not r.is_success:
+                raise ReproduceError(f"submitting {preset}: {r.status_code} {_detail(r)}")
+            out: dict[str, Any] = r.json()
+            return out
+
+    def experiment(self, exp_id: str) -> dict[str, Any] | None:
+        """``GET /v1/experiments/{id}`` (None: the service does not know it)."""
+        r = httpx.get(f"{self.url}/v1/experiments/{exp_id}", timeout=self.timeout_s)
+        if r.status_code == 404:
+            return None
+        if not r.is_success:
+            raise ReproduceError(f"status of {exp_id}: {r.status_code} {_detail(r)}")
+        out: dict[str, Any] = r.json()
+        return out
+
+    def status(self, experiment_id: str) -> str | None:
+        exp = self.experiment(experiment_id)
+        return None if exp is None else str(exp["status"])
+
+    def results_table(self, experiment_id: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        r = httpx.get(f"{self.url}/v1/experiments/{experiment_id}/results",
+                      params={"format": "parquet"}, timeout=self.timeout_s)
+        if not r.is_success:
+            raise ReproduceError(f"results of {experiment_id}: {r.status_code} {_detail(r)}")
+        return pq.read_table(io.BytesIO(r.content))
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail", r.text))
+    except ValueError:
+        return r.text
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def git_commit(root: Path | None = None) -> str:
+    """``4bee72c`` or ``4bee72c-dirty`` (uncommitted changes), ``unknown`` outside git."""
+    root = root or Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def machine_info() -> dict[str, Any]:
+    """CPUs (usable by this process), memory, torch's thread count, OS and Python."""
+    import torch
+
+    mem_gib: float | str = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"nproc": nproc, "memory_gib": mem_gib, "torch_threads": torch.get_num_threads(),
+            "platform": f"{platform.system()} {platform.machine()}, Python "
+                        f"{platform.python_version()}, torch {torch.__version__}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# one study
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_study(study: Study, smoke: bool) -> tuple[dict[str, Any], Any]:
+    """The overrides to submit and the spec the service will run from them (validated here
+    the way the service validates a preset submission)."""
+    from service.presets import find
+    from service.specs import Quotas, prepare_preset
+
+    preset = find(study.preset)
+    overrides = smoke_overrides(study, preset) if smoke and preset is not None else {}
+    prepared = prepare_preset(preset, study.preset, overrides, Quotas(10**9, 10**12))
+    return overrides, prepared
+
+
+def runnable_problem(spec: Any) -> str | None:
+    """Why ``spec`` cannot run on this machine (e.g. a missing checkpoint), or None."""
+    from sweeps.driver import check_runnable
+    from sweeps.errors import SweepError
+
+    try:
+        check_runnable(spec)
+    except SweepError as e:
+        return str(e)
+    return None
+
+
+def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
+              index: ResultsIndex, save: Callable[[], None], commit: str,
+              local_checks: bool = True, poll_s: float = 1.0) -> StudyRecord:
+    """Submit one study, wait for it to end, and record it in ``index`` (saved as it goes)."""
+    from service.errors import ServiceError
+
+    try:
+        overrides, prepared = prepare_study(study, smoke)
+    except ServiceError as e:
+        rec = StudyRecord(study.name, "skipped", smoke=smoke, commit=commit,
+                          error=f"its spec does not validate here: {e}")
+        index.studies[study.name] = rec
+        save()
+        return rec
+    problem = runnable_problem(prepared.spec) if local_checks else None
+    if problem:
+        rec = StudyRecord(study.name, "skipped", smoke=smoke, commit=commit,
+                          error=f"it cannot run on this machine: {problem}")
+        index.studies[study.name] = rec
+        save()
+        progress(f"{study.name}: skipped ({problem})")
+        return rec
+    t0, submitted = time.monotonic(), time.time()
+    answer = client.submit(study.preset, overrides)
+    exp_id = answer["id"]
+    spec = prepared.spec.model_dump(mode="json")
+    rec = StudyRecord(study.name, answer["status"], exp_id, smoke, spec, submitted, commit=commit)
+    index.studies[study.name] = rec
+    save()
+    progress(f"{study.name}: experiment {exp_id} submitted ({prepared.n_trials} trials at most)")
+    exp = _wait(client, exp_id, study.name, progress, t0, poll_s)
+    if exp["spec_hash"] != prepared.spec_hash:
+        # The service's preset files differ from this checkout's: the index would lie.
+        log.warning("%s: the service ran spec %s, this checkout resolves %s", study.name,
+                    exp["spec_hash"][:12], prepared.spec_hash[:12])
+        rec.error = "the service's preset differs from this checkout's; the spec recorded " \
+                    "here may not be the one that ran"
+    rec.status, rec.wall_s, rec.finished_at = exp["status"], time.monotonic() - t0, time.time()
+    rec.error = exp.get("error") or rec.error
+    save()
+    progress(f"{study.name}: {rec.status} in {rec.wall_s:.1f} s")
+    return rec
+
+
+def _wait(client: Client, exp_id: str, name: str, progress: Progress, t0: float,
+          poll_s: float) -> dict[str, Any]:
+    last = ""
+    while True:
+        exp = client.experiment(exp_id)
+        if exp is None:
+            raise ReproduceError(f"{name}: the service lost experiment {exp_id}")
+        p = exp.get("progress") or {}
+        done = sum(p.get(k, 0) for k in ("complete", "failed", "pruned", "cancelled"))
+        line = (f"{name}: {exp['status']}, {done} trials done, {p.get('running', 0)} running, "
+                f"best {p.get('metric', '')} {_best(p.get('best'))}")
+        if line != last:
+            progress(f"{line} ({time.monotonic() - t0:.0f} s)")
+            last = line
+        if exp["status"] in TERMINAL:
+            return exp
+        time.sleep(poll_s)
+
+
+def _best(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) else "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+# ---------------------------------------------------------------------------------------------
+
+
+def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
+              progress: Progress, render_only: bool = False,
+              source: ResultsSource | None = None, poll_s: float = 1.0,
+              local_checks: bool | None = None) -> int:
+    """Run ``studies`` (unless ``render_only``) and render ``out``; the exit code: 1 if a study
+    of this run failed or was cancelled, else 0 (a skipped study is not a failure).
+
+    ``source`` reads the stored results for rendering (default: ``client``). ``local_checks``
+    (default: when the service is on this machine) skips studies that cannot run here.
+    """
+    idx_path = index_path(out)
+    index = ResultsIndex.load(idx_path)
+    source = source or client
+    if render_only:
+        render(index, source, out)
+        progress(f"wrote {out} from {idx_path}")
+        return 0
+    real = [s.name for s in studies if (r := index.studies.get(s.name)) is not None
+            and not r.smoke and r.status != "skipped"]
+    if smoke and real:
+        raise ReproduceError(f"{idx_path} holds real results of {', '.join(real)}; a smoke run "
+                             "would replace them: write it elsewhere (--out)")
+    if local_checks is None:
+        local_checks = urlparse(client.url).hostname in ("127.0.0.1", "localhost", "::1")
+    commit = git_commit()
+    t0 = time.monotonic()
+    index.last_run = RunInfo(time.time(), commit, machine_info(), [s.name for s in studies],
+                             smoke)
+
+    def save() -> None:
+        index.save(idx_path)
+
+    failed = []
+    for i, study in enumerate(studies, 1):
+        progress(f"[{i}/{len(studies)}] {study.name}")
+        rec = run_study(client, study, smoke, progress, index, save, commit, local_checks,
+                        poll_s)
+        if rec.status in ("failed", "cancelled"):
+            failed.append(study.name)
+        if not smoke and i < len(studies):
+            render(index, source, out)  # minutes apart: keep the document current
+    index.last_run.finished_at = time.time()
+    index.last_run.wall_s = time.monotonic() - t0
+    save()
+    render(index, source, out)
+    progress(f"wrote {out} ({index.last_run.wall_s:.1f} s)"
+             + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

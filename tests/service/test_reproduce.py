@@ -1,0 +1,151 @@
+"""``divsweep reproduce --smoke`` end to end: a real uvicorn service on a real local Ray head runs
+every study's smoke settings (service -> Ray job -> Tune -> trainer -> store), and the command
+writes RESULTS.md with every section, table, figure and verdict. Then ``--render-only`` redraws
+the same document from the store, and a rerun of one study keeps the other sections.
+
+The fine-tune study needs the builtin pretrained model of its smoke settings
+(`sweeps.studies.SMOKE_PRETRAINED_INIT`); where this machine cannot run it, the command skips it
+with the reason and so does `test_finetune_smoke_section`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+from uvicorn_proc import stop_process, wait_healthy
+
+from service.cli import app
+from service.local_ray import free_port
+from service.reproduce import prepare_study, runnable_problem
+from sweeps.studies import STUDIES
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "reproduce-token-abcdef"
+
+
+def _finetune_problem() -> str | None:
+    return runnable_problem(prepare_study(STUDIES["finetune-mini"], smoke=True)[1].spec)
+
+
+FINETUNE_PROBLEM = _finetune_problem()
+
+
+@pytest.fixture(scope="module")
+def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service as its own uvicorn process (as in test_service_e2e), its URL."""
+    state = tmp_path_factory.mktemp("svc")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DIVSWEEP_STATE_DIR=str(state),
+               DIVSWEEP_DASHBOARD_URL=ray_head.dashboard_url,
+               DIVSWEEP_TOKENS=json.dumps({"repro": TOKEN}), DIVSWEEP_JOB_PYTHON=sys.executable)
+    log_path = state / "uvicorn.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(proc, url, 60, lambda: log_path.read_text(errors="replace"))
+        _wait_ready(url, 120)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def _wait_ready(url: str, timeout_s: float) -> None:
+    """Until /readyz says the Ray Jobs API answers (a loaded machine starts the head slowly)."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, httpx.get(f"{url}/readyz", timeout=10).text
+        time.sleep(0.5)
+
+
+def _reproduce(url: str, out: Path, *args: str) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(out), "--url", url,
+                                      "--token", TOKEN, "--poll", "0.3", *args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output, time.monotonic() - t0
+
+
+def _section(doc: str, name: str) -> str:
+    return doc.split(f'<a id="{name}"></a>')[1].split("<a id=")[0]
+
+
+STATE: dict[str, Any] = {}
+
+
+def test_smoke_reproduce_of_every_study(service: str, tmp_path_factory: pytest.TempPathFactory
+                                        ) -> None:
+    out = tmp_path_factory.mktemp("docs") / "RESULTS.md"
+    code, output, wall = _reproduce(service, out, "--smoke")
+    assert code == 0, output
+    STATE["out"] = out
+    doc = out.read_text()
+    STATE["doc"] = doc
+    assert "do not edit by hand" in doc[:200]
+    assert re.search(r"\| commit \| `[0-9a-f]{4,}(-dirty)?` \|", doc), doc[:1500]
+    assert re.search(r"\| machine \| \d+ CPUs, [\d.]+ GiB memory, torch threads \d+", doc)
+    index = json.loads((out.parent / "results.json").read_text())
+    for name in STUDIES:
+        sec = _section(doc, name)
+        if name == "finetune-mini" and FINETUNE_PROBLEM:
+            assert "**Skipped.** it cannot run on this machine" in sec
+            continue
+        rec = index["studies"][name]
+        assert rec["status"] == "complete" and rec["smoke"], (name, rec)
+        assert f"Experiment `{rec['experiment_id']}`" in sec and "smoke settings" in sec
+        assert re.search(r"wall time \d+\.\d s", sec), sec
+        assert re.search(r"^\|.*\|\n\|[-:|]+\|\n\|", sec, re.M), f"{name}: no table\n{sec}"
+        assert f"![{name}](img/results/{name}.png)" in sec
+        png = out.parent / "img" / "results" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert "**The paper, side by side:**" in sec
+        assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\* \S", sec, re.M), sec
+        assert f"| [{name}](#{name}) | `{rec['experiment_id']}` | complete (smoke) |" in doc
+    print(f"smoke reproduce of {len(STUDIES)} studies: {wall:.1f} s")
+
+
+def test_render_only_redraws_the_same_document_from_the_store(service: str) -> None:
+    out = STATE["out"]
+    code, output, _ = _reproduce(service, out, "--render-only")
+    assert code == 0, output
+    assert out.read_text() == STATE["doc"]
+
+
+def test_rerunning_one_study_keeps_the_other_sections(service: str) -> None:
+    out = STATE["out"]
+    before = json.loads((out.parent / "results.json").read_text())["studies"]
+    code, output, _ = _reproduce(service, out, "--smoke", "--studies", "noops-mini")
+    assert code == 0, output
+    doc = out.read_text()
+    after = json.loads((out.parent / "results.json").read_text())["studies"]
+    assert after["noops-mini"]["experiment_id"] != before["noops-mini"]["experiment_id"]
+    assert f"Experiment `{after['noops-mini']['experiment_id']}`" in _section(doc, "noops-mini")
+    # Identical trials are adopted from the store, not trained again.
+    assert "(4 reused from earlier experiments)" in _section(doc, "noops-mini")
+    for name in STUDIES:
+        if name != "noops-mini":
+            assert _section(doc, name) == _section(STATE["doc"], name), name
+
+
+@pytest.mark.skipif(FINETUNE_PROBLEM is not None,
+                    reason=f"finetune-mini smoke cannot run here: {FINETUNE_PROBLEM}")
+def test_finetune_smoke_section() -> None:
+    sec = _section(STATE["doc"], "finetune-mini")
+    assert "![finetune-mini](img/results/finetune-mini.png)" in sec
+    assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\*", sec, re.M)
