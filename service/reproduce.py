@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 TERMINAL = ("complete", "failed", "cancelled")
 #: How long a submission rides out an unreachable service or Ray before giving up.
 SUBMIT_RETRY_S = 60.0
+#: How long waiting for a study rides out a service that does not answer.
+WAIT_GIVE_UP_S = 600.0
 Progress = Callable[[str], None]
 
 
@@ -233,8 +235,22 @@ def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
 def _wait(client: Client, exp_id: str, name: str, progress: Progress, t0: float,
           poll_s: float) -> dict[str, Any]:
     last = ""
+    down_since: float | None = None  # when the service stopped answering, if it has
     while True:
-        exp = client.experiment(exp_id)
+        try:
+            exp = client.experiment(exp_id)
+            down_since = None
+        except (httpx.TransportError, ReproduceError) as e:
+            # A busy or restarting service: the study keeps running in Ray; ask again.
+            now = time.monotonic()
+            down_since = down_since or now
+            if now - down_since > WAIT_GIVE_UP_S:
+                raise ReproduceError(f"{name}: no answer about {exp_id} for "
+                                     f"{WAIT_GIVE_UP_S:.0f} s ({e}); it may still be running: "
+                                     "rerun with --render-only later") from e
+            progress(f"{name}: the service did not answer ({e}); asking again")
+            time.sleep(max(poll_s, 2.0))
+            continue
         if exp is None:
             raise ReproduceError(f"{name}: the service lost experiment {exp_id}")
         p = exp.get("progress") or {}

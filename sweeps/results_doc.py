@@ -368,7 +368,9 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"{' (smoke settings)' if run.smoke else ''} |",
             f"| commit | `{run.commit}` |",
             f"| machine | {machine} |",
-            f"| wall time | last run {duration(run.wall_s)}; all complete studies together "
+            f"| wall time | last run "
+            f"{duration(run.wall_s) if run.finished_at else 'still in progress'}; "
+            f"all complete studies together "
             f"{duration(total)} |",
             "",
         ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from sweeps.spec import ExperimentSpec, ThresholdSearch
 from sweeps.verdicts import Cell, ThresholdRun, Verdict
 
 Row = Mapping[str, Any]
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # keys: how a study names the coordinates of its cells
@@ -323,9 +325,14 @@ def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: i
     """The study's verdict on its measured cells."""
     if not cells:
         return Verdict("not shown", "no complete trial to judge")
-    if study.verdict is None:
-        return verdicts.threshold(cells, threshold_run(spec, n_trials), study.metric)
-    return study.verdict(cells)
+    try:
+        if study.verdict is None:
+            return verdicts.threshold(cells, threshold_run(spec, n_trials), study.metric)
+        return study.verdict(cells)
+    except Exception as e:  # one odd table must not take the whole document down; say so
+        log.exception("%s: the verdict failed", study.name)
+        return Verdict("not shown", f"the verdict could not be computed ({type(e).__name__}: "
+                       f"{e}); a bug in sweeps/verdicts.py")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ effect, never the paper's absolute rule counts. Worked example::
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,6 +78,18 @@ def _yes(ok: bool) -> str:
 
 def _f(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.2f}"
+
+
+def _top(values: Iterable[float]) -> float:
+    """The largest value, ignoring NaN (unmeasured); NaN when there is none."""
+    vals = [v for v in values if not math.isnan(v)]
+    return max(vals) if vals else math.nan
+
+
+def _bottom(values: Iterable[float]) -> float:
+    """The smallest value, ignoring NaN; NaN when there is none."""
+    vals = [v for v in values if not math.isnan(v)]
+    return min(vals) if vals else math.nan
 
 
 def _by(cells: Sequence[Cell], key: str) -> dict[Hashable, list[Cell]]:
@@ -198,7 +210,7 @@ def powerlaw(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
     u, low = small[0], small[-1]
     collapse = u - low >= COLLAPSE_DROP and low <= COLLAPSE_RATIO * u
     monotone = all(b <= a + MONOTONE_SLACK for a, b in zip(small, small[1:], strict=False))
-    flat = max(large) - min(large) <= FLAT
+    flat = _top(large) - _bottom(large) <= FLAT
     d_small, d_large = u - low, large[0] - large[-1]
     reason = (f"at I={grid[0]} accuracy goes {' -> '.join(_f(v) for v in small)} from uniform "
               f"to alpha={alphas[-1]} (collapse: {_yes(collapse)}, falls with alpha: "
@@ -218,10 +230,10 @@ def semantic(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
     singles = [c for c in cells if not str(c["family"]).startswith("mix")]
     if not mixes or not singles or len(grid) < 2:
         return Verdict("not shown", "needs single families and the mix at two values of I")
-    single_best = max(mean(c, metric) for c in singles)
-    mix_hi = max(mean(c, metric) for c in mixes if c["I"] == grid[-1])
-    mix_lo = max(mean(c, metric) for c in mixes if c["I"] == grid[0])
-    single_hi = max(mean(c, metric) for c in singles if c["I"] == grid[-1])
+    single_best = _top(mean(c, metric) for c in singles)
+    mix_hi = _top(mean(c, metric) for c in mixes if c["I"] == grid[-1])
+    mix_lo = _top(mean(c, metric) for c in mixes if c["I"] == grid[0])
+    single_hi = _top(mean(c, metric) for c in singles if c["I"] == grid[-1])
     singles_fail, mix_does = single_best < NO_TRANSFER, mix_hi >= TRANSFER
     mix_few_fails = mix_lo < NO_TRANSFER
     reason = (f"best single family {_f(single_best)} (< {NO_TRANSFER} {_yes(singles_fail)}); "

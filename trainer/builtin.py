@@ -61,7 +61,7 @@ def is_builtin(init: str) -> bool:
 
 
 def builtin_spec(init: str) -> PretrainSpec:
-    """The registered spec of ``divsweep:<name>``; a `ConfigError` naming the builtins if unknown."""
+    """The registered spec of ``divsweep:<name>``; `ConfigError` naming the builtins otherwise."""
     name = init.removeprefix(BUILTIN_PREFIX)
     if not is_builtin(init) or name not in BUILTINS:
         known = ", ".join(BUILTIN_PREFIX + n for n in sorted(BUILTINS))

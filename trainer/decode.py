@@ -430,8 +430,9 @@ def _cache_keyword(model: nn.Module) -> str:
     """
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(cast(Any, base).forward).parameters
+    lm = cast(Any, model)
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    params = inspect.signature(base.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 

@@ -1,41 +1,44 @@
 """Pretrain a small causal LM from nothing, so the fine-tune study needs no download.
 
 P1 §5 (Fig. 5) fine-tunes a *pretrained* model (Llama-2-7B) with LoRA. A CPU session cannot
-download or run that, so divsweep builds its own: a small GPT-2 (`GPT2LMHeadModel` from a config)
-with a character-level tokenizer (the `tokenizers` library wrapped as `PreTrainedTokenizerFast`),
-pretrained on text this module generates, and saved with ``save_pretrained`` like any Hugging Face
-checkpoint. `trainer.builtin` names, caches and resolves it (``init: "divsweep:tiny-lm"``).
+download or run that, so divsweep builds its own: a small Llama-style decoder (`LlamaForCausalLM`
+from a config; GPT-2 with ``arch="gpt2"``) with a character-level tokenizer (the `tokenizers`
+library wrapped as `PreTrainedTokenizerFast`), pretrained on text this module generates, and saved
+with ``save_pretrained`` like any Hugging Face checkpoint. `trainer.builtin` names, caches and
+resolves it (``init: "divsweep:tiny-lm"``).
 
 What it learns, and why. The corpus is *generic string manipulation* in the fine-tune's prompt
-layout ``instruction|input=output<eos>``, with six operations that are **not** the rewrite task:
+layout ``instruction|input=output<eos>``, with operations that are **not** the rewrite task
+(the first five by default):
 
 ==========  =====================  ===========================  =============================
 operation   prompt                 output                       skill the rewrite task reuses
 ==========  =====================  ===========================  =============================
 copy        ``|cabd=``             ``cabd``                     copy the input (what a no-op is)
-reverse     ``<|cabd=``            ``dbac``                     attend by position
 map         ``a>e|cabd=``          ``cebd`` (every ``a``)       find a letter, substitute it
 delete      ``-a|cabd=``           ``cbd`` (every ``a``)        keep copying after a shift
 append      ``+ff|cabd=``          ``cabdff``                   copy from the instruction
 prepend     ``^ff|cabd=``          ``ffcabd``                   copy the instruction, then input
+reverse     ``<|cabd=``            ``dbac``                     (not used by the rewrite task)
 ==========  =====================  ===========================  =============================
 
 The rewrite operator ``→`` (replace the *leftmost* occurrence of a multi-letter ``x`` by ``y``,
 once) never appears, so what a fine-tune teaches is the instruction itself, as for Llama-2, while
 the expensive part for a CPU-sized model, copying variable-length strings (docs/CALIBRATION.md:
 a scratch model spends its whole budget there), is already known. Rewrite examples of a disjoint
-rule pool would have taught the task itself and left nothing for the study to measure.
+rule pool would have taught the task itself and left nothing for the study to measure; a generic
+text corpus would have cost far more than the 3 minutes to teach copying at all.
 
 Deterministic: the corpus is a pure function of the spec (numpy streams seeded from
 ``spec.seed``), the weights and batch order too (torch seeded, one thread while training, since
 CPU kernels may sum in another order with more threads). `PretrainSpec.content_hash` names a
 build; the saved ``pretrain.json`` records it with the losses and a sha256 of the weights.
 
-Example (the smoke size builds in a second or two)::
+Example (this size builds in a second or two)::
 
     >>> spec = PretrainSpec(n_layer=1, n_head=2, n_embd=32, n_examples=256, steps=8)
-    >>> corpus(spec, 2)                                            # doctest: +SKIP
-    (['a>e|cabd=', '+ff|hgb='], ['cebd', 'hgbff'])
+    >>> corpus(spec, 2)
+    (['|mmolb=', 'c>e|blngbfhola='], ['mmolb', 'blngbfhola'])
     >>> info = pretrain(spec, "/tmp/lm")                           # doctest: +SKIP
     >>> AutoModelForCausalLM.from_pretrained("/tmp/lm")            # doctest: +SKIP
 """
@@ -93,10 +96,10 @@ class PretrainSpec(BaseModel):
     # The letters inputs are drawn from: a-p covers every -mini preset's alphabet; fewer letters
     # than 26 means each embedding is trained more often in a 3-minute budget.
     alphabet: str = "abcdefghijklmnop"
-    z_len: tuple[int, int] = (3, 12)  # input length range, inclusive (finetune-mini: 6..12)
+    z_len: tuple[int, int] = (3, 12)  # input length range, inclusive (finetune-mini: 6..10)
     arg_len: tuple[int, int] = (1, 3)  # appended/prepended string length range
     # reverse is off by default: the rewrite task never reverses, and its examples would take a
-    # sixth of the 3-minute budget
+    # sixth of the pretraining budget
     operations: tuple[Operation, ...] = ("copy", "map", "delete", "append", "prepend")
     n_examples: int = Field(50_000, ge=1)  # distinct corpus examples (epochs reuse them)
     #: Share of map/delete examples whose letter occurs in the input (else it is random).
@@ -105,7 +108,7 @@ class PretrainSpec(BaseModel):
     # --- training ------------------------------------------------------------------------------
     steps: int = Field(1400, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)  # 3e-3 learned copying more slowly (calibration)
+    lr: float = Field(1e-3, gt=0)  # 3e-3 learned copying more slowly (GPT-2, measured)
     warmup_steps: int = Field(50, ge=0)  # then linear decay to zero
     weight_decay: float = Field(0.01, ge=0)
     seed: int = Field(0, ge=0)
@@ -148,7 +151,9 @@ class PretrainSpec(BaseModel):
 # --- corpus ---------------------------------------------------------------------------------
 
 
-def _example(op: Operation, z: str, rng: np.random.Generator, spec: PretrainSpec) -> tuple[str, str]:
+def _example(
+    op: Operation, z: str, rng: np.random.Generator, spec: PretrainSpec
+) -> tuple[str, str]:
     """(prompt, output) of one operation on input ``z``."""
     letters = spec.alphabet
     if op == "copy":
@@ -170,8 +175,9 @@ def _example(op: Operation, z: str, rng: np.random.Generator, spec: PretrainSpec
 def corpus(spec: PretrainSpec, n: int | None = None) -> tuple[list[str], list[str]]:
     """The first ``n`` (default all) ``(prompts, outputs)`` of the corpus; operations round-robin.
 
-    Example: ``corpus(PretrainSpec(), 2)`` gives ``(['|kdnq=', '<|wyhcfx='], ['kdnq', 'xfchyw'])``
-    (the strings depend on the seed; the first example is always a copy, the second a reverse).
+    Example: ``corpus(PretrainSpec(), 3)`` gives ``(['|mmolb=', 'c>e|blngbfhola=', '-k|fkho='],
+    ['mmolb', 'blngbfhola', 'fho'])`` (the strings depend on the seed; the operations cycle in
+    the order of ``spec.operations``).
     """
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x7E7]))
     prompts, outputs = [], []
@@ -292,7 +298,7 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     tok = build_tokenizer()
     prompts, outputs = corpus(spec)
     seqs = encode(tok, prompts, outputs)
@@ -350,7 +356,8 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
         "loss_every_100_steps": losses,
         "held_out_accuracy": accuracy,
         "weights_sha256": weights_sha256(out),
-        "train_s": round(time.perf_counter() - t0, 1),
+        "train_s": round(time.perf_counter() - t0, 1),  # wall time: other processes count
+        "cpu_s": round(time.process_time() - cpu0, 1),  # this process's CPU time
         "torch": torch.__version__,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -365,7 +372,8 @@ def _held_out_accuracy(model: Any, tok: Any, spec: PretrainSpec, n: int) -> dict
         return {}
     held = spec.model_copy(update={"seed": spec.seed + 1_000_003})  # another stream, same mix
     prompts, outputs = corpus(held, n * len(spec.operations))
-    ids = [np.asarray(p, dtype=np.int64) for p in tok(prompts, add_special_tokens=False)["input_ids"]]
+    encoded = tok(prompts, add_special_tokens=False)["input_ids"]
+    ids = [np.asarray(p, dtype=np.int64) for p in encoded]
     model.eval()
     gen = greedy_decode(model, ids, tok.eos_token_id, max(len(o) for o in outputs) + 1)
     model.train()

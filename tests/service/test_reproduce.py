@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(proc, url, 60, lambda: log_path.read_text(errors="replace"))
+        wait_healthy(proc, url, 120, lambda: log_path.read_text(errors="replace"))
         _wait_ready(url, 120)
         yield url
     finally:
@@ -86,17 +87,26 @@ def _section(doc: str, name: str) -> str:
     return doc.split(f'<a id="{name}"></a>')[1].split("<a id=")[0]
 
 
-STATE: dict[str, Any] = {}
+@dataclass(frozen=True)
+class SmokeRun:
+    """The first smoke reproduce of every study: its document, index and wall time."""
+
+    out: Path
+    doc: str
+    wall_s: float
 
 
-def test_smoke_reproduce_of_every_study(service: str, tmp_path_factory: pytest.TempPathFactory
-                                        ) -> None:
+@pytest.fixture(scope="module")
+def smoke_run(service: str, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     out = tmp_path_factory.mktemp("docs") / "RESULTS.md"
     code, output, wall = _reproduce(service, out, "--smoke")
     assert code == 0, output
-    STATE["out"] = out
-    doc = out.read_text()
-    STATE["doc"] = doc
+    print(f"smoke reproduce of {len(STUDIES)} studies: {wall:.1f} s")
+    return SmokeRun(out, out.read_text(), wall)
+
+
+def test_smoke_reproduce_of_every_study(smoke_run: SmokeRun) -> None:
+    doc, out = smoke_run.doc, smoke_run.out
     assert "do not edit by hand" in doc[:200]
     assert re.search(r"\| commit \| `[0-9a-f]{4,}(-dirty)?` \|", doc), doc[:1500]
     assert re.search(r"\| machine \| \d+ CPUs, [\d.]+ GiB memory, torch threads \d+", doc)
@@ -109,7 +119,7 @@ def test_smoke_reproduce_of_every_study(service: str, tmp_path_factory: pytest.T
         rec = index["studies"][name]
         assert rec["status"] == "complete" and rec["smoke"], (name, rec)
         assert f"Experiment `{rec['experiment_id']}`" in sec and "smoke settings" in sec
-        assert re.search(r"wall time \d+\.\d s", sec), sec
+        assert re.search(r"wall time \d+(\.\d s| min \d+ s)", sec), sec
         assert re.search(r"^\|.*\|\n\|[-:|]+\|\n\|", sec, re.M), f"{name}: no table\n{sec}"
         assert f"![{name}](img/results/{name}.png)" in sec
         png = out.parent / "img" / "results" / f"{name}.png"
@@ -117,35 +127,36 @@ def test_smoke_reproduce_of_every_study(service: str, tmp_path_factory: pytest.T
         assert "**The paper, side by side:**" in sec
         assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\* \S", sec, re.M), sec
         assert f"| [{name}](#{name}) | `{rec['experiment_id']}` | complete (smoke) |" in doc
-    print(f"smoke reproduce of {len(STUDIES)} studies: {wall:.1f} s")
 
 
-def test_render_only_redraws_the_same_document_from_the_store(service: str) -> None:
-    out = STATE["out"]
-    code, output, _ = _reproduce(service, out, "--render-only")
+def test_render_only_redraws_the_same_document_from_the_store(service: str,
+                                                              smoke_run: SmokeRun) -> None:
+    code, output, _ = _reproduce(service, smoke_run.out, "--render-only")
     assert code == 0, output
-    assert out.read_text() == STATE["doc"]
+    assert smoke_run.out.read_text() == smoke_run.doc
 
 
-def test_rerunning_one_study_keeps_the_other_sections(service: str) -> None:
-    out = STATE["out"]
+def test_rerunning_one_study_keeps_the_other_sections(service: str, smoke_run: SmokeRun) -> None:
+    out = smoke_run.out
     before = json.loads((out.parent / "results.json").read_text())["studies"]
     code, output, _ = _reproduce(service, out, "--smoke", "--studies", "noops-mini")
     assert code == 0, output
     doc = out.read_text()
     after = json.loads((out.parent / "results.json").read_text())["studies"]
     assert after["noops-mini"]["experiment_id"] != before["noops-mini"]["experiment_id"]
-    assert f"Experiment `{after['noops-mini']['experiment_id']}`" in _section(doc, "noops-mini")
+    sec = _section(doc, "noops-mini")
+    assert f"Experiment `{after['noops-mini']['experiment_id']}`" in sec
     # Identical trials are adopted from the store, not trained again.
-    assert "(4 reused from earlier experiments)" in _section(doc, "noops-mini")
+    n = re.search(r"; (\d+) trials \((\d+) reused from earlier experiments\)", sec)
+    assert n is not None and n.group(1) == n.group(2) != "0", sec
     for name in STUDIES:
         if name != "noops-mini":
-            assert _section(doc, name) == _section(STATE["doc"], name), name
+            assert _section(doc, name) == _section(smoke_run.doc, name), name
 
 
 @pytest.mark.skipif(FINETUNE_PROBLEM is not None,
                     reason=f"finetune-mini smoke cannot run here: {FINETUNE_PROBLEM}")
-def test_finetune_smoke_section() -> None:
-    sec = _section(STATE["doc"], "finetune-mini")
+def test_finetune_smoke_section(smoke_run: SmokeRun) -> None:
+    sec = _section(smoke_run.doc, "finetune-mini")
     assert "![finetune-mini](img/results/finetune-mini.png)" in sec
     assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\*", sec, re.M)

@@ -335,3 +335,23 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     assert first in again
     assert "**Verdict: effect shown.** I* = 181 (test_acc_op >= 0.5), in (166, 181]; 16 " \
            "trials against 52" in again
+
+
+SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure them
+    "fig2a-mini": [fig2a_cell(16, 0.0), fig2a_cell(1024, 0.0)],
+    "noops-mini": [{"share": 0.1, "I": 16, "n": 1}, {"share": 0.5, "I": 1024, "n": 1}],
+    "powerlaw-mini": [cell(alpha="uniform", I=256), cell(alpha=0.05, I=2048)],
+    "semantic-mini": [cell(family="repeated", I=64), cell(family="mix", I=1024)],
+    "occurrences-mini": [cell(occurrences=(1,), I=64), cell(occurrences=(1, 2), I=1024)],
+    "finetune-mini": [cell(data="full"), cell(data="half skewed")],
+}
+
+
+@pytest.mark.parametrize("name", list(SPARSE))
+def test_verdicts_judge_sparse_and_unmeasured_tables_without_failing(name: str) -> None:
+    verdict = STUDIES[name].verdict
+    assert verdict is not None
+    for cells in (SPARSE[name], [{k: v for k, v in c.items() if not k.endswith("_mean")}
+                                 for c in SPARSE[name]]):
+        v = verdict(cells)
+        assert v.outcome == "not shown" and v.reason, (name, v)

@@ -51,7 +51,7 @@ def test_fig2a_uses_the_fixed_budget() -> None:
 def test_finetune_checkpoint_is_checked_at_run_time_not_load_time(tmp_path: Path) -> None:
     from sweeps import RunError, run_experiment
 
-    spec = load_preset("finetune-mini")
+    spec = load_preset("finetune")
     assert not Path(spec.train.init).exists()
     with pytest.raises(RunError, match="train.init: checkpoint directory"):
         run_experiment(spec, "ft", str(tmp_path / "store"))
@@ -59,6 +59,19 @@ def test_finetune_checkpoint_is_checked_at_run_time_not_load_time(tmp_path: Path
 
     rec = open_store(str(tmp_path / "store")).get_experiment("ft")
     assert rec.status == "failed" and "train.init" in (rec.error or "")
+
+
+def test_a_builtin_init_is_built_before_the_trials_start(tmp_path: Path, monkeypatch) -> None:
+    from sweeps.driver import check_runnable
+    from trainer.builtin import BUILTINS, build_dir
+
+    assert load_preset("finetune-mini").train.init == "divsweep:tiny-lm"  # runs out of the box
+    monkeypatch.setenv("DIVSWEEP_MODEL_CACHE", str(tmp_path))
+    spec = load_preset("finetune-mini")
+    spec = spec.model_copy(update={"train": spec.train.model_copy(
+        update={"init": "divsweep:smoke-lm"})})
+    check_runnable(spec)  # no RunError: a builtin name is not a path
+    assert (build_dir("smoke-lm", BUILTINS["smoke-lm"], tmp_path) / "config.json").is_file()
 
 
 def test_trials_grid_seeds_and_budget() -> None:
