@@ -304,7 +304,7 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
     seqs = encode(tok, prompts, outputs)
     lengths = np.diff(seqs.offsets)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same sums in the same order on any machine's CPU
+    torch.set_num_threads(1)  # the same sums in the same order, whatever the caller's threads
     try:
         model = build_lm(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -365,7 +365,7 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
 
 
 def _held_out_accuracy(model: Any, tok: Any, spec: PretrainSpec, n: int) -> dict[str, float]:
-    """Greedy exact match per operation on examples the training corpus does not hold."""
+    """Greedy exact match per operation on fresh examples (another random stream)."""
     from trainer.decode import greedy_decode
 
     if n <= 0:
