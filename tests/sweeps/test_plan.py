@@ -128,7 +128,7 @@ def test_cli_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "fig2a-mini", "--throughput", "15000", "--json",
                  "--set", "train.epochs=8"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["n_trials"] == 10 and plan["cells"][0]["budget"] == "8 epochs"
+    assert plan["n_trials"] == 12 and plan["cells"][0]["budget"] == "8 epochs"  # 4 I x 3 seeds
     assert plan["throughput"].startswith("15,000 training tokens/s")
     assert plan["totals"]["gpu_hours"] == pytest.approx(plan["totals"]["tokens"] / 15000 / 3600)
 
