@@ -142,20 +142,13 @@ def serve(
 
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(spec)
-    sets: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set {item!r}: expected FIELD.PATH=VALUE")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        cur = sets
-        *parents, last = key.split(".")
-        for p in parents:
-            cur = cur.setdefault(p, {})
-        cur[last] = value
+    from sweeps.errors import SpecError
+    from sweeps.plan import apply_sets
+
+    try:
+        sets = apply_sets({}, overrides)
+    except SpecError as e:
+        raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         import yaml
 

@@ -347,21 +347,10 @@ def plan_experiment(spec: ExperimentSpec, throughput: Throughput | None = None,
 # --------------------------------------------------------------------------------------------
 # loading and printing
 # --------------------------------------------------------------------------------------------
-def load_with_overrides(source: str, sets: Sequence[str] = ()) -> ExperimentSpec:
-    """A preset name or spec file, with ``--set dotted.key=value`` overrides (JSON values).
-
-    ``load_with_overrides("fig2a", ["train.epochs=2"]).train.epochs == 2``. A value that is not
-    JSON is taken as a string. Errors are `SpecError` naming the source.
-    """
-    path = Path(source)
-    if not (path.suffix in (".yaml", ".yml", ".json") or path.is_file()):
-        path = preset_path(source)  # SpecError listing the known presets
-    try:
-        body = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SpecError(f"cannot read spec file {path}: {e}") from None
-    if not isinstance(body, dict):
-        raise SpecError(f"{path}: a spec file must hold a mapping")
+def apply_sets(body: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set dotted.key=value`` items to ``body`` in place (JSON values; a value that
+    is not JSON is a string) and return it: ``apply_sets({}, ["train.lr=0.01"]) ==
+    {"train": {"lr": 0.01}}``. Errors are `SpecError` naming the item."""
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -378,6 +367,25 @@ def load_with_overrides(source: str, sets: Sequence[str] = ()) -> ExperimentSpec
                 raise SpecError(f"--set {key}: {part!r} is not a mapping")
             node = child
         node[last] = value
+    return body
+
+
+def load_with_overrides(source: str, sets: Sequence[str] = ()) -> ExperimentSpec:
+    """A preset name or spec file, with ``--set dotted.key=value`` overrides (JSON values).
+
+    ``load_with_overrides("fig2a", ["train.epochs=2"]).train.epochs == 2``. A value that is not
+    JSON is taken as a string. Errors are `SpecError` naming the source.
+    """
+    path = Path(source)
+    if not (path.suffix in (".yaml", ".yml", ".json") or path.is_file()):
+        path = preset_path(source)  # SpecError listing the known presets
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SpecError(f"cannot read spec file {path}: {e}") from None
+    if not isinstance(body, dict):
+        raise SpecError(f"{path}: a spec file must hold a mapping")
+    apply_sets(body, sets)
     try:
         return spec_from_dict(body)
     except SpecError as e:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from data.io import write_bytes_atomic
 from sweeps.spec import ExperimentSpec, ThresholdSearch
 from sweeps.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
 from sweeps.tables import summarize
@@ -104,12 +104,7 @@ class ResultsIndex:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def index_path(out: Path) -> Path:
