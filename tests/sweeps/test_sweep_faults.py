@@ -22,6 +22,7 @@ from typing import Any
 
 import fakes
 import pytest
+import torch
 
 from data import generate
 from sweeps import run_experiment, spec_from_dict
@@ -89,7 +90,14 @@ def _metrics(store: ResultsStore, exp: str) -> list[Any]:
 def _undisturbed_final(plan: TrialPlan) -> dict[str, Any]:
     """The final report of the same trial trained start to end in this process."""
     rows: list[dict[str, Any]] = []
-    train(plan.train, generate(plan.data), report=lambda m, c: rows.append(dict(m)))
+    # One thread, as Ray gives a 1-CPU trial (OMP_NUM_THREADS=1): other thread counts sum in
+    # another order and the losses then differ in the 7th digit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(plan.train, generate(plan.data), report=lambda m, c: rows.append(dict(m)))
+    finally:
+        torch.set_num_threads(threads)
     return rows[-1]
 
 
