@@ -27,6 +27,8 @@ letter0 + A - 1``), one row per string, so that a million rules are drawn withou
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 KINDS: tuple[str, ...] = ("free", "repeated", "periodic", "mirror")
@@ -55,6 +57,31 @@ def n_strings(k: int, lo: int, hi: int, n_letters: int) -> int:
         if total >= COUNT_CAP:
             return COUNT_CAP
     return total
+
+
+def family_strings(kind: str, k: int, lo: int, hi: int, n_letters: int) -> set[tuple[int, ...]]:
+    """Every distinct string of one kind and copy count, as tuples of letter indices.
+
+    Only for small families (the caller bounds the count with `n_strings` first): degenerate
+    bases make strings coincide (``aa`` is ``aaaa`` as repeated, periodic and mirror with
+    k=2), which is why an exact count needs the strings themselves.
+
+    >>> sorted(family_strings("mirror", 2, 4, 4, 2))
+    [(0, 0, 0, 0), (0, 1, 1, 0), (1, 0, 0, 1), (1, 1, 1, 1)]
+    """
+    out: set[tuple[int, ...]] = set()
+    for b in base_lengths(k, lo, hi):
+        for base in itertools.product(range(n_letters), repeat=b):
+            if kind == "free" or k == 1:
+                s = base
+            elif kind == "repeated":
+                s = tuple(c for c in base for _ in range(k))
+            elif kind == "periodic":
+                s = base * k
+            else:  # mirror: every second copy reversed
+                s = tuple(c for i in range(k) for c in (base if i % 2 == 0 else base[::-1]))
+            out.add(s)
+    return out
 
 
 def expand(

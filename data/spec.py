@@ -25,8 +25,13 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from data.errors import FieldRuleError, SpecError
-from data.families import base_lengths, n_strings
+from data.families import base_lengths, family_strings, n_strings
 from data.version import GENERATOR_VERSION
+
+#: Rule counts up to this many candidate (x, y) pairs are exact (`RuleFamily.capacity`
+#: enumerates them, ~0.1 s); above it the count is an upper bound, which the sampler nearly
+#: reaches (coinciding strings are rare once bases are long).
+EXACT_COUNT_LIMIT = 200_000
 
 #: Characters with a meaning in the token format or in rendered Markov programs.
 RESERVED_CHARS = frozenset("→|=;.")
@@ -129,13 +134,28 @@ class RuleFamily(_Spec):
                     )
 
     def capacity(self, x_len: Range, y_len: Range, n_letters: int) -> int:
-        """An upper bound on the number of distinct (x, y) rules (exact for one kind and k)."""
-        total = 0
+        """The number of distinct (x, y) rules with ``x != y`` that the family can draw: exact
+        up to `EXACT_COUNT_LIMIT` candidate pairs (the strings are enumerated, since degenerate
+        bases make families overlap), an upper bound above it.
+
+        >>> mix = RuleFamily(kind="mix", k=(2, 2))
+        >>> mix.capacity((4, 4), (4, 4), 8)  # 3 * 64 * 64 candidates, fewer distinct rules
+        11984
+        """
+        bound = 0
         for _kind, k in self.pairs():
             nx = n_strings(k, *x_len, n_letters)
             ny = n_strings(k if self.constrain_y else 1, *y_len, n_letters)
-            total += nx * ny
-        return total
+            bound += nx * ny
+        if bound > EXACT_COUNT_LIMIT:
+            return bound
+        rules: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+        for kind, k in self.pairs():
+            xs = family_strings(kind, k, *x_len, n_letters)
+            ys = (family_strings(kind, k, *y_len, n_letters) if self.constrain_y
+                  else family_strings("free", 1, *y_len, n_letters))
+            rules.update((x, y) for x in xs for y in ys if x != y)
+        return len(rules)
 
     def x_capacity(self, x_len: Range, n_letters: int) -> int:
         """An upper bound on the number of distinct x strings."""

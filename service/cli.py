@@ -329,6 +329,9 @@ def reproduce(
         help="read results from this store URI instead of the service (rendering only)")
     ] = None,
     poll: Annotated[float, typer.Option(help="seconds between status polls")] = 1.0,
+    seed_offset: Annotated[int, typer.Option(
+        min=0, help="shift every preset's seeds by this much: 3 runs seeds 3, 4, 5 instead of "
+                    "0, 1, 2, seeds the calibration never used")] = 0,
     url: Url = DEFAULT_URL,
     token: Token = None,
 ) -> None:
@@ -353,7 +356,8 @@ def reproduce(
     client = Client(url, None if render_only else _token(token))
     try:
         code = run_reproduce(client, chosen, smoke, out, lambda line: typer.echo(line, err=True),
-                             render_only=render_only, source=source, poll_s=poll)
+                             render_only=render_only, source=source, poll_s=poll,
+                             seed_offset=seed_offset)
     except (ReproduceError, httpx.TransportError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -164,15 +164,20 @@ def machine_info() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_study(study: Study, smoke: bool) -> tuple[dict[str, Any], Any]:
+def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict[str, Any], Any]:
     """The overrides to submit and the spec the service will run from them (validated here
-    the way the service validates a preset submission)."""
+    the way the service validates a preset submission). ``seed_offset`` shifts each of the
+    preset's seeds (after the smoke overrides): 3 turns seeds 0, 1, 2 into 3, 4, 5."""
     from service.presets import find
     from service.specs import Quotas, prepare_preset
 
     preset = find(study.preset)
+    quotas = Quotas(10**9, 10**12)
     overrides = smoke_overrides(study, preset) if smoke and preset is not None else {}
-    prepared = prepare_preset(preset, study.preset, overrides, Quotas(10**9, 10**12))
+    prepared = prepare_preset(preset, study.preset, overrides, quotas)
+    if seed_offset:
+        overrides = overrides | {"seeds": [s + seed_offset for s in prepared.spec.seeds]}
+        prepared = prepare_preset(preset, study.preset, overrides, quotas)
     return overrides, prepared
 
 
@@ -190,12 +195,13 @@ def runnable_problem(spec: Any) -> str | None:
 
 def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
               index: ResultsIndex, save: Callable[[], None], commit: str,
-              local_checks: bool = True, poll_s: float = 1.0) -> StudyRecord:
+              local_checks: bool = True, poll_s: float = 1.0,
+              seed_offset: int = 0) -> StudyRecord:
     """Submit one study, wait for it to end, and record it in ``index`` (saved as it goes)."""
     from service.errors import ServiceError
 
     try:
-        overrides, prepared = prepare_study(study, smoke)
+        overrides, prepared = prepare_study(study, smoke, seed_offset)
     except ServiceError as e:
         rec = StudyRecord(study.name, "skipped", smoke=smoke, commit=commit,
                           error=f"its spec does not validate here: {e}")
@@ -214,7 +220,8 @@ def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
     answer = client.submit(study.preset, overrides)
     exp_id = answer["id"]
     spec = prepared.spec.model_dump(mode="json")
-    rec = StudyRecord(study.name, answer["status"], exp_id, smoke, spec, submitted, commit=commit)
+    rec = StudyRecord(study.name, answer["status"], exp_id, smoke, spec, submitted, commit=commit,
+                      seed_offset=seed_offset)
     index.studies[study.name] = rec
     save()
     progress(f"{study.name}: experiment {exp_id} submitted ({prepared.n_trials} trials at most)")
@@ -277,9 +284,12 @@ def _best(v: Any) -> str:
 def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
               progress: Progress, render_only: bool = False,
               source: ResultsSource | None = None, poll_s: float = 1.0,
-              local_checks: bool | None = None) -> int:
+              local_checks: bool | None = None, seed_offset: int = 0) -> int:
     """Run ``studies`` (unless ``render_only``) and render ``out``; the exit code: 1 if a study
     of this run failed or was cancelled, else 0 (a skipped study is not a failure).
+
+    ``seed_offset`` shifts every preset's seeds (`prepare_study`), to judge the presets on seeds
+    that their calibration never saw; RESULTS.md says so in its header and in each section.
 
     ``source`` reads the stored results for rendering (default: ``client``). ``local_checks``
     (default: when the service is on this machine) skips studies that cannot run here.
@@ -301,7 +311,7 @@ def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
     commit = git_commit()
     t0 = time.monotonic()
     index.last_run = RunInfo(time.time(), commit, machine_info(), [s.name for s in studies],
-                             smoke)
+                             smoke, seed_offset=seed_offset)
 
     def save() -> None:
         index.save(idx_path)
@@ -310,7 +320,7 @@ def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
     for i, study in enumerate(studies, 1):
         progress(f"[{i}/{len(studies)}] {study.name}")
         rec = run_study(client, study, smoke, progress, index, save, commit, local_checks,
-                        poll_s)
+                        poll_s, seed_offset)
         if rec.status in ("failed", "cancelled"):
             failed.append(study.name)
         if not smoke and i < len(studies):

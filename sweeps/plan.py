@@ -53,6 +53,7 @@ from sweeps.spec import (
     TrialPlan,
     spec_from_dict,
 )
+from trainer.builtin import builtin_model_size, is_builtin
 from trainer.config import ModelDims, TrainConfig
 from trainer.perf import PEAK_BF16_FLOPS, flops_per_token
 
@@ -166,6 +167,8 @@ def model_size(train: TrainConfig, vocab_size: int,
 
 @cache  # a grid has many cells over one checkpoint
 def _checkpoint_size(init: str) -> ModelSize | None:
+    if is_builtin(init):
+        return ModelSize(*builtin_model_size(init))
     if not (Path(init) / "config.json").is_file():
         return None
     import torch

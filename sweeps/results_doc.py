@@ -59,6 +59,8 @@ class StudyRecord:
     wall_s: float | None = None
     commit: str | None = None
     error: str | None = None
+    #: how far the preset's seeds were shifted (``divsweep reproduce --seed-offset``)
+    seed_offset: int = 0
 
 
 @dataclass
@@ -72,6 +74,7 @@ class RunInfo:
     smoke: bool = False
     finished_at: float | None = None
     wall_s: float | None = None
+    seed_offset: int = 0
 
 
 @dataclass
@@ -362,6 +365,7 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"| last run | {stamp(run.started_at)}: {', '.join(run.studies)}"
             f"{' (smoke settings)' if run.smoke else ''} |",
             f"| commit | `{run.commit}` |",
+            f"| seeds | {_seeds_note(run.seed_offset)} |",
             f"| machine | {machine} |",
             f"| wall time | last run "
             f"{duration(run.wall_s) if run.finished_at else 'still in progress'}; "
@@ -399,6 +403,9 @@ def section_md(study: Study, rec: StudyRecord | None, source: ResultsSource,
                   f"{', **smoke settings: the numbers mean nothing**' if rec.smoke else ''}): "
                   f"{status}, submitted {stamp(rec.submitted_at)} at commit "
                   f"`{rec.commit or '?'}`, wall time {duration(rec.wall_s)}")
+    if spec is not None:
+        provenance += (f", seeds {', '.join(map(str, spec.seeds))}"
+                       + (f" ({_seeds_note(rec.seed_offset)})" if rec.seed_offset else ""))
     if spec is None or rec.experiment_id is None:
         return "\n".join(head + [provenance + ".", "", f"**Not measured.** {rec.error}"]), "–"
     try:
@@ -425,6 +432,13 @@ def section_md(study: Study, rec: StudyRecord | None, source: ResultsSource,
     body += [f"![{study.name}]({img_rel}/{study.name}.png)", ""]
     body += ["**The paper, side by side:**", "", study.paper, "", verdict.line()]
     return "\n".join(head + body), short
+
+
+def _seeds_note(offset: int) -> str:
+    if not offset:
+        return "the presets' own"
+    return (f"the presets' seeds shifted by {offset:+d} (`--seed-offset {offset}`): seeds the "
+            "calibration did not use")
 
 
 def _setting(spec: ExperimentSpec, smoke: bool) -> str:

@@ -117,6 +117,30 @@ def build_atomically(spec: PretrainSpec, final: str | Path) -> dict[str, Any]:
     return info
 
 
+def builtin_model_size(init: str) -> tuple[int, int, int, str]:
+    """Parameters, layers, hidden size and a label of a builtin model, without building it.
+
+    The model is made on the meta device (shapes only, no weights, no pretraining), so a plan
+    can size a fine-tune on a machine where the builtin has never been built::
+
+        >>> n, layers, hidden, label = builtin_model_size("divsweep:smoke-lm")
+        >>> layers, hidden
+        (1, 32)
+    """
+    import torch
+
+    from trainer.model import count_params
+    from trainer.pretrain import build_lm, build_tokenizer
+
+    spec = builtin_spec(init)
+    tok = build_tokenizer()
+    with torch.device("meta"):
+        model = build_lm(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
+    label = (f"builtin {init}: {spec.arch}, {spec.n_layer} layers, {spec.n_head} heads, hidden "
+             f"{spec.n_embd}; vocab {len(tok)} (LoRA adapters not counted)")
+    return count_params(model), spec.n_layer, spec.n_embd, label
+
+
 def resolve_init(init: str, cache_dir: str | Path | None = None) -> Path:
     """The checkpoint directory a `TrainConfig.init` names, building a builtin on first use.
 

@@ -79,7 +79,7 @@ BAD: list[tuple[dict[str, object], str, str]] = [
     (
         {"n_instructions": 10, "alphabet": "ab", "x_len": (1, 1), "y_len": (1, 1)},
         "n_instructions",
-        "at most 4",
+        "at most 2",
     ),
     ({"test": {"n_test": 10, "n_instructions": 11}}, "test.n_instructions", "cannot all be used"),
     ({"test": {"n_tset": 10}}, "test.n_tset", "Extra inputs"),
@@ -150,3 +150,19 @@ def test_unsatisfiable_inputs_raise_spec_error(monkeypatch: pytest.MonkeyPatch) 
         generate(spec)
     assert "noop_fraction" in info.value.fields
     assert "could not draw z" in str(info.value)
+
+
+def test_rule_capacity_is_exact_for_small_families() -> None:
+    """The capacity the validation quotes is what the family holds: rules with ``x == y`` do
+    not count, and strings that several families share (``aaaa`` is repeated, periodic and
+    mirror) count once. 3 letters, one-letter rules: 3 * 2 = 6 rules."""
+    base = {"alphabet": "abc", "x_len": (1, 1), "y_len": (1, 1), "z_len": (4, 4),
+            "n_examples": 60, "test": {"n_test": 10, "n_instructions": 1}}
+    with pytest.raises(SpecError, match="at most 6"):
+        DataSpec(**base, n_instructions=7)
+    assert RuleFamily(kind="free").capacity((1, 1), (1, 1), 3) == 6
+    families = ({"aaaa", "bbbb", "aabb", "bbaa"},   # repeated, k=2, 2 letters
+                {"aaaa", "bbbb", "abab", "baba"},   # periodic
+                {"aaaa", "bbbb", "abba", "baab"})   # mirror
+    rules = {(x, y) for fam in families for x in fam for y in fam if x != y}
+    assert RuleFamily(kind="mix", k=(2, 2)).capacity((4, 4), (4, 4), 2) == len(rules) == 32

@@ -160,3 +160,22 @@ def test_finetune_smoke_section(smoke_run: SmokeRun) -> None:
     sec = _section(smoke_run.doc, "finetune-mini")
     assert "![finetune-mini](img/results/finetune-mini.png)" in sec
     assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\*", sec, re.M)
+
+
+def test_seed_offset_runs_other_seeds_and_says_so(service: str, smoke_run: SmokeRun) -> None:
+    """``--seed-offset 3`` judges a preset on seeds its calibration never saw: the submitted
+    spec's seeds are shifted (nothing is reused: other seeds are other trials), and both the
+    header and the study's section say so."""
+    out = smoke_run.out.parent / "offset" / "RESULTS.md"
+    code, output, _ = _reproduce(service, out, "--smoke", "--studies", "fig2a-mini",
+                                 "--seed-offset", "3")
+    assert code == 0, output
+    rec = json.loads((out.parent / "results.json").read_text())["studies"]["fig2a-mini"]
+    smoke_seed = prepare_study(STUDIES["fig2a-mini"], smoke=True)[1].spec.seeds
+    assert rec["spec"]["seeds"] == [s + 3 for s in smoke_seed] and rec["seed_offset"] == 3
+    doc = out.read_text()
+    assert "| seeds | the presets' seeds shifted by +3 (`--seed-offset 3`)" in doc
+    sec = _section(doc, "fig2a-mini")
+    assert f"seeds {', '.join(str(s + 3) for s in smoke_seed)} (the presets' seeds shifted" in sec
+    n = re.search(r"; (\d+) trials \((\d+) reused from earlier experiments\)", sec)
+    assert n is not None and n.group(2) == "0", sec

@@ -113,6 +113,26 @@ def test_pretrained_checkpoint_counted_on_the_meta_device(tmp_path: Path) -> Non
     assert cost.gpu_hours is not None and cost.gpu_hours > 0
 
 
+def test_builtin_init_is_sized_without_building_it(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``init: divsweep:<name>`` names no directory: the plan sizes the registered model on the
+    meta device, and equals the parameter count of a real build."""
+    from trainer.builtin import BUILTINS
+    from trainer.model import count_params
+    from trainer.pretrain import build_lm, build_tokenizer
+
+    monkeypatch.setenv("DIVSWEEP_MODEL_CACHE", str(tmp_path))  # nothing may be built
+    spec = spec_from_dict(tiny_spec(train={"model": None, "init": "divsweep:smoke-lm",
+                                           "epochs": 1}))
+    plan = plan_experiment(spec)
+    tok = build_tokenizer()
+    real = build_lm(BUILTINS["smoke-lm"], len(tok), tok.eos_token_id, tok.pad_token_id)
+    assert plan.cells[0].n_params == count_params(real)
+    assert plan.cells[0].gpu_hours is not None and plan.cells[0].gpu_hours > 0
+    assert not any("parameters unknown" in n for n in plan.notes)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_load_with_overrides() -> None:
     spec = load_with_overrides("fig2a", ["train.epochs=2", "seeds=[0, 1]", "description=x"])
     assert spec.train.epochs == 2 and spec.seeds == (0, 1) and spec.description == "x"
