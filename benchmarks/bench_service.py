@@ -22,6 +22,13 @@ resuming SSE followers for ``--duration`` seconds against a fresh server whose R
 simulated sweep writers; every row is verified and the per-endpoint latency table printed::
 
     python benchmarks/bench_service.py --load [--duration 60] [--status-readers 16]
+
+``--soak`` is the same mixed load for ``--duration`` seconds (default 600) with submissions
+spread over the whole run; it samples the server process every 10 s (resident memory, open
+file descriptors, threads, from /proc) and prints the first sample after a 30 s warm-up, the
+last one and their difference, with the error counts and latency percentiles::
+
+    python benchmarks/bench_service.py --soak [--duration 600]
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ class StubRunner:
 
     def ping(self) -> bool:
         return True
+
+    def nodes(self) -> list[dict[str, float]] | None:
+        return None
 
 
 def populate(state_dir: Path, rows: int, exp_id: str, status: str) -> None:
@@ -160,6 +170,68 @@ def load(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def proc_sample(pid: int) -> dict[str, float]:
+    """Resident memory (MiB), open file descriptors and threads of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+            "open_fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
+            "threads": int(fields["Threads"])}
+
+
+def soak(args: argparse.Namespace) -> int:
+    """The mixed load for ``--duration`` seconds, the server process sampled as it runs."""
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"))
+    from loadgen import LoadConfig, LoadServer, format_report, run_load
+
+    duration = args.duration if args.duration != 30.0 else 600.0
+    cfg = LoadConfig(
+        duration_s=duration, submit_window_s=duration * 0.9, drain_s=args.drain,
+        submitters=args.submitters, submissions_each=max(args.submissions, int(duration / 20)),
+        status_readers=args.status_readers, results_readers=args.results_readers,
+        listers=args.listers, sse_followers=not args.no_sse, think_s=max(args.think, 0.05),
+        max_requests=10**9, max_concurrent=args.max_concurrent, write_s=args.write_s,
+        seed=args.seed,
+    )
+    samples: list[tuple[float, dict[str, float]]] = []
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="bench-soak") as tmp:
+        server = LoadServer(Path(tmp), write_s=cfg.write_s, writer=args.writer,
+                            max_concurrent=cfg.max_concurrent)
+        server.start()
+        assert server.proc is not None
+        pid, t0 = server.proc.pid, time.monotonic()
+
+        def sampler() -> None:
+            while not stop.wait(10.0):
+                samples.append((time.monotonic() - t0, proc_sample(pid)))
+
+        thread = threading.Thread(target=sampler, daemon=True)
+        samples.append((0.0, proc_sample(pid)))
+        thread.start()
+        try:
+            report = asyncio.run(run_load(server.url, cfg))
+            samples.append((time.monotonic() - t0, proc_sample(pid)))
+        finally:
+            stop.set()
+            server.stop()
+    print(format_report(report))
+    warm = next((s for s in samples if s[0] >= 30.0), samples[0])
+    last = samples[-1]
+    print(f"\nserver process over {last[0]:.0f} s ({len(samples)} samples every 10 s):")
+    print(f"{'':>22} {'t (s)':>7} {'RSS MiB':>9} {'open fds':>9} {'threads':>8}")
+    for name, (t, v) in (("start", samples[0]), ("after 30 s warm-up", warm), ("end", last)):
+        print(f"{name:>22} {t:7.0f} {v['rss_mib']:9.1f} {v['open_fds']:9.0f} {v['threads']:8.0f}")
+    peak = max(v["rss_mib"] for _, v in samples)
+    print(f"{'growth warm-up -> end':>22} {'':>7} {last[1]['rss_mib'] - warm[1]['rss_mib']:+9.1f}"
+          f" {last[1]['open_fds'] - warm[1]['open_fds']:+9.0f}"
+          f" {last[1]['threads'] - warm[1]['threads']:+8.0f}   (peak RSS {peak:.1f} MiB)")
+    bad = report.n_5xx or report.n_transport_errors or report.problems
+    return 1 if bad else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
@@ -169,6 +241,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     lo = ap.add_argument_group("mixed load test (--load)")
     lo.add_argument("--load", action="store_true", help="run the mixed load test instead")
+    lo.add_argument("--soak", action="store_true",
+                    help="the mixed load for --duration (default 600) s, sampling the server")
     lo.add_argument("--duration", type=float, default=30.0, help="seconds readers run")
     lo.add_argument("--submit-window", type=float, default=0.0,
                     help="seconds submissions are spread over (default duration/2)")
@@ -193,6 +267,8 @@ def main() -> None:
         return
     if args.load:
         raise SystemExit(load(args))
+    if args.soak:
+        raise SystemExit(soak(args))
 
     from service.local_ray import free_port
 

@@ -42,13 +42,18 @@ Kind = Literal["free", "repeated", "periodic", "mirror"]
 class _Spec(BaseModel):
     """Frozen, extra-forbidding base whose construction errors surface as ``SpecError``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise SpecError.from_validation(type(self).__name__, exc.errors()) from None
+
+    # Only a direct call goes through this wrapper: as a nested field (or with
+    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or the
+    # wrapper's lax re-validation would let `true` pass for an int (pydantic-settings does the same).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:

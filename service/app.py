@@ -75,6 +75,9 @@ class NoCluster:
     def ping(self) -> bool:
         return False
 
+    def nodes(self) -> list[dict[str, float]] | None:
+        return None
+
 
 def _default_runner(settings: Settings) -> JobRunner:
     if not settings.dashboard_url:
@@ -82,6 +85,7 @@ def _default_runner(settings: Settings) -> JobRunner:
     return RayJobRunner(
         settings.dashboard_url, settings.jobs_dir, settings.store_uri,
         python=settings.job_python, ship_packages=settings.ship_packages,
+        token=settings.ray_token,
     )
 
 
@@ -158,7 +162,9 @@ def create_app(
     registry = registry or Registry(settings.registry_url)
     runner = runner or _default_runner(settings)
     results = results or StoreResults(settings.store_uri)
-    service = ExperimentService(registry, runner, results, settings.max_concurrent)
+    resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
+    service = ExperimentService(registry, runner, results, settings.max_concurrent,
+                                node_types=settings.node_types, resubmits=resubmits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -178,6 +184,7 @@ def create_app(
     app.state.registry = registry
     app.state.runner = runner
     app.state.results = results
+    app.state.resubmits = resubmits
     app.state.service = service
     _install_handlers(app)
     for module in (experiments, events, presets, health, page):

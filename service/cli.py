@@ -84,7 +84,7 @@ def serve(
     import uvicorn
 
     from service.app import create_app
-    from service.local_ray import LocalRayHead
+    from service.local_ray import LocalRayHead, ensure_token, ray_env_token
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
@@ -95,6 +95,7 @@ def serve(
         updates["port"] = port
     head = None
     head_record = settings.state_dir / "ray-head.json"
+    ray_token_file = settings.state_dir / "ray-token"
     ray_address = os.environ.get("RAY_ADDRESS")
     if not settings.dashboard_url:
         if ray_address and ray_address.startswith("http"):
@@ -107,14 +108,19 @@ def serve(
             # A head left running by a service that was killed still runs its sweeps: adopt it.
             head = LocalRayHead.attach(head_record)
             if head is None:
-                head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None)
+                # Ray's token mode: only holders of this owner-only file reach the head.
+                ensure_token(ray_token_file)
+                head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None,
+                                          token_path=ray_token_file)
                 head.save(head_record)
                 typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
             else:
                 typer.echo(f"re-attached to the running local Ray head at {head.address}")
             # The head runs on this machine with this interpreter, where divsweep is installed.
             updates |= {"dashboard_url": head.dashboard_url, "ray_address": head.address,
-                        "job_python": sys.executable}
+                        "job_python": sys.executable, "ray_token": head.token}
+    if head is None and settings.ray_token is None and (token := ray_env_token()):
+        updates["ray_token"] = token  # a cluster in Ray's token mode (cluster.yaml sets it up)
     if not settings.tokens:
         path = _token_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,9 +156,9 @@ def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     except SpecError as e:
         raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        import yaml
+        from sweeps.spec import yaml_load
 
-        body = yaml.safe_load(path.read_text())
+        body = yaml_load(path.read_text())
         if not isinstance(body, dict):
             raise typer.BadParameter(f"{spec}: a spec file holds a mapping")
         from service.specs import deep_merge

@@ -38,10 +38,14 @@ def get_results(request: Request) -> ResultsView:
 
 
 def get_service(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     registry: Annotated[Registry, Depends(get_registry)],
     runner: Annotated[JobRunner, Depends(get_runner)],
     results: Annotated[ResultsView, Depends(get_results)],
 ) -> ExperimentService:
-    """Built per request from the (possibly overridden) parts above; it holds no state."""
-    return ExperimentService(registry, runner, results, settings.max_concurrent)
+    """Built per request from the (possibly overridden) parts above; its only state, the
+    count of resubmitted lost jobs, is the app's (one dict per process)."""
+    return ExperimentService(registry, runner, results, settings.max_concurrent,
+                             node_types=settings.node_types,
+                             resubmits=request.app.state.resubmits)

@@ -4,9 +4,14 @@ Routes stay thin by calling this one object, which ties the registry (what exist
 runner (Ray) and the results view (the sweeps store) together. Status follows the Ray job::
 
     Ray job    PENDING   RUNNING   SUCCEEDED          FAILED   STOPPED     (unknown to Ray)
-    registry   pending   running   complete|failed*   failed   cancelled   failed ("job lost")
+    registry   pending   running   complete|failed*   failed   cancelled   resubmitted**
 
     * the sweep driver records ``failed`` in the store when the sweep itself failed.
+    ** a job Ray does not know was lost with its cluster (a dead head, a new cluster): if the
+       store says the sweep had ended, that is its status; otherwise the experiment is submitted
+       again under the same id, and the sweep driver restores Tune's saved state from the store
+       (`sweeps.run`), so complete trials are not trained again and no row is stored twice.
+       At most `MAX_RESUBMITS` times per service process; then ``failed`` ("job lost").
 
 Example::
 
@@ -21,7 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
+from service.capacity import check_feasible
 from service.errors import BackendError, ConflictError
 from service.jobs import JobRunner, JobState, job_id_for
 from service.registry import Experiment, IdempotencyClash, Registry
@@ -29,6 +36,9 @@ from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 
 log = logging.getLogger(__name__)
+
+#: How often one service process resubmits an experiment whose Ray job was lost.
+MAX_RESUBMITS = 3
 
 _FROM_RAY = {
     JobState.PENDING: "pending",
@@ -50,12 +60,31 @@ class ExperimentService:
         results: ResultsView,
         max_concurrent: int,
         cancel_wait_s: float = 15.0,
+        node_types: Sequence[Mapping[str, float]] = (),
+        resubmits: dict[str, int] | None = None,
     ) -> None:
         self.registry = registry
         self.runner = runner
         self.results = results
         self.max_concurrent = max_concurrent
         self.cancel_wait_s = cancel_wait_s
+        #: node types an autoscaling cluster may add (`Settings.node_types`)
+        self.node_types = list(node_types)
+        #: resubmissions of lost jobs by experiment, shared by the app's requests (see `_lost`)
+        self._resubmits = resubmits if resubmits is not None else {}
+
+    def check_feasible(self, prepared: PreparedSpec) -> None:
+        """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`).
+
+        When Ray cannot list its nodes the check is skipped (logged): submitting then still
+        fails or waits as before, but the service never refuses on a guess.
+        """
+        nodes = self.runner.nodes()
+        if nodes is None:
+            log.warning("cannot check %s against the cluster's nodes: Ray did not list them",
+                        prepared.name)
+            return
+        check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types)
 
     def submit(
         self, prepared: PreparedSpec, submitter: str, idempotency_key: str | None
@@ -119,11 +148,11 @@ class ExperimentService:
         in_flight = exp.status == "submitted" and exp.ray_job_id is None and not startup
         if state == JobState.MISSING and in_flight:
             return exp, state  # still being submitted by another request
+        if state == JobState.MISSING:
+            return self._lost(exp)
         status = _FROM_RAY[state]
         error = None
-        if state == JobState.MISSING:
-            error = "the Ray cluster does not know this job (restarted?)"
-        elif state in (JobState.SUCCEEDED, JobState.FAILED):
+        if state in (JobState.SUCCEEDED, JobState.FAILED):
             store_status = self._store_status(exp_id)
             if state == JobState.SUCCEEDED and store_status == "failed":
                 status, error = "failed", "the sweep recorded a failure; see the store"
@@ -132,6 +161,35 @@ class ExperimentService:
         if status != exp.status or error:
             exp = self.registry.update(exp_id, status=status, error=error)
         return exp, state
+
+    def _lost(self, exp: Experiment) -> tuple[Experiment, JobState | None]:
+        """Ray does not know the experiment's job: it ended with a cluster that is gone.
+
+        The store, which outlives clusters, decides: a sweep it records as ended keeps that
+        status; one it does not is submitted again under the same id (see the module
+        docstring), unless it was resubmitted `MAX_RESUBMITS` times already.
+        """
+        store_status = self._store_status(exp.id)
+        if store_status in ("complete", "failed", "cancelled"):
+            error = None if store_status == "complete" else "the sweep recorded it; see the store"
+            return self.registry.update(exp.id, status=store_status, error=error), None
+        n = self._resubmits.get(exp.id, 0)
+        if n >= MAX_RESUBMITS:
+            msg = (f"the Ray cluster lost this job {n + 1} times (its head died or was replaced); "
+                   "not resubmitted again")
+            return self.registry.update(exp.id, status="failed", error=msg), JobState.MISSING
+        self._resubmits[exp.id] = n + 1
+        try:
+            job_id = self.runner.submit(exp.id, exp.spec_json)
+        except BackendError as e:
+            log.warning("cannot resubmit %s: %s", exp.id, e.message)
+            return exp, None  # Ray is down right now; ask again on the next refresh
+        log.warning("experiment %s: Ray lost its job; resubmitted as %s (%d/%d), restoring "
+                    "from the store", exp.id, job_id, n + 1, MAX_RESUBMITS)
+        exp = self.registry.update(exp.id, status="pending", ray_job_id=job_id,
+                                   error=f"resubmitted after the Ray cluster lost its job "
+                                         f"({n + 1}/{MAX_RESUBMITS}); complete trials are kept")
+        return exp, JobState.PENDING
 
     def _store_status(self, exp_id: str) -> str | None:
         try:

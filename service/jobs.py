@@ -63,6 +63,10 @@ class JobRunner(Protocol):
 
     def ping(self) -> bool: ...
 
+    def nodes(self) -> list[dict[str, float]] | None:
+        """The resources of each live node (Ray's names: CPU, GPU, memory), None if unknown."""
+        ...
+
 
 def job_id_for(exp_id: str) -> str:
     """The Ray submission id of an experiment; deterministic so a crash between submitting and
@@ -116,8 +120,11 @@ class RayJobRunner:
         python: str = "python",
         ship_packages: bool = False,
         env_vars: dict[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
         self._url = dashboard_url
+        #: Ray's token authentication (`service.local_ray`): every call carries the token.
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.jobs_dir = jobs_dir
         self.store_uri = store_uri
         self.python = python
@@ -136,7 +143,7 @@ class RayJobRunner:
                 from ray.job_submission import JobSubmissionClient
 
                 try:
-                    self._client = JobSubmissionClient(self._url)
+                    self._client = JobSubmissionClient(self._url, headers=self.headers)
                 except Exception as e:  # ConnectionError, RuntimeError: both mean unreachable
                     raise BackendError(f"Ray Jobs API at {self._url} is unreachable: {e}") from e
             return self._client
@@ -188,11 +195,29 @@ class RayJobRunner:
     def ping(self) -> bool:
         import urllib.request
 
+        req = urllib.request.Request(f"{self._url}/api/version", headers=self.headers)
         try:
-            with urllib.request.urlopen(f"{self._url}/api/version", timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
+
+    def nodes(self) -> list[dict[str, float]] | None:
+        """Live nodes' total resources from the dashboard's state API (``/api/v0/nodes``);
+        None when it does not answer (the caller then cannot refuse infeasible requests)."""
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(f"{self._url}/api/v0/nodes?limit=10000",
+                                     headers=self.headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                rows = json.load(r)["data"]["result"]["result"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("cannot list Ray's nodes at %s: %s", self._url, e)
+            return None
+        return [{k: float(v) for k, v in (row.get("resources_total") or {}).items()}
+                for row in rows if row.get("state") == "ALIVE"]
 
     def cleanup(self, exp_id: str) -> None:
         """Remove the job's working directory once the experiment is terminal."""

@@ -67,6 +67,43 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def ensure_token(path: str | Path) -> str:
+    """The token in ``path``, created first (random, 256 bits, mode 600) if there is none.
+
+    The file is created with ``O_EXCL`` and owner-only permissions in one call, so there is no
+    moment when another user could read it; an existing file readable by others is refused.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise LocalRayError(f"{path} is open to other users (mode {oct(mode)}); chmod 600 "
+                                "it, or delete it to get a new token")
+        return path.read_text().strip()
+    import secrets
+
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def ray_env_token() -> str | None:
+    """The token a Ray client on this machine would use for a token-mode cluster: Ray's own
+    sources in Ray's order (``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names,
+    ``~/.ray/auth_token``), or None. `divsweep serve` sends it to a cluster it did not start."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -84,10 +121,25 @@ class LocalRayHead:
     temp_dir: Path
     owns_temp_dir: bool
     pgid: int = 0  # the head's process group (``ray start`` leads it)
+    #: The file holding the head's auth token (Ray's token mode), None for a head without one.
+    token_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.pgid and self.process is not None:
             self.pgid = self.process.pid
+
+    @property
+    def token(self) -> str | None:
+        """The head's auth token (read from `token_path`), or None."""
+        if self.token_path is None:
+            return None
+        return self.token_path.read_text().strip() or None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every HTTP call to this head's dashboard and Jobs API must carry."""
+        token = self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def alive(self) -> bool:
         """Whether the head's process group still has a process."""
@@ -99,7 +151,8 @@ class LocalRayHead:
         """Record this head in ``path`` (JSON) for `attach`."""
         record = {"address": self.address, "dashboard_url": self.dashboard_url,
                   "temp_dir": str(self.temp_dir), "owns_temp_dir": self.owns_temp_dir,
-                  "pgid": self.pgid}
+                  "pgid": self.pgid,
+                  "token_path": str(self.token_path) if self.token_path else None}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -115,8 +168,9 @@ class LocalRayHead:
         path = Path(path)
         try:
             rec = json.loads(path.read_text())
+            token_path = Path(rec["token_path"]) if rec.get("token_path") else None
             head = cls(None, rec["address"], rec["dashboard_url"], Path(rec["temp_dir"]),
-                       bool(rec["owns_temp_dir"]), int(rec["pgid"]))
+                       bool(rec["owns_temp_dir"]), int(rec["pgid"]), token_path)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if head.pgid > 0 and head.alive() and head.jobs_api_ready():
@@ -134,8 +188,15 @@ class LocalRayHead:
         object_store_mb: int = 512,
         temp_dir: str | Path | None = None,
         timeout_s: float = 90.0,
+        token_path: str | Path | None = None,
     ) -> LocalRayHead:
-        """Start a head on loopback and wait until its Jobs API answers."""
+        """Start a head on loopback and wait until its Jobs API answers.
+
+        With ``token_path`` (a file holding a token, see `ensure_token`) the head runs in Ray's
+        token authentication mode: its GCS, dashboard and Jobs API refuse every client that does
+        not present the token, so another local user cannot submit jobs to it (ShadowRay,
+        CVE-2023-48022). Its workers and job drivers inherit the mode and the token's path.
+        """
         # Unix socket paths are limited to ~107 bytes, so the temp dir must be short.
         owns = temp_dir is None
         tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
@@ -157,17 +218,22 @@ class LocalRayHead:
             cmd.append(f"--num-gpus={num_gpus}")
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         env.pop("RAY_ADDRESS", None)
-        # Ray >= 2.5x turns token auth on for `ray start` whenever ~/.ray/auth_token exists,
-        # and any local `ray.init()` writes that file. The head's Jobs API would then answer
-        # 401 to every client that does not carry the token (our readiness probe, the
-        # service's JobSubmissionClient), depending on what ran on the machine before. Fix the
-        # mode explicitly: this head is reachable on 127.0.0.1 only (see docs/SERVICE.md).
-        env["RAY_AUTH_MODE"] = "disabled"
+        # Fix the mode explicitly either way: Ray >= 2.5x turns token auth on for `ray start`
+        # whenever ~/.ray/auth_token exists (any local `ray.init()` writes it), so the mode
+        # would otherwise depend on what ran on the machine before.
+        env.pop("RAY_AUTH_TOKEN", None)
+        if token_path is not None:
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN_PATH"] = str(Path(token_path).resolve())
+        else:
+            env["RAY_AUTH_MODE"] = "disabled"
+            env.pop("RAY_AUTH_TOKEN_PATH", None)
         logf = open(tmp / "head.log", "wb")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
         )
-        head = cls(proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", tmp, owns)
+        head = cls(proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", tmp, owns,
+                   token_path=Path(token_path).resolve() if token_path is not None else None)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -184,8 +250,9 @@ class LocalRayHead:
 
     def jobs_api_ready(self) -> bool:
         """True once the dashboard's Jobs API answers."""
+        req = urllib.request.Request(f"{self.dashboard_url}/api/jobs/", headers=self.headers)
         try:
-            with urllib.request.urlopen(f"{self.dashboard_url}/api/jobs/", timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -233,7 +300,7 @@ class LocalRayHead:
         try:
             from ray.job_submission import JobSubmissionClient
 
-            client = JobSubmissionClient(self.dashboard_url)
+            client = JobSubmissionClient(self.dashboard_url, headers=self.headers)
             running = [j for j in client.list_jobs() if not j.status.is_terminal()]
             for job in running:
                 if job.submission_id:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     dashboard_url: str | None = Field(
         default=None, description="Ray dashboard / Jobs API, e.g. http://127.0.0.1:8265"
     )
+    # Ray's auth token (RAY_AUTH_MODE=token clusters): sent with every Jobs API and state API
+    # call. `divsweep serve` makes one for the head it starts (<state_dir>/ray-token, mode 600).
+    ray_token: str | None = Field(default=None, repr=False)
     # The interpreter the Ray job runs `-m sweeps.run` with: the cluster's python by default.
     job_python: str = "python"
     # Ship data/trainer/sweeps with each job (runtime_env py_modules) for clusters whose python
@@ -66,6 +69,26 @@ class Settings(BaseSettings):
         default=4, ge=1, description="experiments pending or running at once"
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_json_depth: int = Field(
+        default=32, ge=4, le=1000, description="nesting of arrays and objects in a request body"
+    )
+    max_test_examples: int = Field(
+        default=1_000_000, ge=1, description="test examples in one trial"
+    )
+    max_seq_len: int = Field(
+        default=4096, ge=8, description="tokens in the longest example of one trial"
+    )
+    max_params: int = Field(
+        default=8_000_000_000, ge=1, description="model parameters of one trial (7B fine-tunes fit)"
+    )
+    max_layers: int = Field(default=128, ge=1, description="model layers of one trial")
+    # Directories under which a submitted path (train.init) may lie, after resolving symlinks
+    # and `..`. Empty: only builtin models (`divsweep:<name>`). JSON list in the environment.
+    model_roots: list[Path] = Field(default_factory=list)
+    # On an autoscaling cluster, the resources of each node type it may add (the live nodes are
+    # read from Ray), e.g. '[{"CPU": 8, "GPU": 1, "memory": 32e9}]': requests that fit neither a
+    # live node nor one of these are refused with a 422.
+    node_types: list[dict[str, float]] = Field(default_factory=list)
 
     sse_poll_s: float = Field(default=0.5, gt=0, le=10)
     sse_keepalive_s: float = Field(default=15.0, gt=0)

@@ -17,17 +17,28 @@ service fills them in itself.
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
-from service.errors import FieldError, NotFoundError, PayloadTooLargeError, SpecValidationError
-from sweeps.spec import ExperimentSpec, OptunaSearch, ThresholdSearch
+from service.errors import (
+    BadRequestError,
+    FieldError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SpecValidationError,
+)
+from sweeps.limits import SizeError, TrialSizes, path_values, trial_sizes
+from sweeps.spec import STRICT_CONTEXT, ExperimentSpec
+from trainer.builtin import is_builtin
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +48,22 @@ _LEADING_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.*)$", re.S)
 
 @dataclass(frozen=True)
 class Quotas:
+    """What one submission may ask for (None: no limit). `Quotas.from_settings` reads the
+    service's configuration; ``model_roots`` confines submitted paths (see `check_paths`)."""
+
     max_trials: int
     max_examples: int
+    max_test_examples: int | None = None
+    max_seq_len: int | None = None
+    max_params: int | None = None
+    max_layers: int | None = None
+    model_roots: tuple[Path, ...] | None = None  # None: any path (the operator's own tools)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Quotas:
+        return cls(settings.max_trials, settings.max_examples, settings.max_test_examples,
+                   settings.max_seq_len, settings.max_params, settings.max_layers,
+                   tuple(settings.model_roots))
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,7 @@ class PreparedSpec:
     spec_hash: str
     n_trials: int
     max_examples: int
+    sizes: TrialSizes | None = None
 
     @property
     def name(self) -> str:
@@ -96,7 +122,10 @@ def _validate(body: Mapping[str, Any], prefix: str = "") -> ExperimentSpec:
                 [FieldError(path, "is set by the service, leave it out", "forbidden")],
             )
     try:
-        return ExperimentSpec.model_validate(dict(body))
+        # Strict JSON rules for a submitted body (`sweeps.spec.STRICT_CONTEXT`): `true` is not
+        # 1, "3" is not 3, and NaN / infinity (Python's json reads them) are refused by name.
+        return ExperimentSpec.model_validate_json(json.dumps(dict(body)), strict=True,
+                                                  context=STRICT_CONTEXT)
     except ValidationError as e:
         fields = field_errors(e, prefix)
         raise SpecValidationError(
@@ -118,35 +147,6 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
         else:
             out[k] = v
     return out
-
-
-def max_train_examples(spec: ExperimentSpec) -> int:
-    """An upper bound on the training examples of any one trial.
-
-    Grid: every planned trial. Threshold: both bracket ends. Optuna: every corner of the space
-    (2**d plans, d capped at 8), which bounds the monotone budget fields.
-    """
-    plans = spec.trials()
-    search = spec.search
-    if isinstance(search, ThresholdSearch):
-        for bound in (search.low, search.high):
-            value = round(bound) if search.integer else bound
-            plans.append(spec.plan({search.axis: value}))
-    elif isinstance(search, OptunaSearch):
-        dims = list(search.space.items())[:8]
-        corners = [
-            list(d.choices) if d.choices else [d.low, d.high] for _, d in dims
-        ]
-        for combo in itertools.product(*corners):
-            params: dict[str, Any] = {}
-            for (path, d), v in zip(dims, combo, strict=True):
-                params[path] = round(v) if d.kind == "int" and isinstance(v, float) else v
-            try:
-                plans.append(spec.plan(params))
-            except ValueError:
-                # A corner the data engine rejects is never run either; it cannot bust a quota.
-                continue
-    return max(p.data.n_train for p in plans)
 
 
 def grid_size_hint(body: Mapping[str, Any]) -> int:
@@ -189,18 +189,15 @@ def prepare(body: Mapping[str, Any], quotas: Quotas, prefix: str = "") -> Prepar
     n_trials = spec.n_trials
     if n_trials > quotas.max_trials:
         raise _over_trials(n_trials, quotas)
+    check_paths(spec, quotas.model_roots)
     try:
-        n_examples = max_train_examples(spec)
+        sizes = trial_sizes(spec)
+    except SizeError as e:
+        raise SpecValidationError(str(e), [FieldError(e.field, e.message)]) from None
     except ValueError as e:
         raise SpecValidationError(str(e), [FieldError(prefix or "body", str(e))]) from None
-    if n_examples > quotas.max_examples:
-        raise PayloadTooLargeError(
-            f"a trial trains on {n_examples} examples, over the quota "
-            f"max_examples={quotas.max_examples}",
-            [FieldError("data.n_train", f"{n_examples} > max_examples={quotas.max_examples}",
-                        "quota")],
-        )
-    return PreparedSpec(spec, spec.spec_json, spec.spec_hash, n_trials, n_examples)
+    check_sizes(sizes, quotas)
+    return PreparedSpec(spec, spec.spec_json, spec.spec_hash, n_trials, sizes.n_train, sizes)
 
 
 def prepare_preset(
@@ -213,3 +210,109 @@ def prepare_preset(
     for f in SERVICE_FIELDS:
         base.pop(f, None)
     return prepare(deep_merge(base, overrides), quotas, prefix="")
+
+
+# ---------------------------------------------------------------------------------------------
+# before parsing, and after validation: the body's shape, the trial's sizes, submitted paths
+# ---------------------------------------------------------------------------------------------
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in JSON text, counted without parsing it.
+
+    Strings are blanked first (brackets inside them do not count), then the depth is a running
+    sum of opening minus closing brackets: linear, in C, and safe on any input, which a
+    recursive parser is not (``json.loads`` of 10**5 nested arrays raises ``RecursionError``).
+
+    >>> json_depth(b'{"a": [1, {"b": "[[[["}]}')
+    3
+    """
+    text = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    if text.size == 0:
+        return 0
+    step = np.isin(text, _OPEN).astype(np.int32) - np.isin(text, _CLOSE).astype(np.int32)
+    return int(np.cumsum(step).max())
+
+
+def parse_body(raw: bytes, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """A request body as a JSON object, or the 4xx that says why not (size, depth, syntax)."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(
+            f"request body is {len(raw)} bytes, over max_body_bytes={max_bytes}",
+            [FieldError("body", f"{len(raw)} bytes > max_body_bytes={max_bytes}", "quota")],
+        )
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise BadRequestError(
+            f"request body nests arrays and objects {depth} deep, over max_json_depth="
+            f"{max_depth}",
+            [FieldError("body", f"nesting depth {depth} > max_json_depth={max_depth}",
+                        "json_depth")],
+        )
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, 5000-digit ints
+        raise BadRequestError(f"request body is not valid JSON: {e}",
+                              [FieldError("body", f"not valid JSON: {e}", "json_invalid")]
+                              ) from None
+    if not isinstance(body, dict):
+        raise BadRequestError(f"request body must be a JSON object, got {type(body).__name__}",
+                              [FieldError("body", "must be a JSON object", "json_type")])
+    return body
+
+
+def _quota(field: str, what: str, value: int, name: str, limit: int | None,
+           unit: str = "") -> PayloadTooLargeError | None:
+    if limit is None or value <= limit:
+        return None
+    msg = f"{what} is {value:,}{unit}, over the quota {name}={limit:,}{unit}"
+    return PayloadTooLargeError(msg, [FieldError(field, msg, "quota")])
+
+
+def check_sizes(sizes: TrialSizes, quotas: Quotas) -> None:
+    """Refuse (413, naming the field) a spec whose largest trial is over a quota."""
+    checks = [
+        ("data.n_train", "a trial's training set", sizes.n_train, "max_examples",
+         quotas.max_examples),
+        ("data.test.n_test", "a trial's test set", sizes.n_test, "max_test_examples",
+         quotas.max_test_examples),
+        ("data.z_len", "a trial's longest example (tokens)", sizes.seq_len, "max_seq_len",
+         quotas.max_seq_len),
+    ]
+    if sizes.n_params is not None:
+        checks.append(("train.model", "a trial's model (parameters)", sizes.n_params,
+                       "max_params", quotas.max_params))
+    if sizes.n_layer is not None:
+        checks.append(("train.n_layer", "a trial's model (layers)", sizes.n_layer,
+                       "max_layers", quotas.max_layers))
+    for field, what, value, name, limit in checks:
+        err = _quota(field, what, value, name, limit)
+        if err is not None:
+            raise err
+
+
+def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None) -> None:
+    """Refuse (422) any submitted path that is not under one of ``roots``.
+
+    Every field marked as a path (`sweeps.limits.path_values`, today ``train.init``) of every
+    trial the spec can run is resolved (symlinks and ``..``) here and must lie inside a root,
+    itself resolved. ``scratch`` and builtin models (``divsweep:<name>``) are not paths.
+    ``roots=None`` allows any path (the operator's own tools).
+    """
+    if roots is None:
+        return
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    for field, value in path_values(spec):
+        if value == "scratch" or is_builtin(value):
+            continue
+        real = Path(os.path.realpath(os.path.expanduser(value)))
+        if any(real == r or r in real.parents for r in real_roots):
+            continue
+        allowed = ", ".join(str(r) for r in real_roots) or "none configured: only builtin " \
+            "models (divsweep:<name>)"
+        msg = (f"{value!r} is not under an allowed model directory (DIVSWEEP_MODEL_ROOTS: "
+               f"{allowed})")
+        raise SpecValidationError(f"{field}: {msg}", [FieldError(field, msg, "path")])

@@ -52,6 +52,7 @@ from sweeps.spec import (
     ThresholdSearch,
     TrialPlan,
     spec_from_dict,
+    yaml_load,
 )
 from trainer.builtin import builtin_model_size, is_builtin
 from trainer.config import ModelDims, TrainConfig
@@ -383,7 +384,7 @@ def load_with_overrides(source: str, sets: Sequence[str] = ()) -> ExperimentSpec
     if not (path.suffix in (".yaml", ".yml", ".json") or path.is_file()):
         path = preset_path(source)  # SpecError listing the known presets
     try:
-        body = yaml.safe_load(path.read_text())
+        body = yaml_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise SpecError(f"cannot read spec file {path}: {e}") from None
     if not isinstance(body, dict):

@@ -32,22 +32,46 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from data.spec import DataSpec
 from sweeps.codeversion import code_version
 from sweeps.errors import SpecError
 from trainer.config import TrainConfig
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# No NaN or infinity anywhere: no setting of a study means "not a number" or "unbounded".
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+#: Validation context that asks for strict types everywhere, axis values included (the service
+#: passes it with ``strict=True``: ``true`` is not 1 and ``"3"`` is not 3 in a submitted body;
+#: hand-written YAML, where ``1e-3`` is a string to PyYAML, keeps pydantic's lax coercion).
+STRICT_CONTEXT = {"strict": True}
 #: The parts of a spec an axis may reach into, with the model each part is validated by.
 _PARTS: dict[str, type[BaseModel]] = {"data": DataSpec, "train": TrainConfig}
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but ``1e-3`` is a float (YAML 1.2), not the string PyYAML 1.1
+    makes of it: a spec's ``lr: 1e-3`` must mean the number it says, and the service validates
+    submitted types strictly."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML (or JSON) with `SpecLoader`: ``yaml_load("lr: 1e-3") == {"lr": 0.001}``."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def canonical_json(obj: Any) -> str:
@@ -430,7 +454,8 @@ class ExperimentSpec(BaseModel):
     metric: str = "test_acc"
 
     @model_validator(mode="after")
-    def _paths_and_plans(self) -> Self:
+    def _paths_and_plans(self, info: ValidationInfo) -> Self:
+        strict = bool(info.context and info.context.get("strict"))
         for i, axis in enumerate(self.axes):
             for path in axis.fields():
                 _check_path(f"axes.{i}.field", path)
@@ -461,10 +486,10 @@ class ExperimentSpec(BaseModel):
             # Both bracket ends must be valid trials; errors name the bound.
             for bound in ("low", "high"):
                 value = _as_axis_value(getattr(search, bound), search.integer)
-                self._resolve({search.axis: value}, self.seeds[0], f"search.{bound}")
+                self._resolve({search.axis: value}, self.seeds[0], f"search.{bound}", strict)
         else:
             # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
-            self._grid_plans()
+            self._grid_plans(strict)
         return self
 
     # --- derived values ----------------------------------------------------------------------
@@ -533,7 +558,7 @@ class ExperimentSpec(BaseModel):
         return self._resolve(values, seed, "params")
 
     # --- helpers -----------------------------------------------------------------------------
-    def _grid_plans(self) -> list[TrialPlan]:
+    def _grid_plans(self, strict: bool = False) -> list[TrialPlan]:
         per_axis = [list(enumerate(a.settings())) for a in self.axes]
         plans = []
         for combo in itertools.product(*per_axis):
@@ -543,10 +568,12 @@ class ExperimentSpec(BaseModel):
                 overrides.update(setting)
                 where.append(f"axes.{axis_i}.values.{value_i}")
             for seed in self.seeds:
-                plans.append(self._resolve(overrides, seed, ", ".join(where) or "data/train"))
+                plans.append(self._resolve(overrides, seed, ", ".join(where) or "data/train",
+                                           strict))
         return plans
 
-    def _resolve(self, overrides: Mapping[str, Any], seed: int, where: str) -> TrialPlan:
+    def _resolve(self, overrides: Mapping[str, Any], seed: int, where: str,
+                 strict: bool = False) -> TrialPlan:
         values = dict(overrides)
         if self.budget is not None and self.budget.examples_field not in values:
             n_inst = values.get(self.budget.instructions_field, _get_path(self,
@@ -573,7 +600,7 @@ class ExperimentSpec(BaseModel):
             for path, v in mine.items():
                 _set_path(base, path.split(".")[1:], v)
             try:
-                parts[part] = _validate(model, base)
+                parts[part] = _validate(model, base, strict)
             except ValidationError as e:
                 shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
                 raise ValueError(f"{where}: {shown}: {format_errors(e, part)}") from None
@@ -587,9 +614,13 @@ class ExperimentSpec(BaseModel):
         return TrialPlan(key, params, parts["data"], parts["train"], seed, cell)
 
 
-def _validate(model: type[BaseModel], obj: dict[str, Any]) -> Any:
+def _validate(model: type[BaseModel], obj: dict[str, Any], strict: bool = False) -> Any:
     # Go through pydantic's plain validator so nested errors keep their locations, whatever the
     # model's own `model_validate` wrapper raises.
+    if strict:
+        # JSON in, JSON rules: arrays are tuples, but booleans, strings and 2.0 are not integers
+        # (NaN and infinity pass through as JSON tokens and are refused by the field itself).
+        return model.__pydantic_validator__.validate_json(json.dumps(obj), strict=True)
     return model.__pydantic_validator__.validate_python(obj)
 
 
@@ -675,7 +706,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     except OSError as e:
         raise SpecError(f"cannot read spec file {p}: {e}") from None
     try:
-        obj = yaml.safe_load(text)
+        obj = yaml_load(text)
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML/JSON: {e}") from None
     if not isinstance(obj, Mapping):

@@ -54,7 +54,7 @@ class LoraSpec(BaseModel):
     ``target_modules=None`` lets peft pick the architecture's default modules.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -65,7 +65,7 @@ class LoraSpec(BaseModel):
 class TrainConfig(BaseModel):
     """One training run. See the module docstring for an example."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # --- model -------------------------------------------------------------------------------
     model: Literal["paper", "small", "tiny", "nano"] | None = "paper"
@@ -76,7 +76,7 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     # "scratch", a local Hugging Face causal-LM checkpoint directory, or a builtin model
     # "divsweep:<name>" that divsweep pretrains itself on first use (trainer.builtin)
-    init: str = "scratch"
+    init: str = Field("scratch", json_schema_extra={"x-divsweep-path": True})
     lora: LoraSpec | None = None
 
     # --- optimiser and schedule ----------------------------------------------------------------
@@ -115,6 +115,11 @@ class TrainConfig(BaseModel):
             super().__init__(**data)
         except ValidationError as e:
             raise ConfigError(format_validation_error(e)) from None
+
+    # Only a direct call goes through this wrapper: as a nested field (or with
+    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or the
+    # wrapper's lax re-validation would let `true` pass for an int (pydantic-settings does the same).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

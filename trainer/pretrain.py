@@ -82,7 +82,7 @@ OPERATIONS: tuple[Operation, ...] = ("copy", "reverse", "map", "delete", "append
 class PretrainSpec(BaseModel):
     """Everything a pretrained build depends on (model, corpus, optimiser, seed)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # --- model ----------------------------------------------------------------------------------
     arch: Literal["llama", "gpt2"] = "llama"  # see build_lm
@@ -118,6 +118,11 @@ class PretrainSpec(BaseModel):
             super().__init__(**data)
         except ValidationError as e:
             raise ConfigError(format_validation_error(e)) from None
+
+    # Only a direct call goes through this wrapper: as a nested field (or with
+    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or the
+    # wrapper's lax re-validation would let `true` pass for an int (pydantic-settings does the same).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _check(self) -> PretrainSpec:

@@ -7,7 +7,6 @@ The event stream lives in :mod:`service.routes.events`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -19,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from service import presets
 from service.auth import require_token
 from service.deps import get_results, get_service, get_settings
-from service.errors import BadRequestError, PayloadTooLargeError, SpecValidationError
+from service.errors import SpecValidationError
 from service.experiments import ExperimentService
 from service.jobs import JobState
 from service.registry import ID_PATTERN, Experiment
@@ -34,7 +33,14 @@ from service.schemas import (
     SubmitOut,
 )
 from service.settings import Settings
-from service.specs import PreparedSpec, Quotas, field_errors, prepare, prepare_preset
+from service.specs import (
+    PreparedSpec,
+    Quotas,
+    field_errors,
+    parse_body,
+    prepare,
+    prepare_preset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +91,11 @@ def _metric(exp: Experiment) -> tuple[str, str]:
 
 
 def _parse_submission(raw: bytes, settings: Settings) -> PreparedSpec:
-    if len(raw) > settings.max_body_bytes:
-        raise PayloadTooLargeError(
-            f"request body is {len(raw)} bytes, over max_body_bytes={settings.max_body_bytes}"
-        )
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequestError(f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    quotas = Quotas(settings.max_trials, settings.max_examples)
+    body = parse_body(raw, settings.max_body_bytes, settings.max_json_depth)
+    quotas = Quotas.from_settings(settings)
     if "preset" in body:
         try:
-            sub = PresetSubmission.model_validate(body)
+            sub = PresetSubmission.model_validate(body, strict=True)
         except ValidationError as e:
             fields = field_errors(e)
             raise SpecValidationError(
@@ -135,6 +132,7 @@ async def submit_experiment(
     """Validate a spec (or a preset + overrides), check quotas, and submit it as a Ray job."""
     raw = await request.body()
     prepared = await run_in_threadpool(_parse_submission, raw, settings)
+    await run_in_threadpool(svc.check_feasible, prepared)
     exp, created = await run_in_threadpool(svc.submit, prepared, submitter, idempotency_key)
     out = SubmitOut(
         id=exp.id, status=exp.status, created=created,

@@ -236,6 +236,10 @@ class SimulatedRunner:
     def ping(self) -> bool:
         return True
 
+    def nodes(self) -> list[dict[str, float]] | None:
+        # a node large enough for any submission the load generator makes
+        return [{"CPU": 64.0, "memory": float(256 * 2**30)}]
+
     def close(self) -> None:
         """Stop writers still running (the server is shutting down)."""
         with self._lock:

@@ -46,6 +46,8 @@ class FakeRunner:
         self.states: dict[str, JobState] = {}
         self.stopped: list[str] = []
         self.up = True
+        # what Ray would list: one CPU node like this machine (tests change it)
+        self.node_list: list[dict[str, float]] | None = [{"CPU": 2.0, "memory": 16 * 2**30}]
 
     def submit(self, exp_id: str, spec_json: str) -> str:
         job = "divsweep-" + exp_id
@@ -63,6 +65,9 @@ class FakeRunner:
     def ping(self) -> bool:
         return self.up
 
+    def nodes(self) -> list[dict[str, float]] | None:
+        return self.node_list
+
 
 class FakeResults:
     """A results store in memory with the same reading semantics as the real one."""
@@ -72,6 +77,7 @@ class FakeResults:
         self.trials: dict[str, dict[str, str]] = {}
         self.cancelled: list[str] = []
         self.writable = True
+        self.status: dict[str, str] = {}  # the experiment status the sweep driver recorded
 
     def add(self, exp_id: str, trial_id: str, metrics: dict[str, Any]) -> int:
         rows = self.rows.setdefault(exp_id, [])
@@ -87,7 +93,8 @@ class FakeResults:
         vals = [(r.metrics[metric], r.trial_id) for r in self.rows.get(exp_id, [])
                 if metric in r.metrics]
         best = max(vals) if vals else (None, None)
-        return TrialCounts(counts, len(self.rows.get(exp_id, [])), best[0], best[1])
+        return TrialCounts(counts, len(self.rows.get(exp_id, [])), best[0], best[1],
+                           self.status.get(exp_id))
 
     def events(self, exp_id: str, since_seq: int, limit: int) -> list[ResultEvent]:
         return [r for r in self.rows.get(exp_id, []) if r.seq > since_seq][:limit]

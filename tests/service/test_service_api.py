@@ -190,15 +190,35 @@ def test_registry_survives_restart_and_reconciles(tmp_path: Path) -> None:
     with h1.client:
         done = h1.submit(small_spec(name="done")).json()["id"]
         lost = h1.submit(small_spec(name="lost")).json()["id"]
+        ended = h1.submit(small_spec(name="ended")).json()["id"]
+        spec_of_lost = dict(h1.runner.submitted)[lost]
     h2 = Harness(tmp_path)
-    # The new process's cluster finished one job and never heard of the other.
+    # The new process's cluster finished one job and never heard of the two others (a new
+    # head): the store says one of those had ended, the other had not.
     h2.runner.states[f"divsweep-{done}"] = JobState.SUCCEEDED
+    h2.results.status[ended] = "complete"
     with h2.client:
         a = h2.client.get(f"/v1/experiments/{done}").json()
         b = h2.client.get(f"/v1/experiments/{lost}").json()
+        c = h2.client.get(f"/v1/experiments/{ended}").json()
         assert (a["name"], a["status"], a["submitter"]) == ("done", "complete", "alice")
-        assert b["status"] == "failed" and "does not know" in b["error"]
-        assert h2.runner.submitted == []  # nothing re-submitted
+        assert c["status"] == "complete" and c["error"] is None
+        # The lost one is submitted again, same id and spec (the driver restores from the store)
+        assert b["status"] in ("pending", "running") and "resubmitted" in b["error"]
+        assert h2.runner.submitted == [(lost, spec_of_lost)]
+
+
+def test_a_job_lost_again_and_again_ends_failed(tmp_path: Path) -> None:
+    from service.experiments import MAX_RESUBMITS
+
+    h = Harness(tmp_path)
+    with h.client:
+        exp_id = h.submit().json()["id"]
+        for n in range(MAX_RESUBMITS + 1):
+            h.runner.states.clear()  # the cluster forgets every job
+            body = h.client.get(f"/v1/experiments/{exp_id}").json()
+        assert body["status"] == "failed" and "not resubmitted again" in body["error"]
+        assert len(h.runner.submitted) == 1 + MAX_RESUBMITS
 
 
 def test_health_and_readiness(harness: Harness) -> None:
