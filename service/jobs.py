@@ -216,8 +216,11 @@ class RayJobRunner:
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("cannot list Ray's nodes at %s: %s", self._url, e)
             return None
-        return [{k: float(v) for k, v in (row.get("resources_total") or {}).items()}
-                for row in rows if row.get("state") == "ALIVE"]
+        alive = [{k: float(v) for k, v in (row.get("resources_total") or {}).items()}
+                 for row in rows if row.get("state") == "ALIVE"]
+        # A head that is still registering lists no node for a moment: that is "unknown",
+        # never "a cluster without CPUs".
+        return alive or None
 
     def cleanup(self, exp_id: str) -> None:
         """Remove the job's working directory once the experiment is terminal."""

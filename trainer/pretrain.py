@@ -120,8 +120,9 @@ class PretrainSpec(BaseModel):
             raise ConfigError(format_validation_error(e)) from None
 
     # Only a direct call goes through this wrapper: as a nested field (or with
-    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or the
-    # wrapper's lax re-validation would let `true` pass for an int (pydantic-settings does the same).
+    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or
+    # the wrapper's lax re-validation would let `true` pass for an int (pydantic-settings
+    # marks its own __init__ the same way).
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @model_validator(mode="after")

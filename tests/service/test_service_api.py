@@ -214,7 +214,7 @@ def test_a_job_lost_again_and_again_ends_failed(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     with h.client:
         exp_id = h.submit().json()["id"]
-        for n in range(MAX_RESUBMITS + 1):
+        for _ in range(MAX_RESUBMITS + 1):
             h.runner.states.clear()  # the cluster forgets every job
             body = h.client.get(f"/v1/experiments/{exp_id}").json()
         assert body["status"] == "failed" and "not resubmitted again" in body["error"]
