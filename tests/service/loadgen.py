@@ -662,8 +662,10 @@ class _Load:
             i, step = row_position(row["seq"], exp.n_trials)
             want = metric_values(i, step)
             axis, seed = exp.params(i)
-            got = (row["trial_id"], row["step"], row["test_acc"], row["train_loss"],
-                   row[AXIS_FIELD], row["seed"], row["experiment_id"])
+            # .get: a missing column is a finding to report, not a crash of the checker
+            got = (row.get("trial_id"), row.get("step"), row.get("test_acc"),
+                   row.get("train_loss"), row.get(AXIS_FIELD), row.get("seed"),
+                   row.get("experiment_id"))
             if got != (trial_id(i), want["step"], want["test_acc"], want["train_loss"], axis,
                        seed, exp.exp_id):
                 self.problem(f"results of {exp.exp_id} seq {row['seq']}: got {got}, want "
