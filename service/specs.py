@@ -36,8 +36,8 @@ from service.errors import (
     PayloadTooLargeError,
     SpecValidationError,
 )
-from sweeps.limits import SizeError, TrialSizes, path_values, trial_sizes
-from sweeps.spec import STRICT_CONTEXT, ExperimentSpec
+from sweeps.limits import SizeError, TrialSizes, bounding_plans, path_values, trial_sizes
+from sweeps.spec import STRICT_CONTEXT, ExperimentSpec, TrialPlan
 from trainer.builtin import is_builtin
 
 log = logging.getLogger(__name__)
@@ -189,9 +189,13 @@ def prepare(body: Mapping[str, Any], quotas: Quotas, prefix: str = "") -> Prepar
     n_trials = spec.n_trials
     if n_trials > quotas.max_trials:
         raise _over_trials(n_trials, quotas)
-    check_paths(spec, quotas.model_roots)
     try:
-        sizes = trial_sizes(spec)
+        plans = bounding_plans(spec)  # once: both checks below read every bounding trial
+    except ValueError as e:
+        raise SpecValidationError(str(e), [FieldError(prefix or "body", str(e))]) from None
+    check_paths(spec, quotas.model_roots, plans)
+    try:
+        sizes = trial_sizes(spec, plans)
     except SizeError as e:
         raise SpecValidationError(str(e), [FieldError(e.field, e.message)]) from None
     except ValueError as e:
@@ -294,7 +298,8 @@ def check_sizes(sizes: TrialSizes, quotas: Quotas) -> None:
             raise err
 
 
-def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None) -> None:
+def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None,
+                plans: list[TrialPlan] | None = None) -> None:
     """Refuse (422) any submitted path that is not under one of ``roots``.
 
     Every field marked as a path (`sweeps.limits.path_values`, today ``train.init``) of every
@@ -305,7 +310,7 @@ def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None) -> None:
     if roots is None:
         return
     real_roots = [Path(os.path.realpath(r)) for r in roots]
-    for field, value in path_values(spec):
+    for field, value in path_values(spec, plans):
         if value == "scratch" or is_builtin(value):
             continue
         real = Path(os.path.realpath(os.path.expanduser(value)))

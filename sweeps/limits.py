@@ -115,12 +115,13 @@ def memory_bound(plan: TrialPlan, n_params: int, n_layer: int | None, n_embd: in
     }
 
 
-def trial_sizes(spec: ExperimentSpec) -> TrialSizes:
-    """The largest sizes over `bounding_plans` (see `TrialSizes`)."""
+def trial_sizes(spec: ExperimentSpec, plans: list[TrialPlan] | None = None) -> TrialSizes:
+    """The largest sizes over `bounding_plans` (see `TrialSizes`); pass ``plans`` when the
+    caller has them already (building them validates every trial of the spec)."""
     from data.vocab import Vocab
     from sweeps.plan import model_size
 
-    plans = bounding_plans(spec)
+    plans = bounding_plans(spec) if plans is None else plans
     n_params: int | None = 0
     n_layer: int | None = 0
     memory: int | None = 0
@@ -163,11 +164,13 @@ def path_fields(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
                 yield from path_fields(sub, f"{prefix}{name}.")
 
 
-def path_values(spec: ExperimentSpec) -> list[tuple[str, str]]:
-    """``(field, value)`` of every marked path field of every bounding trial, deduplicated."""
+def path_values(spec: ExperimentSpec,
+                plans: list[TrialPlan] | None = None) -> list[tuple[str, str]]:
+    """``(field, value)`` of every marked path field of every bounding trial, deduplicated
+    (``plans``: `bounding_plans` of the spec, if the caller has them)."""
     fields = [f for f in path_fields(ExperimentSpec) if f.split(".", 1)[0] in ("data", "train")]
     out: dict[tuple[str, str], None] = {}
-    for plan in bounding_plans(spec):
+    for plan in bounding_plans(spec) if plans is None else plans:
         for f in fields:
             part, rest = f.split(".", 1)
             obj: Any = plan.data if part == "data" else plan.train
