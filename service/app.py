@@ -36,6 +36,7 @@ from service.results import ResultsView, StoreResults
 from service.routes import events, experiments, health, page, presets
 from service.schemas import PresetSubmission
 from service.settings import Settings
+from service.waiting import Stalls
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class NoCluster:
         return False
 
     def nodes(self) -> list[dict[str, float]] | None:
+        return None
+
+    def cluster_status(self) -> dict[str, Any] | None:
         return None
 
 
@@ -163,8 +167,10 @@ def create_app(
     runner = runner or _default_runner(settings)
     results = results or StoreResults(settings.store_uri)
     resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
+    stalls = Stalls()  # per process: since when each experiment has had no running trial
     service = ExperimentService(registry, runner, results, settings.max_concurrent,
-                                node_types=settings.node_types, resubmits=resubmits)
+                                node_types=settings.node_types, resubmits=resubmits,
+                                stalls=stalls, wait_s=settings.resource_wait_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -185,6 +191,7 @@ def create_app(
     app.state.runner = runner
     app.state.results = results
     app.state.resubmits = resubmits
+    app.state.stalls = stalls
     app.state.service = service
     _install_handlers(app)
     for module in (experiments, events, presets, health, page):

@@ -27,6 +27,8 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from service.capacity import check_feasible
 from service.errors import BackendError, ConflictError
@@ -34,8 +36,23 @@ from service.jobs import JobRunner, JobState, job_id_for
 from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
+from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
+from sweeps.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """An experiment that has not moved for a while, and Ray's reason (`ExperimentService.waiting`).
+    """
+
+    since: float  # epoch seconds
+    seconds: float
+    request: dict[str, float]  # one trial's bundle
+    infeasible: bool  # Ray holds a demand of this shape that no node (or node type) can hold
+    demands: list[dict[str, Any]]
+    detail: str
 
 #: How often one service process resubmits an experiment whose Ray job was lost.
 MAX_RESUBMITS = 3
@@ -62,6 +79,8 @@ class ExperimentService:
         cancel_wait_s: float = 15.0,
         node_types: Sequence[Mapping[str, float]] = (),
         resubmits: dict[str, int] | None = None,
+        stalls: Stalls | None = None,
+        wait_s: float = 300.0,
     ) -> None:
         self.registry = registry
         self.runner = runner
@@ -72,6 +91,9 @@ class ExperimentService:
         self.node_types = list(node_types)
         #: resubmissions of lost jobs by experiment, shared by the app's requests (see `_lost`)
         self._resubmits = resubmits if resubmits is not None else {}
+        #: when each experiment last stopped having a running trial, shared like `_resubmits`
+        self._stalls = stalls if stalls is not None else Stalls()
+        self.wait_s = wait_s
 
     def check_feasible(self, prepared: PreparedSpec) -> None:
         """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`).
@@ -217,6 +239,38 @@ class ExperimentService:
             time.sleep(0.2)
         self.results.cancel(exp_id)
         return self.registry.update(exp_id, status="cancelled")
+
+    def waiting(self, exp: Experiment, running: int, pending: int,
+                now: float | None = None) -> Waiting | None:
+        """Why the experiment has not moved for `wait_s` seconds, or None while it moves.
+
+        It waits while Ray has not started its job (``pending``) or while no trial runs and
+        some are left. The report is read from Ray (`service.waiting`) only past `wait_s`, so
+        a status request of a moving experiment never calls Ray's cluster status.
+        """
+        now = time.time() if now is None else now
+        stalled = not exp.is_terminal and (
+            exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0))
+        since = self._stalls.observe(exp.id, stalled, now)
+        if since is None:
+            return None
+        if exp.status == "pending":  # the registry knows since when; a restart does not reset it
+            since = min(since, exp.updated_at.timestamp())
+        if now - since < self.wait_s:
+            return None
+        res = ExperimentSpec.model_validate_json(exp.spec_json).resources
+        auto = res.gpu == "auto"
+        request = {"CPU": float(res.cpus)}
+        if auto or res.gpu:
+            # `gpu: auto` asks for a share the driver sizes at run time (`own_demands`)
+            request["GPU"] = 1.0 if auto else float(res.gpu)
+        raw = self.runner.cluster_status()
+        view = None if raw is None else parse_cluster_status(raw, self.node_types)
+        ours = own_demands(view, request, auto) if view else []
+        return Waiting(since=since, seconds=now - since, request=request,
+                       infeasible=any(d.infeasible for d in ours),
+                       demands=[asdict(d) for d in (view.demands if view else ())],
+                       detail=describe_wait(request, now - since, view, auto))
 
     def progress(self, exp: Experiment) -> TrialCounts:
         metric, mode = metric_of(exp.spec_json)

@@ -18,11 +18,13 @@ Example::
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import shlex
 import shutil
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +67,10 @@ class JobRunner(Protocol):
 
     def nodes(self) -> list[dict[str, float]] | None:
         """The resources of each live node (Ray's names: CPU, GPU, memory), None if unknown."""
+        ...
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """Ray's cluster status (queued demands, usage; `service.waiting`), None if unknown."""
         ...
 
 
@@ -193,8 +199,6 @@ class RayJobRunner:
             raise BackendError(f"could not stop Ray job {job_id}: {e}") from e
 
     def ping(self) -> bool:
-        import urllib.request
-
         req = urllib.request.Request(f"{self._url}/api/version", headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=2) as r:
@@ -205,22 +209,29 @@ class RayJobRunner:
     def nodes(self) -> list[dict[str, float]] | None:
         """Live nodes' total resources from the dashboard's state API (``/api/v0/nodes``);
         None when it does not answer (the caller then cannot refuse infeasible requests)."""
-        import json
-        import urllib.request
-
-        req = urllib.request.Request(f"{self._url}/api/v0/nodes?limit=10000",
-                                     headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                rows = json.load(r)["data"]["result"]["result"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("cannot list Ray's nodes at %s: %s", self._url, e)
+        rows = self._get_json("/api/v0/nodes?limit=10000",
+                              lambda body: list(body["data"]["result"]["result"]))
+        if rows is None:
             return None
         alive = [{k: float(v) for k, v in (row.get("resources_total") or {}).items()}
                  for row in rows if row.get("state") == "ALIVE"]
         # A head that is still registering lists no node for a moment: that is "unknown",
         # never "a cluster without CPUs".
         return alive or None
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        """The ``data`` of the dashboard's ``/api/cluster_status`` (`service.waiting` reads it);
+        None when it does not answer."""
+        return self._get_json("/api/cluster_status", lambda body: body["data"])
+
+    def _get_json(self, path: str, pick: Any) -> Any:
+        req = urllib.request.Request(f"{self._url}{path}", headers=self.headers)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return pick(json.load(r))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("cannot read %s from Ray at %s: %s", path, self._url, e)
+            return None
 
     def cleanup(self, exp_id: str) -> None:
         """Remove the job's working directory once the experiment is terminal."""

@@ -67,6 +67,24 @@ class Progress(BaseModel):
     best_trial: str | None = None
 
 
+class DemandOut(BaseModel):
+    kind: str = Field(description="task or placement_group")
+    resources: dict[str, float] = Field(description="one bundle, e.g. {\"CPU\": 1.0}")
+    count: int
+    infeasible: bool = Field(description="no live node and no node type could ever hold it")
+
+
+class WaitingOut(BaseModel):
+    """Why an experiment has had no running trial for `resource_wait_s` seconds (Ray's view)."""
+
+    since: datetime
+    seconds: float
+    request: dict[str, float] = Field(description="one trial's resource request")
+    infeasible: bool = Field(description="Ray holds this experiment's request as infeasible")
+    demands: list[DemandOut] = Field(description="every demand Ray queues, of any job")
+    detail: str
+
+
 class ExperimentOut(BaseModel):
     id: str
     name: str
@@ -79,6 +97,8 @@ class ExperimentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     progress: Progress | None = None
+    waiting: WaitingOut | None = Field(
+        None, description="set while no trial has run for the configured time, with Ray's reason")
     links: Links
 
 

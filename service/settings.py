@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # live node nor one of these are refused with a 422.
     node_types: list[dict[str, float]] = Field(default_factory=list)
 
+    # An experiment without a running trial for this long reports why in its status
+    # (`service.waiting`: Ray's queued and infeasible demands) instead of a bare 'pending'.
+    resource_wait_s: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+
     sse_poll_s: float = Field(default=0.5, gt=0, le=10)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
     page_size_max: int = Field(default=200, ge=1)

@@ -53,8 +53,11 @@ def results(experiment_id: str, store_uri: str | None = None,
             store: ResultsStore | None = None) -> pa.Table:
     """One row per report: ids, trial state, the trial's parameters, then every metric."""
     st = _store(store_uri, store)
-    trials = {t.trial_id: t for t in st.get_trials(experiment_id)}
+    # Metrics first: a writer stores a trial before its first report, so trials read after the
+    # metrics cover every row. In the other order a trial that started between the two reads
+    # gave rows without parameters (the first 10-minute service soak caught one).
     metrics = st.metrics_table(experiment_id)
+    trials = {t.trial_id: t for t in st.get_trials(experiment_id)}
     params = {tid: t.params for tid, t in trials.items()}
     names = list(dict.fromkeys(k for p in params.values() for k in p))
     tids = metrics.column("trial_id").to_pylist()

@@ -8,6 +8,7 @@ The event stream lives in :mod:`service.routes.events`.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -25,12 +26,14 @@ from service.registry import ID_PATTERN, Experiment
 from service.results import ResultsView, table_bytes, table_records
 from service.routes.links import links_for
 from service.schemas import (
+    DemandOut,
     ErrorOut,
     ExperimentOut,
     ExperimentPage,
     PresetSubmission,
     Progress,
     SubmitOut,
+    WaitingOut,
 )
 from service.settings import Settings
 from service.specs import (
@@ -61,7 +64,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _out(exp: Experiment, svc: ExperimentService, settings: Settings,
          state: JobState | None = None, with_progress: bool = True) -> ExperimentOut:
-    progress = None
+    progress = waiting = None
     if with_progress:
         tc = svc.progress(exp)
         counts = dict(tc.counts)
@@ -75,13 +78,23 @@ def _out(exp: Experiment, svc: ExperimentService, settings: Settings,
             pruned=counts.get("pruned", 0), cancelled=counts.get("cancelled", 0),
             results=tc.results, metric=metric, best=tc.best, best_trial=tc.best_trial,
         )
+        waiting = _waiting(svc, exp, progress)
     return ExperimentOut(
         id=exp.id, name=exp.name, status=exp.status, submitter=exp.submitter,
         spec_hash=exp.spec_hash, ray_job_id=exp.ray_job_id,
         ray_status=state.value if state else None, error=exp.error, created_at=exp.created_at,
-        updated_at=exp.updated_at, progress=progress,
+        updated_at=exp.updated_at, progress=progress, waiting=waiting,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
     )
+
+
+def _waiting(svc: ExperimentService, exp: Experiment, progress: Progress) -> WaitingOut | None:
+    w = svc.waiting(exp, running=progress.running, pending=progress.pending)
+    if w is None:
+        return None
+    return WaitingOut(since=datetime.fromtimestamp(w.since, UTC), seconds=round(w.seconds, 1),
+                      request=w.request, infeasible=w.infeasible,
+                      demands=[DemandOut(**d) for d in w.demands], detail=w.detail)
 
 
 def _metric(exp: Experiment) -> tuple[str, str]:

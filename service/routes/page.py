@@ -35,6 +35,7 @@ body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
 table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;
 text-align:left}progress{width:10rem}.status-complete{color:#070}.status-failed{color:#a00}
 .status-cancelled{color:#777}.status-running{color:#05a}img{max-width:48rem;border:1px solid #ddd}
+.waiting{background:#fff8e0;padding:.5rem}.infeasible{background:#fde8e8}
 """
 
 
@@ -110,6 +111,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table id=summary><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _waiting(out: ExperimentOut) -> str:
+    """Ray's reason why nothing runs (`service.waiting`), shown above the results."""
+    if out.waiting is None:
+        return ""
+    cls = "waiting infeasible" if out.waiting.infeasible else "waiting"
+    return f"<p id=waiting class='{cls}'><b>Waiting for resources:</b> {_e(out.waiting.detail)}</p>"
+
+
 @router.get("/experiments/{exp_id}", response_class=HTMLResponse)
 def experiment_page(exp_id: ExpId, svc: Svc, settings: Conf) -> HTMLResponse:
     exp, state = svc.refresh(exp_id)
@@ -130,7 +139,7 @@ def experiment_page(exp_id: ExpId, svc: Svc, settings: Conf) -> HTMLResponse:
         f"<p><a href='/'>&larr; all experiments</a>{dash_html}</p>"
         f"<h1>{_e(exp.name)} <code>{_e(exp.id)}</code></h1>"
         f"<table id=experiments><tbody>{_row(out)}</tbody></table>"
-        f"{plot}<h2>Summary</h2>{summary}"
+        f"{_waiting(out)}{plot}<h2>Summary</h2>{summary}"
         f"<p>Download: <a href='{_e(out.links.results)}?format=csv'>CSV</a> &middot; "
         f"<a href='{_e(out.links.results)}?format=parquet'>Parquet</a></p>"
     ))

@@ -240,6 +240,9 @@ class SimulatedRunner:
         # a node large enough for any submission the load generator makes
         return [{"CPU": 64.0, "memory": float(256 * 2**30)}]
 
+    def cluster_status(self) -> dict[str, Any] | None:
+        return None  # no Ray: a stalled experiment says the cluster status is unavailable
+
     def close(self) -> None:
         """Stop writers still running (the server is shutting down)."""
         with self._lock:

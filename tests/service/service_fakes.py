@@ -48,6 +48,8 @@ class FakeRunner:
         self.up = True
         # what Ray would list: one CPU node like this machine (tests change it)
         self.node_list: list[dict[str, float]] | None = [{"CPU": 2.0, "memory": 16 * 2**30}]
+        # what Ray's /api/cluster_status would say (`service.waiting`); None: unavailable
+        self.status_data: dict[str, Any] | None = None
 
     def submit(self, exp_id: str, spec_json: str) -> str:
         job = "divsweep-" + exp_id
@@ -67,6 +69,9 @@ class FakeRunner:
 
     def nodes(self) -> list[dict[str, float]] | None:
         return self.node_list
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        return self.status_data
 
 
 class FakeResults:

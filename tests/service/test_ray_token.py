@@ -10,61 +10,25 @@ jobs, while the service, which holds the token, still runs the smoke preset to `
 from __future__ import annotations
 
 import json
-import os
-import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from uvicorn_proc import wait_healthy
+from uvicorn_proc import Served, serve
 
-from service.local_ray import LocalRayError, ensure_token, free_port
+from service.local_ray import LocalRayError, ensure_token
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass(frozen=True)
-class Served:
-    url: str
-    state: Path
-    token: str  # the service's bearer token (not Ray's)
-    dashboard_url: str
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    state = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))}
-    env |= {"DIVSWEEP_STATE_DIR": str(state), "DIVSWEEP_SSE_POLL_S": "0.3"}
-    log = open(state / "serve.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("divsweep")), "serve", "--port", str(port),
-         "--num-cpus", "2",
-         "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, url, 180, lambda: (state / "serve.log").read_text(errors="replace"))
-        head = json.loads((state / "ray-head.json").read_text())
-        yield Served(url, state, (state / "token").read_text().strip(), head["dashboard_url"])
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # serve stops its head on the way out
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+    with serve(tmp_path_factory.mktemp("serve"), num_cpus=2) as s:
+        yield s
 
 
 def test_the_token_file_is_private(served: Served) -> None:

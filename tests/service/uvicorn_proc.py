@@ -13,11 +13,20 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+
+from service.local_ray import free_port
 
 
 def wait_healthy(
@@ -48,3 +57,45 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running ``divsweep serve`` with its own Ray head (`serve`)."""
+
+    url: str
+    state: Path
+    token: str  # the service's bearer token (not Ray's)
+    dashboard_url: str
+    ray_address: str
+
+
+@contextmanager
+def serve(state: Path, num_cpus: int, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``divsweep serve`` as a user runs it: its own process, state directory and Ray head (in
+    token mode); stopped with SIGTERM (which stops the head), SIGKILL to the group after 60 s.
+    ``env`` adds ``DIVSWEEP_*`` settings."""
+    port = free_port()
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))}
+    full |= {"DIVSWEEP_STATE_DIR": str(state), "DIVSWEEP_SSE_POLL_S": "0.3", **(env or {})}
+    log = open(state / "serve.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("divsweep")), "serve", "--port", str(port),
+         "--num-cpus", str(num_cpus), "--log-level", "warning"],
+        env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url, 180, lambda: (state / "serve.log").read_text(errors="replace"))
+        head = json.loads((state / "ray-head.json").read_text())
+        yield Served(url, state, (state / "token").read_text().strip(), head["dashboard_url"],
+                     head["address"])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

@@ -60,6 +60,26 @@ def test_results_one_row_per_report_with_params() -> None:
     assert row["test_acc"].item() == 0.6 and row["data.examples_per_instruction"].item() == 20
 
 
+def test_results_of_a_trial_that_starts_mid_read_carry_its_params() -> None:
+    """A trial stored (with its first report) while `results` reads still gets its parameters:
+    the store below lets a writer act at the moment the metrics are read."""
+    spec = _grid()
+    store, eid, _ = _fill(spec, ACC)
+    late = next(iter(spec.trials()))
+    real = store.metrics_table
+
+    def metrics_table(experiment_id: str, since_seq: int = 0) -> object:
+        store.put_trial(TrialRecord(eid, "late", "k-late", json.dumps(late.params), "", "running"))
+        store.append_metrics(eid, "late", {"step": 1, "test_acc": 0.1})
+        return real(experiment_id, since_seq)
+
+    store.metrics_table = metrics_table  # type: ignore[method-assign]
+    rows = results(eid, store=store).to_pylist()
+    row = next(r for r in rows if r["trial_id"] == "late")
+    assert row["data.n_instructions"] == late.params["data.n_instructions"]
+    assert row["state"] == "running"
+
+
 def test_summary_mean_std_n_over_seeds_of_final_reports() -> None:
     store, eid, _ = _fill(_grid(), ACC)
     df = summary(eid, store=store).to_pandas()
