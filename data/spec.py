@@ -39,6 +39,19 @@ Range = tuple[int, int]
 Kind = Literal["free", "repeated", "periodic", "mirror"]
 
 
+def exactly_one_of(*names: str) -> dict[str, Any]:
+    """JSON Schema saying that exactly one of ``names`` is set (the others absent or null), for
+    a model whose validator enforces it: schema-driven clients then send what is accepted.
+
+    >>> exactly_one_of("a", "b")["oneOf"][0]
+    {'required': ['a'], 'properties': {'a': {'not': {'type': 'null'}}, 'b': {'type': 'null'}}}
+    """
+    return {"oneOf": [
+        {"required": [n], "properties": {n: {"not": {"type": "null"}},
+                                         **{o: {"type": "null"} for o in names if o != n}}}
+        for n in names]}
+
+
 class _Spec(BaseModel):
     """Frozen, extra-forbidding base whose construction errors surface as ``SpecError``."""
 
@@ -222,6 +235,10 @@ class MarkovSpec(_Spec):
 
 class DataSpec(_Spec):
     """Everything that determines a generated data set (``generate`` is a pure function of it)."""
+
+    # the exactly-one budget rule of `_rules`, stated in the JSON Schema too
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("examples_per_instruction",
+                                                               "n_examples"))
 
     task: Literal["rewrite", "markov"] = "rewrite"
     alphabet: str = string.ascii_lowercase

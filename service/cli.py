@@ -18,19 +18,22 @@ file ``divsweep serve`` wrote under the state directory).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 
+from service.client import DivsweepClient, ServiceError
+from service.schemas import ExperimentOut
 from service.settings import Settings
 
 app = typer.Typer(
@@ -59,18 +62,21 @@ def _token(token: str | None) -> str:
                              f" (it writes {path})")
 
 
-def _fail(r: httpx.Response) -> None:
-    if r.is_success:
-        return
+def _client(url: str, token: str | None = None) -> DivsweepClient:
+    return DivsweepClient(url, token)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A refusal from the service: its message (and the fields it names) on stderr, exit 1."""
     try:
-        body = r.json()
-        msg = body.get("detail", r.text)
-        for f in body.get("fields", []):
-            msg += f"\n  {f['field']}: {f['message']}"
-    except ValueError:
-        msg = r.text
-    typer.echo(f"error {r.status_code}: {msg}", err=True)
-    raise typer.Exit(1)
+        yield
+    except ServiceError as e:
+        typer.echo(f"error {e}", err=True)
+        raise typer.Exit(1) from None
+    except httpx.TransportError as e:
+        typer.echo(f"error: the service is unreachable ({e})", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -180,15 +186,15 @@ def submit(
 ) -> None:
     """Submit an experiment; prints its id (and, with --wait, watches it)."""
     body = _load_body(spec, set_ or [])
-    headers = {"Authorization": f"Bearer {_token(token)}"}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    r = httpx.post(f"{url}/v1/experiments", json=body, headers=headers, timeout=60)
-    _fail(r)
-    out = r.json()
-    typer.echo(out["id"])
+    with _errors(), _client(url, _token(token)) as client:
+        if "preset" in body:
+            out = client.submit(preset=body["preset"], overrides=body["overrides"],
+                                idempotency_key=idempotency_key)
+        else:
+            out = client.submit(body, idempotency_key=idempotency_key)
+    typer.echo(out.id)
     if wait:
-        watch(out["id"], url=url)
+        watch(out.id, url=url)
 
 
 @app.command()
@@ -219,10 +225,12 @@ def plan(
 
 @app.command()
 def status(exp_id: str, url: Url = DEFAULT_URL) -> None:
-    """Print the experiment's status and progress as JSON."""
-    r = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
-    _fail(r)
-    typer.echo(json.dumps(r.json(), indent=2))
+    """Print the experiment's status and progress as JSON (and why it waits, if it does)."""
+    with _errors(), _client(url) as client:
+        exp = client.status(exp_id)
+    typer.echo(exp.model_dump_json(indent=2))
+    if exp.waiting is not None:
+        typer.echo(f"waiting for resources: {exp.waiting.detail}", err=True)
 
 
 @app.command()
@@ -230,61 +238,38 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
     """Follow the event stream with a progress bar until the experiment ends."""
     from tqdm import tqdm
 
-    first = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
-    _fail(first)
-    total = (first.json().get("progress") or {}).get("n_trials", 0)
-    bar = tqdm(total=total, unit="trial", desc=exp_id)
-    final: dict[str, Any] = first.json()
+    with _errors(), _client(url) as client:
+        final = client.status(exp_id)
+        bar = tqdm(total=final.progress.n_trials if final.progress else 0, unit="trial",
+                   desc=exp_id)
 
-    def update(exp: dict[str, Any]) -> None:
-        p = exp.get("progress") or {}
-        done = sum(p.get(k, 0) for k in ("complete", "failed", "pruned", "cancelled"))
-        bar.n = done
-        best = p.get("best")
-        bar.set_postfix(status=exp["status"], results=p.get("results", 0),
-                        best=f"{best:.3f}" if isinstance(best, float) else "-")
-        bar.refresh()
+        def update(exp: ExperimentOut) -> None:
+            p = exp.progress
+            if p is not None:
+                bar.n = p.complete + p.failed + p.pruned + p.cancelled
+                best = "-" if p.best is None else f"{p.best:.3f}"
+                bar.set_postfix(status=exp.status, results=p.results, best=best)
+            bar.refresh()
 
-    update(final)
-    last_id = "0"
-    down_since: float | None = None  # when the service stopped answering, if it has
-    while final["status"] not in TERMINAL:
+        update(final)
+        last_refresh = 0.0
         try:
-            with httpx.stream("GET", f"{url}/v1/experiments/{exp_id}/events",
-                              headers={"Last-Event-ID": last_id},
-                              timeout=httpx.Timeout(30, read=120)) as r:
-                _fail(r)
-                down_since = None
-                event = ""
-                for line in r.iter_lines():
-                    if line.startswith("id:"):
-                        last_id = line[3:].strip()
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:") and event == "status":
-                        final = json.loads(line[5:])
-                    elif line.startswith("data:") and event == "result":
-                        s = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30)
-                        if s.is_success:
-                            update(s.json())
-        except httpx.TransportError as e:  # resume from Last-Event-ID after a dropped stream
-            now = time.monotonic()
-            down_since = down_since or now
-            if now - down_since > WATCH_GIVE_UP_S:
-                bar.close()
-                typer.echo(f"service unreachable for {WATCH_GIVE_UP_S:.0f}s ({e}); giving up "
-                           f"(the experiment may still be running: divsweep status {exp_id})",
-                           err=True)
-                raise typer.Exit(2) from e
-            typer.echo(f"stream interrupted ({e}); resuming", err=True)
-            time.sleep(2.0)
-            continue
-        if final["status"] not in TERMINAL:
-            final = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30).json()
-    update(final)
-    bar.close()
-    typer.echo(f"{exp_id}: {final['status']}")
-    if final["status"] == "failed":
+            for event in client.watch(exp_id, give_up_s=WATCH_GIVE_UP_S):
+                if event.kind == "status":
+                    final = ExperimentOut.model_validate(event.data)
+                elif time.monotonic() - last_refresh > 0.5:  # a refresh per burst of rows
+                    last_refresh = time.monotonic()
+                    update(client.status(exp_id))
+        except httpx.TransportError as e:
+            bar.close()
+            typer.echo(f"service unreachable for {WATCH_GIVE_UP_S:.0f}s ({e}); giving up "
+                       f"(the experiment may still be running: divsweep status {exp_id})",
+                       err=True)
+            raise typer.Exit(2) from e
+        update(final)
+        bar.close()
+    typer.echo(f"{exp_id}: {final.status}")
+    if final.status == "failed":
         raise typer.Exit(1)
 
 
@@ -296,26 +281,26 @@ def results(
     url: Url = DEFAULT_URL,
 ) -> None:
     """Download the result rows (stdout for json/csv unless --out)."""
-    r = httpx.get(f"{url}/v1/experiments/{exp_id}/results", params={"format": format},
-                  timeout=120)
-    _fail(r)
-    if out is not None:
-        out.write_bytes(r.content)
-        typer.echo(str(out))
-    elif format == "parquet":
+    if format not in ("json", "csv", "parquet"):
+        raise typer.BadParameter(f"--format {format!r}: use json, csv or parquet")
+    if out is None and format == "parquet":
         typer.echo("parquet is binary: pass --out FILE", err=True)
         raise typer.Exit(2)
+    with _errors(), _client(url) as client:
+        data = client.download(exp_id, format)  # type: ignore[arg-type]
+    if out is not None:
+        out.write_bytes(data)
+        typer.echo(str(out))
     else:
-        sys.stdout.write(r.text)
+        sys.stdout.write(data.decode())
 
 
 @app.command()
 def cancel(exp_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Stop a running experiment (stored results are kept)."""
-    r = httpx.post(f"{url}/v1/experiments/{exp_id}/cancel",
-                   headers={"Authorization": f"Bearer {_token(token)}"}, timeout=60)
-    _fail(r)
-    typer.echo(f"{exp_id}: {r.json()['status']}")
+    with _errors(), _client(url, _token(token)) as client:
+        exp = client.cancel(exp_id)
+    typer.echo(f"{exp_id}: {exp.status}")
 
 
 @app.command()

@@ -18,15 +18,12 @@ No printing here: progress lines go to the ``progress`` callback (the CLI prints
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import platform
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +31,7 @@ from urllib.parse import urlparse
 import httpx
 import pyarrow as pa
 
+from service.client import DivsweepClient, ServiceError
 from sweeps.results_doc import (
     ResultsIndex,
     ResultsSource,
@@ -58,70 +56,42 @@ class ReproduceError(RuntimeError):
     """The service refused or lost a study's experiment (the message says which and why)."""
 
 
-@dataclass
 class Client:
-    """The few REST calls `reproduce` makes; also a `ResultsSource` for rendering."""
+    """What `reproduce` needs from the service (over `service.client.DivsweepClient`); also a
+    `ResultsSource` for rendering."""
 
-    url: str
-    token: str | None = None
-    timeout_s: float = 120.0
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 120.0) -> None:
+        self.url = url
+        self.api = DivsweepClient(url, token or "", timeout_s=timeout_s)
 
     def submit(self, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-        """POST a preset submission. A dropped connection or a 503 (Ray briefly unreachable,
-        e.g. a head still starting) is retried for up to `SUBMIT_RETRY_S` with the same
-        Idempotency-Key, so a retry never starts the study twice."""
-        headers = self._headers() | {"Idempotency-Key": f"reproduce-{uuid.uuid4().hex}"}
-        body = {"preset": preset, "overrides": overrides}
-        deadline = time.monotonic() + SUBMIT_RETRY_S
-        while True:
-            try:
-                r = httpx.post(f"{self.url}/v1/experiments", json=body, headers=headers,
-                               timeout=self.timeout_s)
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(2.0)
-                continue
-            if r.status_code == 503 and time.monotonic() < deadline:
-                time.sleep(2.0)
-                continue
-            if not r.is_success:
-                raise ReproduceError(f"submitting {preset}: {r.status_code} {_detail(r)}")
-            out: dict[str, Any] = r.json()
-            return out
+        """Submit a preset. A dropped connection or a 503 (Ray briefly unreachable, e.g. a head
+        still starting) is retried for up to `SUBMIT_RETRY_S` under one Idempotency-Key, so a
+        retry never starts the study twice."""
+        try:
+            out = self.api.submit(preset=preset, overrides=overrides, retry_s=SUBMIT_RETRY_S)
+        except ServiceError as e:
+            raise ReproduceError(f"submitting {preset}: {e}") from None
+        return out.model_dump(mode="json")
 
     def experiment(self, exp_id: str) -> dict[str, Any] | None:
         """``GET /v1/experiments/{id}`` (None: the service does not know it)."""
-        r = httpx.get(f"{self.url}/v1/experiments/{exp_id}", timeout=self.timeout_s)
-        if r.status_code == 404:
-            return None
-        if not r.is_success:
-            raise ReproduceError(f"status of {exp_id}: {r.status_code} {_detail(r)}")
-        out: dict[str, Any] = r.json()
-        return out
+        try:
+            return self.api.status(exp_id).model_dump(mode="json")
+        except ServiceError as e:
+            if e.status_code == 404:
+                return None
+            raise ReproduceError(f"status of {exp_id}: {e}") from None
 
     def status(self, experiment_id: str) -> str | None:
         exp = self.experiment(experiment_id)
         return None if exp is None else str(exp["status"])
 
     def results_table(self, experiment_id: str) -> pa.Table:
-        import pyarrow.parquet as pq
-
-        r = httpx.get(f"{self.url}/v1/experiments/{experiment_id}/results",
-                      params={"format": "parquet"}, timeout=self.timeout_s)
-        if not r.is_success:
-            raise ReproduceError(f"results of {experiment_id}: {r.status_code} {_detail(r)}")
-        return pq.read_table(io.BytesIO(r.content))
-
-
-def _detail(r: httpx.Response) -> str:
-    try:
-        return str(r.json().get("detail", r.text))
-    except ValueError:
-        return r.text
+        try:
+            return self.api.results(experiment_id)
+        except ServiceError as e:
+            raise ReproduceError(f"results of {experiment_id}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

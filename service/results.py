@@ -73,6 +73,8 @@ class ResultsView(Protocol):
 
     def plot_png(self, exp_id: str) -> bytes: ...
 
+    def charts(self, exp_id: str) -> dict[str, Any]: ...
+
     def cancel(self, exp_id: str) -> None: ...
 
     def check_writable(self) -> None: ...
@@ -174,6 +176,16 @@ class StoreResults:
         independent = [f for f in spec.varied_fields if f not in coupled]
         return plot_phase_diagram(table, metric=spec.metric, independent=independent or None,
                                   title=f"{spec.name} ({exp_id})")
+
+    def charts(self, exp_id: str) -> dict[str, Any]:
+        """What the results page draws (`sweeps.charts`), running trials included."""
+        from sweeps.charts import chart_data
+        from sweeps.spec import ExperimentSpec
+
+        table = self.table(exp_id)  # metrics before trials: every row's trial is listed below
+        store = self._open()
+        spec = ExperimentSpec.model_validate_json(store.get_experiment(exp_id).spec_json)
+        return chart_data(spec, table, store.get_trials(exp_id))
 
     def cancel(self, exp_id: str) -> None:
         store = self._open()

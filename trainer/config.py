@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from data.spec import exactly_one_of
 from trainer.builtin import builtin_spec, is_builtin
 from trainer.errors import ConfigError, format_validation_error
 
@@ -65,7 +66,9 @@ class LoraSpec(BaseModel):
 class TrainConfig(BaseModel):
     """One training run. See the module docstring for an example."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # exactly one of epochs/max_steps (`_check`), stated in the JSON Schema too
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
+                              json_schema_extra=exactly_one_of("epochs", "max_steps"))
 
     # --- model -------------------------------------------------------------------------------
     model: Literal["paper", "small", "tiny", "nano"] | None = "paper"

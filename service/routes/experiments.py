@@ -1,4 +1,4 @@
-"""The experiments resource: submit, list, status, cancel, results, summary, plot.
+"""The experiments resource: submit, list, status, cancel, results, summary, charts, plot.
 
 Every path id must match the registry's id pattern (``x`` + 16 hex digits) before anything is
 looked up, so an id like ``../../etc`` is a 422 (or a 404 from routing), never a file access.
@@ -224,6 +224,16 @@ def get_summary(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
     svc.registry.get(exp_id)
     return JSONResponse({"experiment_id": exp_id,
                          "rows": table_records(results.summary(exp_id))})
+
+
+@router.get("/{exp_id}/charts", responses=_ERRORS)
+def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
+    """What the results page draws, as JSON (`sweeps.charts`): the phase diagram's cells (mean
+    and std over seeds of the metric and its train-rule twin, running trials with their latest
+    report), the heat map where two axes vary, a threshold search's estimate and interval,
+    each trial's learning curve, and every trial's state, error and reuse source."""
+    svc.registry.get(exp_id)
+    return JSONResponse({"experiment_id": exp_id, **results.charts(exp_id)})
 
 
 @router.get(

@@ -118,6 +118,12 @@ class FakeResults:
         self.table(exp_id)
         return b"\x89PNG\r\n\x1a\nfake"
 
+    def charts(self, exp_id: str) -> dict[str, Any]:
+        self.table(exp_id)
+        return {"metric": "test_acc", "curves": [
+            {"trial_id": t, "step": [r.metrics.get("step") for r in self.rows[exp_id]
+                                     if r.trial_id == t]} for t in self.trials[exp_id]]}
+
     def cancel(self, exp_id: str) -> None:
         self.cancelled.append(exp_id)
         for t, state in self.trials.get(exp_id, {}).items():

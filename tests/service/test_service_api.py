@@ -167,6 +167,8 @@ def test_results_in_three_formats(harness: Harness) -> None:
     assert {r["trial_id"] for r in summ} == {"t0", "t1"}
     png = harness.client.get(f"/v1/experiments/{exp_id}/plot.png")
     assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    charts = harness.client.get(f"/v1/experiments/{exp_id}/charts").json()
+    assert charts["experiment_id"] == exp_id and len(charts["curves"]) == 2
 
 
 def test_events_stream_resumes_and_ends_with_status(harness: Harness) -> None:
@@ -238,6 +240,9 @@ def test_page_lists_experiments(harness: Harness) -> None:
     html = harness.client.get("/").text
     assert exp_id in html and "page-test" in html and "<progress" in html
     one = harness.client.get(f"/experiments/{exp_id}").text
-    assert "plot.png" in one and "<table id=summary>" in one
-    assert harness.client.get("/static/app.js").headers["content-type"].startswith(
-        "text/javascript")
+    assert "plot.png" in one and "<table id=summary>" in one and "<section id=charts" in one
+    for name in ("app.js", "charts.js", "plotly.min.js"):
+        js = harness.client.get(f"/static/{name}")
+        assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert harness.client.get("/static/../settings.py").status_code == 404
+    assert harness.client.get("/static/other.js").status_code == 404

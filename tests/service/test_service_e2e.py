@@ -11,11 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from browser import Browser, chromium_path, open_browser
 from uvicorn_proc import stop_process, wait_healthy
 
 from service.local_ray import free_port
@@ -140,7 +138,7 @@ def test_submit_stream_and_download(service: ServiceProcess) -> None:
 
 
 def test_cancel_running_experiment(service: ServiceProcess, ray_head: Any,
-                                   browser: Chromium | None) -> None:
+                                   browser: Browser | None) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     # Long enough (many epochs) that it is still running when cancelled.
@@ -227,99 +225,30 @@ def test_killed_service_restarts_with_registry_rows_and_stream_intact(
     assert len(rows) == len(seen) and final["progress"]["complete"] == 2
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="Debian package `chromium` is not installed")
-def test_results_page_in_headless_chromium(service: ServiceProcess,
-                                           browser: Chromium | None) -> None:
+@pytest.mark.skipif(chromium_path() is None, reason="Debian package `chromium` is not installed")
+def test_results_page_in_headless_chromium(service: ServiceProcess, browser: Browser | None,
+                                           tmp_path: Path) -> None:
     assert "done" in STATE and browser is not None, "needs test_submit_stream_and_download"
     exp_id = STATE["done"]
     row = browser.html_when(f"{service.url}/", f'tr[data-id="{exp_id}"]',
                             "el.dataset.refreshed && el.dataset.status === 'complete'")
     assert "smoke" in row and "2/2 trials done" in row, row
-    # The experiment's own page: the phase diagram (loaded) and the summary table.
-    img = browser.html_when(f"{service.url}/experiments/{exp_id}", "#plot",
-                            "el.complete && el.naturalWidth > 100")
-    assert f"/v1/experiments/{exp_id}/plot.png" in img
+    # The experiment's own page: Plotly's charts drawn from the real sweep's results.
+    shot = tmp_path / "smoke-page.png"
+    charts = browser.html_when(
+        f"{service.url}/experiments/{exp_id}", "#charts",
+        "Number(el.dataset.points) > 0 && document.querySelectorAll('#trials tbody tr').length"
+        " === 2 && document.getElementById('phase').data?.length > 0", screenshot=shot)
+    assert "state-complete" in charts and shot.stat().st_size > 10_000
     table = browser.html_when(f"{service.url}/experiments/{exp_id}", "#summary", "true")
     assert table.count("<tr>") == 1 + 2  # header + two grid cells
 
 
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol (pages with open SSE streams never
-    go idle, so ``--dump-dom`` cannot be used while an experiment runs)."""
-
-    def __init__(self) -> None:
-        self.profile = tempfile.TemporaryDirectory(prefix="chromium")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [_chromium() or "", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={self.profile.name}",
-             f"--remote-debugging-port={self.port}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                targets = httpx.get(f"http://127.0.0.1:{self.port}/json/list", timeout=2).json()
-                self.ws_url = next(t["webSocketDebuggerUrl"] for t in targets
-                                   if t["type"] == "page")
-                break
-            except (httpx.TransportError, StopIteration, ValueError):
-                assert time.monotonic() < deadline, "chromium did not start"
-                time.sleep(0.3)
-        self._id = 0
-
-    def _call(self, ws: Any, method: str, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(ws.recv(timeout=30))
-            if msg.get("id") == self._id:
-                return dict(msg.get("result", {}))
-
-    def html_when(self, url: str, selector: str, ready: str, timeout_s: float = 60) -> str:
-        """Open ``url``; return the outerHTML of ``selector`` once the JS expression ``ready``
-        (evaluated with ``el`` bound to it) is true."""
-        from websockets.sync.client import connect
-
-        expr = (f"(() => {{ const el = document.querySelector({json.dumps(selector)}); "
-                f"return el && ({ready}) ? el.outerHTML : null; }})()")
-        with connect(self.ws_url, max_size=None) as ws:
-            self._call(ws, "Page.navigate", url=url)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                res = self._call(ws, "Runtime.evaluate", expression=expr, returnByValue=True)
-                value = res.get("result", {}).get("value")
-                if value:
-                    return str(value)
-                time.sleep(0.5)
-            res = self._call(ws, "Runtime.evaluate", returnByValue=True,
-                             expression="document.body ? document.body.outerHTML : ''")
-            raise AssertionError(f"{selector} never satisfied {ready}:\n"
-                                 f"{res.get('result', {}).get('value', '')[:3000]}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
-        self.profile.cleanup()
-
-
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium | None]:
+def browser() -> Iterator[Browser | None]:
     """A Chromium for the module, or None when the binary is absent (tests then skip)."""
-    if _chromium() is None:
+    if chromium_path() is None:
         yield None
         return
-    b = Chromium()
-    try:
+    with open_browser() as b:
         yield b
-    finally:
-        b.close()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from service_fakes import AUTH, Harness
+from service_fakes import AUTH, Harness, small_spec
 
 EXAMPLES = 50
 
@@ -46,3 +47,31 @@ def test_no_server_errors(tmp_path: Path, mode: schemathesis.GenerationMode, tar
 
     check()
     assert len(seen) >= (5 if target == "all" else 1), seen
+
+
+@pytest.mark.parametrize(("data", "train", "accepted"), [
+    ({"examples_per_instruction": 10}, {"epochs": 1}, True),
+    ({"n_examples": 100}, {"max_steps": 5}, True),
+    ({"examples_per_instruction": 10, "n_examples": 100}, {"epochs": 1}, False),
+    ({}, {"epochs": 1}, False),
+    ({"examples_per_instruction": 10}, {"epochs": 1, "max_steps": 5}, False),
+    ({"examples_per_instruction": 10}, {}, False),
+])
+def test_schema_states_the_exactly_one_rules(tmp_path: Path, data: dict[str, int],
+                                             train: dict[str, int], accepted: bool) -> None:
+    """The published schema accepts a spec exactly when the service does (budget: one of
+    examples_per_instruction / n_examples; length: one of epochs / max_steps)."""
+    h = Harness(tmp_path, max_trials=16, max_examples=100_000)
+    openapi = h.client.get("/openapi.json").json()
+    schema = {**openapi["components"]["schemas"]["ExperimentSpec"],
+              "components": openapi["components"]}
+    spec = small_spec()
+    for k in ("examples_per_instruction", "n_examples"):
+        spec["data"].pop(k, None)
+    spec["data"].update(data)
+    spec["train"] = {"model": "nano", **train}
+    spec.pop("budget")  # a budget derives S per cell; here the base spec is what is tested
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(spec))
+    assert (not errors) == accepted, [e.message for e in errors]
+    r = h.submit(spec)
+    assert (r.status_code == 202) == accepted, r.text

@@ -1,0 +1,159 @@
+"""What the results page draws, as plain JSON: the phase diagram, the heat map, the threshold
+estimate, every trial's learning curve and the trials' states.
+
+The page's charts are drawn by Plotly in the browser (`service.routes.page`); this module only
+decides *what* to draw from a `sweeps.tables.results` table, the trials and the spec, so the
+same answer serves the page, a notebook (``GET /v1/experiments/{id}/charts``) and tests.
+Running trials count with their latest report, so the diagram fills in while a sweep runs.
+
+Example (a 2-seed grid over I with one cell done)::
+
+    data = chart_data(spec, results(exp_id, store=st), st.get_trials(exp_id))
+    data["phase"]["x"]                 # 'data.n_instructions'
+    data["phase"]["rows"][0]           # {'data.n_instructions': 16, 'n': 2,
+                                       #  'metric_mean': 0.01, 'metric_std': 0.005, ...}
+    data["curves"][0]["step"][:3]      # [875, 1750, 2625]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from sweeps.spec import ExperimentSpec, ThresholdSearch
+from sweeps.store import TrialRecord
+from sweeps.tables import summarize
+
+#: Reports drawn per trial curve at most (evenly thinned): a page stays light at 10^5 rows.
+MAX_POINTS = 200
+
+
+def _train_metric(metric: str, columns: Sequence[str]) -> str | None:
+    """The train-rule twin of a test metric (``test_acc_op`` -> ``train_acc_op``), if stored."""
+    if metric.startswith("test_"):
+        twin = "train_" + metric[len("test_"):]
+        if twin in columns:
+            return twin
+    return None
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _cell(v: Any) -> Any:
+    return _num(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+def independent_axes(spec: ExperimentSpec) -> list[str]:
+    """The varied fields a chart puts on its axes: the budget-coupled field (S when I varies
+    at a fixed I x S) follows the other and is left out."""
+    coupled = {spec.budget.examples_field} if spec.budget else set()
+    return [f for f in spec.varied_fields if f not in coupled]
+
+
+def _cells(table: pa.Table, params: set[str], axes: list[str], metric: str, train: str | None,
+           include_running: bool) -> list[dict[str, Any]]:
+    """One row per grid cell: the axes' values, ``n`` seeds, mean and std of the metrics."""
+    summary = summarize(table, params, include_running=include_running).to_pylist()
+    rows = []
+    for r in summary:
+        row = {a: _cell(r.get(a)) for a in axes}
+        row["n"] = int(r["n"])
+        row["metric_mean"] = _num(r.get(f"{metric}_mean"))
+        row["metric_std"] = _num(r.get(f"{metric}_std"))
+        if train:
+            row["train_mean"] = _num(r.get(f"{train}_mean"))
+            row["train_std"] = _num(r.get(f"{train}_std"))
+        rows.append(row)
+    return rows
+
+
+def _heatmap(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any] | None:
+    """Mean metric over the last two axes (x = the last), where exactly two vary."""
+    if len(axes) != 2:
+        return None
+    y_axis, x_axis = axes
+    xs = sorted({r[x_axis] for r in rows if r[x_axis] is not None})
+    ys = sorted({r[y_axis] for r in rows if r[y_axis] is not None})
+    z: list[list[float | None]] = [[None] * len(xs) for _ in ys]
+    for r in rows:
+        if r[x_axis] in xs and r[y_axis] in ys:
+            z[ys.index(r[y_axis])][xs.index(r[x_axis])] = r["metric_mean"]
+    return {"x_axis": x_axis, "y_axis": y_axis, "x": xs, "y": ys, "z": z}
+
+
+def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a threshold search: the smallest probe passing with every larger one passing, and
+    the interval (largest failing probe below it, estimate]."""
+    search = spec.search
+    if not isinstance(search, ThresholdSearch):
+        return None
+    probes = sorted((r[search.axis], r["metric_mean"] or 0.0, r["n"]) for r in rows
+                    if r.get(search.axis) is not None)
+    estimate = low = None
+    for i in range(len(probes) - 1, -1, -1):
+        value, mean, _ = probes[i]
+        if mean < search.level:
+            low = value
+            break
+        estimate = value
+    if estimate is None:
+        low = None
+    return {"axis": search.axis, "metric": search.metric, "level": search.level,
+            "estimate": estimate, "low": low, "high": estimate,
+            "probes": [{"value": v, "mean": m, "n": n} for v, m, n in probes]}
+
+
+def _curves(table: pa.Table, axes: list[str], metric: str, train: str | None,
+            trials: dict[str, TrialRecord]) -> list[dict[str, Any]]:
+    cols = table.column_names
+    want = ["trial_id", "step"] + [c for c in (metric, train, "train_loss") if c and c in cols]
+    if "step" not in cols:
+        return []
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in table.select(want).to_pylist():
+        by_trial.setdefault(row["trial_id"], []).append(row)
+    out = []
+    for tid, rows in by_trial.items():
+        if len(rows) > MAX_POINTS:  # keep the last report: it is the one the tables use
+            stride = math.ceil(len(rows) / MAX_POINTS)
+            rows = rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
+        rec = trials.get(tid)
+        params = rec.params if rec else {}
+        label = ", ".join(f"{a.split('.')[-1]}={params.get(a)}" for a in axes)
+        label = f"{label}, seed={params.get('seed')}" if label else f"seed={params.get('seed')}"
+        out.append({
+            "trial_id": tid, "label": label, "state": rec.state if rec else None,
+            "step": [r["step"] for r in rows],
+            "metric": [_num(r.get(metric)) for r in rows],
+            "train": [_num(r.get(train)) for r in rows] if train else None,
+            "loss": [_num(r.get("train_loss")) for r in rows],
+        })
+    return out
+
+
+def chart_data(spec: ExperimentSpec, table: pa.Table,
+               trials: Sequence[TrialRecord]) -> dict[str, Any]:
+    """Everything the results page draws, JSON-ready (see the module docstring)."""
+    by_id = {t.trial_id: t for t in trials}
+    params = {k for t in trials for k in t.params}
+    axes = [a for a in independent_axes(spec) if a in table.column_names]
+    metric = spec.metric
+    train = _train_metric(metric, table.column_names)
+    live = _cells(table, params, axes, metric, train, True) if table.num_rows else []
+    # the threshold is estimated from finished probes only: a running one's accuracy still moves
+    done = _cells(table, params, axes, metric, train, False) if table.num_rows else []
+    return {
+        "metric": metric, "train_metric": train, "axes": axes,
+        "phase": {"x": axes[-1] if axes else None,
+                  "series": axes[0] if len(axes) > 1 else None, "rows": live},
+        "heatmap": _heatmap(live, axes),
+        "threshold": _threshold(spec, done),
+        "curves": _curves(table, axes, metric, train, by_id) if table.num_rows else [],
+        "trials": [{"trial_id": t.trial_id, "state": t.state, "error": t.error,
+                    "reused_from": t.reused_from, "params": t.params} for t in trials],
+    }
