@@ -29,6 +29,15 @@ file descriptors, threads, from /proc) and prints the first sample after a 30 s 
 last one and their difference, with the error counts and latency percentiles::
 
     python benchmarks/bench_service.py --soak [--duration 600]
+
+``--curves`` measures cost against size, each as a ratio to a baseline of the same run (this
+machine's absolute times drift): status and results-as-Parquet of a running and a finished
+experiment at 10^3, 10^4 and 10^5 rows with ``/healthz`` as the floor, the list page and the
+list API with 10, 100 and 1,000 experiments, and the store's one-row ingest with compaction on
+and off (medians of ``--repeats``); it prints the ratios against issue 14's targets and, with
+``--plot``, draws the curves::
+
+    python benchmarks/bench_service.py --curves --plot docs/img/bench-service.png
 """
 
 from __future__ import annotations
@@ -71,8 +80,11 @@ class StubRunner:
     def nodes(self) -> list[dict[str, float]] | None:
         return None
 
+    def cluster_status(self) -> dict[str, object] | None:
+        return None
 
-def populate(state_dir: Path, rows: int, exp_id: str, status: str) -> None:
+
+def populate(state_dir: Path, rows: int, exp_id: str, status: str, name: str = "bench") -> None:
     """One experiment with ``rows`` metric rows in the store and the registry."""
     from service.registry import Registry
     from service.settings import Settings
@@ -80,9 +92,9 @@ def populate(state_dir: Path, rows: int, exp_id: str, status: str) -> None:
     from sweeps.store.base import TrialRecord
 
     settings = Settings(state_dir=state_dir)
-    spec_json = json.dumps({"name": "bench", "metric": "test_acc"})
+    spec_json = json.dumps({"name": name, "metric": "test_acc"})
     store = open_store(settings.store_uri)
-    store.create_experiment(exp_id, name="bench", spec_json=spec_json, spec_hash="h")
+    store.create_experiment(exp_id, name=name, spec_json=spec_json, spec_hash="h")
     n_trials = 20
     store.put_trials([
         TrialRecord(exp_id, f"t{i:02d}", trial_key=f"k{i}",
@@ -92,17 +104,18 @@ def populate(state_dir: Path, rows: int, exp_id: str, status: str) -> None:
         for i in range(n_trials)
     ])
     per = rows // n_trials
-    for step in range(per):
+    batch = max(1, per // 50)  # steps per write: 50 writes whatever the size
+    for start in range(0, per, batch):
         store.append_metrics_batch(exp_id, [
             (f"t{i:02d}", {"step": step, "test_acc": (i + step) / (per + n_trials),
                            "train_loss": 1.0 / (step + 1)}, None)
-            for i in range(n_trials)
+            for step in range(start, min(per, start + batch)) for i in range(n_trials)
         ])
     if status != "running":
         store.set_experiment_status(exp_id, status)
     reg = Registry(settings.registry_url)
     # The registry assigns ids itself; rewrite the one row to the store's id.
-    exp = reg.create(name="bench", spec_json=spec_json, spec_hash="h", n_trials=n_trials,
+    exp = reg.create(name=name, spec_json=spec_json, spec_hash="h", n_trials=n_trials,
                      submitter="bench", idempotency_key=None)
     from sqlalchemy import update
 
@@ -232,6 +245,216 @@ def soak(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --------------------------------------------------------------------------------------------
+# --curves: cost against size, as ratios to a baseline measured in the same run
+# --------------------------------------------------------------------------------------------
+TARGETS = {  # issue 14: each ratio and its ceiling (ingest: a floor)
+    "status p50 / healthz p50": 1.5, "status p99 / healthz p99": 2.0,
+    "running parquet p99 / finished p99 (10^4 rows)": 2.0,
+    "list page p50, 1,000 / 10 experiments": 5.0,
+}
+
+
+class Server:
+    """The real app on the stub runner in a subprocess, for one state directory."""
+
+    def __init__(self, state: Path) -> None:
+        from service.local_ray import free_port
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state),
+                                      "--port", str(self.port)])
+
+    def __enter__(self) -> Server:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+    def measure(self, path: str, clients: int, n: int) -> tuple[float, float]:
+        """(p50, p99) in ms of ``n`` GETs over ``clients`` connections, after a warm-up."""
+        asyncio.run(hammer(self.base + path, clients, max(4 * clients, n // 10)))  # warm-up
+        lat, _ = asyncio.run(hammer(self.base + path, clients, n))
+        return pct(lat, 50) * 1e3, pct(lat, 99) * 1e3
+
+
+def _exp_id(size: int, kind: str) -> str:
+    return f"x{size:014x}{'0a' if kind == 'running' else '0d'}"
+
+
+def curve_rows(sizes: list[int], clients: int, n: int) -> list[dict[str, float]]:
+    """Status and results-as-Parquet latency of a running and a finished experiment of each
+    size, with /healthz measured between them as the floor."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bench-curve") as tmp:
+        state = Path(tmp)
+        t0 = time.perf_counter()
+        for size in sizes:
+            populate(state, size, _exp_id(size, "running"), "running")
+            populate(state, size, _exp_id(size, "done"), "complete")
+        print(f"populated {2 * len(sizes)} experiments ({', '.join(map(str, sizes))} rows "
+              f"each) in {time.perf_counter() - t0:.1f} s")
+        with Server(state) as srv:
+            for size in sizes:
+                run, done = (f"/v1/experiments/{_exp_id(size, k)}" for k in ("running", "done"))
+                heavy = max(4 * clients, n // 10 if size <= 10_000 else n // 40)
+                row: dict[str, float] = {"rows": size}
+                row["healthz_p50"], row["healthz_p99"] = srv.measure("/healthz", clients, n)
+                row["status_p50"], row["status_p99"] = srv.measure(run, clients, n)
+                row["running_p50"], row["running_p99"] = srv.measure(
+                    f"{run}/results?format=parquet", clients, heavy)
+                row["done_p50"], row["done_p99"] = srv.measure(
+                    f"{done}/results?format=parquet", clients, heavy)
+                out.append(row)
+                print(f"  {size:>7} rows: healthz "
+                      f"{row['healthz_p50']:6.2f}/{row['healthz_p99']:6.2f}"
+                      f"  status {row['status_p50']:6.2f}/{row['status_p99']:6.2f}"
+                      f"  parquet running {row['running_p50']:7.1f}/{row['running_p99']:7.1f}"
+                      f"  finished {row['done_p50']:7.1f}/{row['done_p99']:7.1f} ms (p50/p99)")
+    return out
+
+
+def curve_list(counts: list[int], clients: int, n: int) -> list[dict[str, float]]:
+    """The list page (HTML, 50 a page, progress per row) and the list API, against how many
+    experiments the registry holds (each with 20 stored rows)."""
+    out = []
+    for count in counts:
+        with tempfile.TemporaryDirectory(prefix="bench-list") as tmp:
+            state = Path(tmp)
+            t0 = time.perf_counter()
+            for i in range(count):
+                populate(state, 20, f"x{i:016x}", "complete" if i % 2 else "running",
+                         name=f"bench-{i}")
+            with Server(state) as srv:
+                row: dict[str, float] = {"experiments": count}
+                row["page_p50"], row["page_p99"] = srv.measure("/", clients, n // 4)
+                row["api_p50"], row["api_p99"] = srv.measure("/v1/experiments?limit=50",
+                                                             clients, n // 4)
+            out.append(row)
+            print(f"  {count:>5} experiments (populated in {time.perf_counter() - t0:5.1f} s): "
+                  f"page {row['page_p50']:7.1f}/{row['page_p99']:7.1f}  "
+                  f"API {row['api_p50']:6.1f}/{row['api_p99']:6.1f} ms (p50/p99)")
+    return out
+
+
+def curve_ingest(sizes: list[int], repeats: int) -> list[dict[str, float]]:
+    """ParquetStore ingest at one row per write (what the Tune callback does), compaction on
+    against off (fan-in beyond reach), alternating, median of ``repeats``."""
+    import uuid
+
+    import sweeps.store.parquet as parquet
+    from sweeps.store import ParquetStore
+
+    metrics = {"step": 1, "test_acc": 0.5, "test_acc_op": 0.4, "train_loss": 1.2, "lr": 1e-3}
+    fanin = parquet.COMPACT_FANIN
+    out = []
+    try:
+        for size in sizes:
+            rates: dict[str, list[float]] = {"on": [], "off": []}
+            for _ in range(repeats):
+                for mode, value in (("off", 10**9), ("on", fanin)):
+                    parquet.COMPACT_FANIN = value
+                    with tempfile.TemporaryDirectory(prefix="bench-ingest") as root:
+                        store = ParquetStore(root)
+                        eid = f"ing-{uuid.uuid4().hex[:6]}"
+                        store.create_experiment(eid, name="ingest", spec_json="{}",
+                                                spec_hash="h")
+                        t0 = time.perf_counter()
+                        for i in range(size):
+                            store.append_metrics(eid, f"t{i % 16}", metrics)
+                        rates[mode].append(size / (time.perf_counter() - t0))
+                        assert len(ParquetStore(root).get_metrics(eid)) == size
+            on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+            out.append({"rows": size, "on": on, "off": off})
+            print(f"  {size:>7} rows: compaction on {on:6.0f} rows/s, off {off:6.0f} rows/s "
+                  f"(medians of {repeats}), ratio {on / off:.2f}  "
+                  f"[on: {', '.join(f'{r:.0f}' for r in rates['on'])}; "
+                  f"off: {', '.join(f'{r:.0f}' for r in rates['off'])}]")
+    finally:
+        parquet.COMPACT_FANIN = fanin
+    return out
+
+
+def curves(args: argparse.Namespace) -> int:
+    print(f"== cost against size; {args.clients[0]} clients on loopback; all from this run ==")
+    print("status and results as Parquet, by experiment size:")
+    rows = curve_rows(args.sizes, args.clients[0], args.requests)
+    print("list, by number of experiments:")
+    lists = curve_list(args.counts, args.clients[0], args.requests)
+    print("store ingest, one row per write:")
+    ingest = curve_ingest(args.ingest_sizes, args.repeats)
+    mid = next((r for r in rows if r["rows"] == 10_000), rows[-1])
+    ratios = {
+        "status p50 / healthz p50": statistics.median(r["status_p50"] / r["healthz_p50"]
+                                                      for r in rows),
+        "status p99 / healthz p99": statistics.median(r["status_p99"] / r["healthz_p99"]
+                                                      for r in rows),
+        "running parquet p99 / finished p99 (10^4 rows)": mid["running_p99"] / mid["done_p99"],
+        "list page p50, 1,000 / 10 experiments": lists[-1]["page_p50"] / lists[0]["page_p50"],
+    }
+    print("\nratios (median over sizes where several; target in brackets):")
+    ok = True
+    for name, value in ratios.items():
+        good = value <= TARGETS[name]
+        ok &= good
+        print(f"  {name:<48} {value:5.2f}  [<= {TARGETS[name]}]  {'ok' if good else 'MISSED'}")
+    api = lists[-1]["api_p50"] / lists[0]["api_p50"]
+    print(f"  {'list API p50, 1,000 / 10 experiments':<48} {api:5.2f}  (registry only)")
+    for r in ingest:
+        good = r["on"] / r["off"] >= 0.8
+        ok &= good
+        print(f"  {'ingest on / off, ' + format(int(r['rows']), ',') + ' rows':<48} "
+              f"{r['on'] / r['off']:5.2f}  [>= 0.8]  {'ok' if good else 'MISSED'}")
+    if args.plot:
+        plot_curves(rows, lists, ingest, args.plot)
+        print(f"wrote {args.plot}")
+    return 0 if ok else 1
+
+
+def plot_curves(rows: list[dict[str, float]], lists: list[dict[str, float]],
+                ingest: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    x = [r["rows"] for r in rows]
+    for key, label in (("healthz", "/healthz"), ("status", "status (running)")):
+        ax[0].plot(x, [r[f"{key}_p50"] for r in rows], "o-", label=f"{label} p50")
+        ax[0].plot(x, [r[f"{key}_p99"] for r in rows], "o--", label=f"{label} p99")
+    ax[0].set(xscale="log", xlabel="result rows of the experiment", ylabel="ms",
+              title="status vs /healthz")
+    for key, label in (("running", "running"), ("done", "finished")):
+        ax[1].plot(x, [r[f"{key}_p50"] for r in rows], "o-", label=f"{label} p50")
+        ax[1].plot(x, [r[f"{key}_p99"] for r in rows], "o--", label=f"{label} p99")
+    ax[1].set(xscale="log", yscale="log", xlabel="result rows", ylabel="ms",
+              title="results as Parquet")
+    xl = [r["experiments"] for r in lists]
+    for key, label in (("page", "list page (HTML)"), ("api", "list API")):
+        ax[2].plot(xl, [r[f"{key}_p50"] for r in lists], "o-", label=f"{label} p50")
+        ax[2].plot(xl, [r[f"{key}_p99"] for r in lists], "o--", label=f"{label} p99")
+    ax[2].set(xscale="log", xlabel="experiments in the registry", ylabel="ms", title="list")
+    xi = [r["rows"] for r in ingest]
+    ax[3].plot(xi, [r["on"] for r in ingest], "o-", label="compaction on")
+    ax[3].plot(xi, [r["off"] for r in ingest], "o-", label="compaction off")
+    ax[3].set(xscale="log", xlabel="rows written (one per write)", ylabel="rows/s",
+              title="store ingest")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
@@ -239,6 +462,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    cu = ap.add_argument_group("cost against size (--curves)")
+    cu.add_argument("--curves", action="store_true",
+                    help="status, results, list and ingest against size, with the ratios")
+    cu.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    cu.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1_000])
+    cu.add_argument("--ingest-sizes", type=int, nargs="+", default=[1_000, 10_000])
+    cu.add_argument("--repeats", type=int, default=3, help="ingest runs per mode and size")
+    cu.add_argument("--plot", type=Path, help="write the curves as a PNG here")
     lo = ap.add_argument_group("mixed load test (--load)")
     lo.add_argument("--load", action="store_true", help="run the mixed load test instead")
     lo.add_argument("--soak", action="store_true",
@@ -269,6 +500,12 @@ def main() -> None:
         raise SystemExit(load(args))
     if args.soak:
         raise SystemExit(soak(args))
+    if args.curves:
+        if args.clients == [1, 8, 32]:
+            args.clients = [8]
+        if args.requests == 200:
+            args.requests = 2000
+        raise SystemExit(curves(args))
 
     from service.local_ray import free_port
 

@@ -35,7 +35,7 @@ def match_token(presented: str, tokens: dict[str, str]) -> str | None:
     return found
 
 
-def require_token(
+async def require_token(
     settings: Annotated[Settings, Depends(get_settings)],
     authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
 ) -> str:

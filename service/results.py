@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 TRIAL_STATES = ("pending", "running", "complete", "pruned", "failed", "cancelled")
 FINAL_STATUSES = ("complete", "failed", "cancelled")
 TABLE_CACHE_SIZE = 8
+PROGRESS_CACHE_SIZE = 4096  # a few hundred bytes each
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class StoreResults:
         self._store: Any = None
         self._best: dict[str, _Best] = {}
         self._tables: dict[str, pa.Table] = {}  # finished experiments only, oldest first
+        self._live: dict[str, tuple[Hashable, pa.Table]] = {}  # running: (state token, table)
+        self._progress: dict[tuple[str, str, str], tuple[Hashable, TrialCounts]] = {}
         self._lock = threading.Lock()
 
     def _open(self) -> Any:
@@ -111,7 +115,25 @@ class StoreResults:
         return bool(self._open().has_experiment(exp_id))
 
     def progress(self, exp_id: str, metric: str, mode: str) -> TrialCounts:
+        """Counts by state and the best metric so far; computed once per state of the store
+        (`state_token`), so repeated status requests of an unchanged experiment read only the
+        directory listings."""
         store = self._open()
+        token = store.state_token(exp_id)
+        key = (exp_id, metric, mode)
+        with self._lock:
+            hit = self._progress.get(key)
+        if hit is not None and token is not None and hit[0] == token:
+            return hit[1]
+        out = self._progress_now(store, exp_id, metric, mode)
+        if token is not None:
+            with self._lock:
+                self._progress[key] = (token, out)
+                while len(self._progress) > PROGRESS_CACHE_SIZE:
+                    self._progress.pop(next(iter(self._progress)))
+        return out
+
+    def _progress_now(self, store: Any, exp_id: str, metric: str, mode: str) -> TrialCounts:
         if not store.has_experiment(exp_id):
             # The job has not started writing yet.
             return TrialCounts(dict.fromkeys(TRIAL_STATES, 0), 0, None, None, None)
@@ -137,8 +159,9 @@ class StoreResults:
         return [ResultEvent(r.seq, r.trial_id, r.time, r.metrics) for r in rows]
 
     def table(self, exp_id: str) -> pa.Table:
-        """All result rows. Finished experiments are read once and then served from memory:
-        their rows can no longer change, and reading 10**4 rows costs ~0.2 s."""
+        """All result rows, read once per state of the store: a finished experiment's table is
+        kept (its rows can no longer change), a running one's under the store's
+        `state_token`, which changes with every write; reading 10**4 rows costs ~0.2 s."""
         with self._lock:
             cached = self._tables.get(exp_id)
         if cached is not None:
@@ -148,14 +171,24 @@ class StoreResults:
         from sweeps.tables import results
 
         store = self._open()
-        # Status first: rows read after seeing a final status are complete.
+        # Token and status first: rows read after them are at least that new.
+        token = store.state_token(exp_id)
+        with self._lock:
+            live = self._live.get(exp_id)
+        if live is not None and token is not None and live[0] == token:
+            return live[1]
         final = store.get_experiment(exp_id).status in FINAL_STATUSES
         table: pa.Table = results(exp_id, store=store)
-        if final:
-            with self._lock:
+        with self._lock:
+            if final:
                 self._tables[exp_id] = table
+                self._live.pop(exp_id, None)
                 while len(self._tables) > TABLE_CACHE_SIZE:
                     self._tables.pop(next(iter(self._tables)))
+            elif token is not None:
+                self._live[exp_id] = (token, table)
+                while len(self._live) > TABLE_CACHE_SIZE:
+                    self._live.pop(next(iter(self._live)))
         return table
 
     def summary(self, exp_id: str) -> pa.Table:
@@ -172,8 +205,7 @@ class StoreResults:
 
         table = self.summary(exp_id)
         spec = ExperimentSpec.model_validate_json(self._open().get_experiment(exp_id).spec_json)
-        coupled = {spec.budget.examples_field} if spec.budget else set()
-        independent = [f for f in spec.varied_fields if f not in coupled]
+        independent = spec.independent_fields
         return plot_phase_diagram(table, metric=spec.metric, independent=independent or None,
                                   title=f"{spec.name} ({exp_id})")
 

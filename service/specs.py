@@ -38,6 +38,7 @@ from service.errors import (
 )
 from sweeps.limits import SizeError, TrialSizes, bounding_plans, path_values, trial_sizes
 from sweeps.spec import STRICT_CONTEXT, ExperimentSpec, TrialPlan
+from sweeps.tracking import missing as missing_trackers
 from trainer.builtin import is_builtin
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,10 @@ def prepare(body: Mapping[str, Any], quotas: Quotas, prefix: str = "") -> Prepar
     except ValueError as e:
         raise SpecValidationError(str(e), [FieldError(prefix or "body", str(e))]) from None
     check_paths(spec, quotas.model_roots, plans)
+    absent = missing_trackers(spec.tracking)
+    if absent:
+        raise SpecValidationError("; ".join(f"{f}: {m}" for f, m in absent),
+                                  [FieldError(f, m, "not_installed") for f, m in absent])
     try:
         sizes = trial_sizes(spec, plans)
     except SizeError as e:

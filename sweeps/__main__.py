@@ -21,7 +21,6 @@ from sweeps.errors import SweepError
 def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
     import pandas as pd
 
-    from sweeps.charts import independent_axes
     from sweeps.plot import plot_experiment
     from sweeps.spec import ThresholdSearch
     from sweeps.store import open_store
@@ -34,13 +33,7 @@ def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
           + ", ".join(f"{k} {v}" for k, v in store.progress(experiment_id).items() if v))
     table = summary(experiment_id, store=store)
     df = table.to_pandas()
-    # the spec's own axes lead, in its order, ascending (I = 16 before 1024); the field a
-    # budget couples to them (S) follows
-    axes = [a for a in independent_axes(spec) if a in df.columns]
-    if axes:
-        df = df.sort_values(axes, kind="stable")
-    cells = [c for c in df.columns if not c.endswith(("_mean", "_std"))]
-    keep = axes + [c for c in cells if c not in axes]
+    keep = [c for c in df.columns if not c.endswith(("_mean", "_std"))]  # axes first (`summary`)
     keep += [c for c in df.columns
              if c.startswith(spec.metric) and c.endswith(("_mean", "_std"))]
     keep += [c for c in df.columns if c.endswith("_mean") and c not in keep]

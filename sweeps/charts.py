@@ -48,13 +48,6 @@ def _cell(v: Any) -> Any:
     return _num(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
 
-def independent_axes(spec: ExperimentSpec) -> list[str]:
-    """The varied fields a chart puts on its axes: the budget-coupled field (S when I varies
-    at a fixed I x S) follows the other and is left out."""
-    coupled = {spec.budget.examples_field} if spec.budget else set()
-    return [f for f in spec.varied_fields if f not in coupled]
-
-
 def _cells(table: pa.Table, params: set[str], axes: list[str], metric: str, train: str | None,
            include_running: bool) -> list[dict[str, Any]]:
     """One row per grid cell: the axes' values, ``n`` seeds, mean and std of the metrics."""
@@ -141,7 +134,7 @@ def chart_data(spec: ExperimentSpec, table: pa.Table,
     """Everything the results page draws, JSON-ready (see the module docstring)."""
     by_id = {t.trial_id: t for t in trials}
     params = {k for t in trials for k in t.params}
-    axes = [a for a in independent_axes(spec) if a in table.column_names]
+    axes = [a for a in spec.independent_fields if a in table.column_names]
     metric = spec.metric
     train = _train_metric(metric, table.column_names)
     live = _cells(table, params, axes, metric, train, True) if table.num_rows else []

@@ -36,6 +36,8 @@ from sweeps.packing import gpu_share
 from sweeps.reuse import ReuseIndex, final_metric
 from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
 from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
+from sweeps.tracking import callbacks as tracking_callbacks
+from sweeps.tracking import check_installed
 from sweeps.trainable import TrialFn, make_trainable
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ def check_runnable(spec: ExperimentSpec) -> None:
     """
     from trainer.builtin import is_builtin, resolve_init
 
+    check_installed(spec.tracking)
     init = spec.train.init
     if is_builtin(init):
         resolve_init(init)
@@ -191,7 +194,9 @@ def build_tuner(
         storage_path=tune_storage_path(store, store_uri),
         failure_config=tune.FailureConfig(max_failures=spec.retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[StoreCallback(store, experiment_id, spec, was_pruned)],
+        callbacks=[StoreCallback(store, experiment_id, spec, was_pruned),
+                   *tracking_callbacks(spec.tracking, spec.name,
+                                       tune_storage_path(store, store_uri))],
         stop=CancelStopper(store, experiment_id),
         verbose=verbose,
     )

@@ -132,7 +132,6 @@ def plot_experiment(experiment_id: str, store_uri: str | None = None,
 
     spec: ExperimentSpec = experiment_spec(experiment_id, store_uri, store)
     table = summary(experiment_id, store_uri, store)
-    independent = [f for f in spec.varied_fields
-                   if spec.budget is None or f != spec.budget.examples_field]
-    return plot_phase_diagram(table, metric=metric or spec.metric, independent=independent,
+    return plot_phase_diagram(table, metric=metric or spec.metric,
+                              independent=spec.independent_fields,
                               title=f"{spec.name} ({experiment_id})")

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from data.spec import DataSpec
 from sweeps.codeversion import code_version
 from sweeps.errors import SpecError
+from sweeps.tracking import Tracking
 from trainer.config import TrainConfig
 
 # No NaN or infinity anywhere: no setting of a study means "not a number" or "unbounded".
@@ -452,6 +453,8 @@ class ExperimentSpec(BaseModel):
     data_cache_dir: str | None = None
     #: The headline metric for summaries and the phase diagram.
     metric: str = "test_acc"
+    #: MLflow / W&B runs for every trial, through Tune's logger callbacks (`sweeps.tracking`).
+    tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
     def _paths_and_plans(self, info: ValidationInfo) -> Self:
@@ -537,6 +540,13 @@ class ExperimentSpec(BaseModel):
         if self.budget is not None and self.budget.instructions_field in out:
             out.append(self.budget.examples_field)
         return list(dict.fromkeys(out))
+
+    @property
+    def independent_fields(self) -> list[str]:
+        """`varied_fields` without the one a budget couples to the others (S follows I at a
+        fixed I x S): the axes a table sorts by and a chart draws, in axis order."""
+        coupled = {self.budget.examples_field} if self.budget else set()
+        return [f for f in self.varied_fields if f not in coupled]
 
     def trials(self) -> list[TrialPlan]:
         """Every trial of a grid search (axes × seeds, first axis slowest, seeds fastest).

@@ -97,7 +97,15 @@ def summary(experiment_id: str, store_uri: str | None = None, store: ResultsStor
     """
     st = _store(store_uri, store)
     table = results(experiment_id, store=st)
-    return summarize(table, _param_names(st, experiment_id), include_running)
+    out = summarize(table, _param_names(st, experiment_id), include_running)
+    # the spec's own axes first, ascending (I = 16 before 1024); the field a budget couples to
+    # them (S) follows
+    axes = [a for a in experiment_spec(experiment_id, store=st).independent_fields
+            if a in out.column_names]
+    if not axes or out.num_rows == 0:
+        return out
+    rest = [c for c in out.column_names if c not in axes]
+    return out.select(axes + rest).sort_by([(a, "ascending") for a in axes])
 
 
 def summarize(table: pa.Table, param_names: Collection[str],

@@ -181,10 +181,13 @@ def list_experiments(
 
 
 @router.get("/{exp_id}", response_model=ExperimentOut, responses=_ERRORS)
-def get_experiment(exp_id: ExpId, svc: Svc, settings: Conf) -> ExperimentOut:
+def get_experiment(exp_id: ExpId, svc: Svc, settings: Conf) -> Response:
     """Status from the Ray job, trial counts by state and the best metric so far."""
     exp, state = svc.refresh(exp_id)
-    return _out(exp, svc, settings, state)
+    # Serialised here: the model was built and validated once in `_out`; FastAPI would
+    # validate it again against response_model (which still documents the schema).
+    return Response(_out(exp, svc, settings, state).model_dump_json(),
+                    media_type="application/json")
 
 
 @router.post("/{exp_id}/cancel", response_model=ExperimentOut, responses=_ERRORS)

@@ -45,7 +45,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -218,7 +218,7 @@ class ResultsStore(ABC):
         state = dict(self.__dict__)
         state.pop("_lock", None)
         state["_next_seq"] = {}
-        for per_process in ("_cache", "_written"):
+        for per_process in ("_cache", "_written", "_unmerged"):
             if per_process in state:
                 state[per_process] = {}
         return state
@@ -284,6 +284,12 @@ class ResultsStore(ABC):
 
     def has_experiment(self, experiment_id: str) -> bool:
         return self._latest_experiment(check_id("experiment_id", experiment_id)) is not None
+
+    def state_token(self, experiment_id: str) -> Hashable | None:
+        """A value equal between two calls exactly when nothing was stored for the experiment
+        in between (None: this backend cannot tell). Readers cache what they derive from an
+        experiment's rows under it, e.g. the service's results table of a running sweep."""
+        return None
 
     def list_experiments(self) -> list[ExperimentRecord]:
         """Every experiment, oldest first."""

@@ -11,7 +11,7 @@ a test and the code under test can share one. Example::
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from sweeps.store.base import ExperimentRecord, MetricRecord, ResultsStore, TrialRecord
 
@@ -54,6 +54,12 @@ class MemoryStore(ResultsStore):
             else:
                 hi = mid
         return rows[lo:]
+
+    def state_token(self, experiment_id: str) -> Hashable | None:
+        # append-only lists: their lengths change with every write
+        return (len(self._experiments.get(experiment_id, ())),
+                len(self._trials.get(experiment_id, ())),
+                len(self._metrics.get(experiment_id, ())))
 
     def _max_seq(self, experiment_id: str) -> int:
         rows = self._metrics.get(experiment_id)

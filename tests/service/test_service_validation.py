@@ -133,3 +133,22 @@ def test_unknown_route_and_method_are_json(harness: Harness) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = harness.client.delete("/v1/experiments", headers=AUTH)
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_tracker_not_installed_is_refused_at_the_door(harness: Harness,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    before = harness.registry_rows()
+    r = harness.submit(small_spec(tracking={"mlflow": True}))
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"][0]["field"] == "tracking.mlflow"
+    assert "divsweep[mlflow]" in r.json()["detail"]
+    assert harness.registry_rows() == before and harness.runner.submitted == []
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert harness.submit(small_spec(tracking={"mlflow": True, "project": "p1"})).status_code == 202
+    bad = harness.submit(small_spec(tracking={"mlflow": True, "project": "../x"}))
+    assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "tracking.project"

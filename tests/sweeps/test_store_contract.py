@@ -189,6 +189,24 @@ def test_metrics_table_columns(make_store: Factory) -> None:
     assert make_store().metrics_table("e1", since_seq=1).num_rows == 1
 
 
+def test_state_token_changes_with_every_write_and_only_then(make_store: Factory) -> None:
+    store = make_store()
+    _new(store)
+    seen = [store.state_token("e1")]
+    assert seen[0] is not None and store.state_token("e1") == seen[0]
+    writes: list[Callable[[], object]] = [
+        lambda: store.set_experiment_status("e1", "running"),
+        lambda: store.put_trial(TrialRecord("e1", "t1", state="running")),
+        lambda: store.append_metrics("e1", "t1", {"step": 1}),
+        *[lambda: store.append_metrics("e1", "t1", {"step": 2})] * (COMPACT_FANIN + 1),
+    ]
+    for write in writes:
+        write()
+        token = store.state_token("e1")
+        assert token not in seen and make_store().state_token("e1") == token
+        seen.append(token)
+
+
 def test_cancel_experiment(make_store: Factory) -> None:
     store = make_store()
     _new(store)
