@@ -92,38 +92,69 @@ def populate(state_dir: Path, rows: int, exp_id: str, status: str, name: str = "
     from sweeps.store.base import TrialRecord
 
     settings = Settings(state_dir=state_dir)
-    spec_json = json.dumps({"name": name, "metric": "test_acc"})
+    from sweeps.presets import load_preset
+    from sweeps.spec import ExperimentSpec
+
+    # a real spec (the service reads its objective), named for the benchmark
+    smoke = load_preset("smoke").model_dump(mode="json")
+    spec_json = ExperimentSpec.model_validate({**smoke, "name": name}).spec_json
     store = open_store(settings.store_uri)
     store.create_experiment(exp_id, name=name, spec_json=spec_json, spec_hash="h")
     n_trials = 20
-    store.put_trials([
-        TrialRecord(exp_id, f"t{i:02d}", trial_key=f"k{i}",
-                    params_json=json.dumps({"data.n_instructions": 10 * (i + 1), "seed": 0}),
-                    state="running" if status == "running" else "complete",
-                    started_at=time.time())
-        for i in range(n_trials)
-    ])
+    store.put_trials(
+        [
+            TrialRecord(
+                exp_id,
+                f"t{i:02d}",
+                trial_key=f"k{i}",
+                params_json=json.dumps({"data.n_instructions": 10 * (i + 1), "seed": 0}),
+                state="running" if status == "running" else "complete",
+                started_at=time.time(),
+            )
+            for i in range(n_trials)
+        ]
+    )
     per = rows // n_trials
     batch = max(1, per // 50)  # steps per write: 50 writes whatever the size
     for start in range(0, per, batch):
-        store.append_metrics_batch(exp_id, [
-            (f"t{i:02d}", {"step": step, "test_acc": (i + step) / (per + n_trials),
-                           "train_loss": 1.0 / (step + 1)}, None)
-            for step in range(start, min(per, start + batch)) for i in range(n_trials)
-        ])
+        store.append_metrics_batch(
+            exp_id,
+            [
+                (
+                    f"t{i:02d}",
+                    {
+                        "step": step,
+                        "test_acc": (i + step) / (per + n_trials),
+                        "train_loss": 1.0 / (step + 1),
+                    },
+                    None,
+                )
+                for step in range(start, min(per, start + batch))
+                for i in range(n_trials)
+            ],
+        )
     if status != "running":
         store.set_experiment_status(exp_id, status)
     reg = Registry(settings.registry_url)
     # The registry assigns ids itself; rewrite the one row to the store's id.
-    exp = reg.create(name=name, spec_json=spec_json, spec_hash="h", n_trials=n_trials,
-                     submitter="bench", idempotency_key=None)
+    exp = reg.create(
+        name=name,
+        spec_json=spec_json,
+        spec_hash="h",
+        n_trials=n_trials,
+        submitter="bench",
+        idempotency_key=None,
+    )
     from sqlalchemy import update
 
     from service.registry import ExperimentRow
 
     with reg.engine.begin() as c:
-        c.execute(update(ExperimentRow).where(ExperimentRow.id == exp.id)
-                  .values(id=exp_id, status=status, ray_job_id="divsweep-" + exp_id))
+        c.execute(
+            update(ExperimentRow)
+            .where(ExperimentRow.id == exp.id)
+            .values(id=exp_id, status=status, ray_job_id="divsweep-" + exp_id)
+        )
     reg.close()
 
 
@@ -143,6 +174,7 @@ async def hammer(url: str, clients: int, requests: int) -> tuple[list[float], fl
     lat: list[float] = []
     todo = iter(range(requests))
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as c:
+
         async def worker() -> None:
             for _ in todo:
                 t0 = time.perf_counter()
@@ -157,8 +189,11 @@ async def hammer(url: str, clients: int, requests: int) -> tuple[list[float], fl
 
 
 def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 \
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
         else values[0]
+    )
 
 
 def load(args: argparse.Namespace) -> int:
@@ -167,12 +202,20 @@ def load(args: argparse.Namespace) -> int:
     from loadgen import LoadConfig, format_report, run_against_new_server
 
     cfg = LoadConfig(
-        duration_s=args.duration, submit_window_s=args.submit_window or args.duration / 2,
-        drain_s=args.drain, submitters=args.submitters, submissions_each=args.submissions,
-        status_readers=args.status_readers, results_readers=args.results_readers,
-        listers=args.listers, sse_followers=not args.no_sse, think_s=args.think,
-        max_requests=args.max_requests, max_concurrent=args.max_concurrent,
-        write_s=args.write_s, seed=args.seed,
+        duration_s=args.duration,
+        submit_window_s=args.submit_window or args.duration / 2,
+        drain_s=args.drain,
+        submitters=args.submitters,
+        submissions_each=args.submissions,
+        status_readers=args.status_readers,
+        results_readers=args.results_readers,
+        listers=args.listers,
+        sse_followers=not args.no_sse,
+        think_s=args.think,
+        max_requests=args.max_requests,
+        max_concurrent=args.max_concurrent,
+        write_s=args.write_s,
+        seed=args.seed,
     )
     with tempfile.TemporaryDirectory(prefix="bench-load") as tmp:
         t0 = time.perf_counter()
@@ -187,9 +230,11 @@ def proc_sample(pid: int) -> dict[str, float]:
     """Resident memory (MiB), open file descriptors and threads of a process, from /proc."""
     status = Path(f"/proc/{pid}/status").read_text()
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
-            "open_fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
-            "threads": int(fields["Threads"])}
+    return {
+        "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+        "open_fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
+        "threads": int(fields["Threads"]),
+    }
 
 
 def soak(args: argparse.Namespace) -> int:
@@ -201,18 +246,27 @@ def soak(args: argparse.Namespace) -> int:
 
     duration = args.duration if args.duration != 30.0 else 600.0
     cfg = LoadConfig(
-        duration_s=duration, submit_window_s=duration * 0.9, drain_s=args.drain,
-        submitters=args.submitters, submissions_each=max(args.submissions, int(duration / 20)),
-        status_readers=args.status_readers, results_readers=args.results_readers,
-        listers=args.listers, sse_followers=not args.no_sse, think_s=max(args.think, 0.05),
-        max_requests=10**9, max_concurrent=args.max_concurrent, write_s=args.write_s,
+        duration_s=duration,
+        submit_window_s=duration * 0.9,
+        drain_s=args.drain,
+        submitters=args.submitters,
+        submissions_each=max(args.submissions, int(duration / 20)),
+        status_readers=args.status_readers,
+        results_readers=args.results_readers,
+        listers=args.listers,
+        sse_followers=not args.no_sse,
+        think_s=max(args.think, 0.05),
+        max_requests=10**9,
+        max_concurrent=args.max_concurrent,
+        write_s=args.write_s,
         seed=args.seed,
     )
     samples: list[tuple[float, dict[str, float]]] = []
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="bench-soak") as tmp:
-        server = LoadServer(Path(tmp), write_s=cfg.write_s, writer=args.writer,
-                            max_concurrent=cfg.max_concurrent)
+        server = LoadServer(
+            Path(tmp), write_s=cfg.write_s, writer=args.writer, max_concurrent=cfg.max_concurrent
+        )
         server.start()
         assert server.proc is not None
         pid, t0 = server.proc.pid, time.monotonic()
@@ -238,9 +292,11 @@ def soak(args: argparse.Namespace) -> int:
     for name, (t, v) in (("start", samples[0]), ("after 30 s warm-up", warm), ("end", last)):
         print(f"{name:>22} {t:7.0f} {v['rss_mib']:9.1f} {v['open_fds']:9.0f} {v['threads']:8.0f}")
     peak = max(v["rss_mib"] for _, v in samples)
-    print(f"{'growth warm-up -> end':>22} {'':>7} {last[1]['rss_mib'] - warm[1]['rss_mib']:+9.1f}"
-          f" {last[1]['open_fds'] - warm[1]['open_fds']:+9.0f}"
-          f" {last[1]['threads'] - warm[1]['threads']:+8.0f}   (peak RSS {peak:.1f} MiB)")
+    print(
+        f"{'growth warm-up -> end':>22} {'':>7} {last[1]['rss_mib'] - warm[1]['rss_mib']:+9.1f}"
+        f" {last[1]['open_fds'] - warm[1]['open_fds']:+9.0f}"
+        f" {last[1]['threads'] - warm[1]['threads']:+8.0f}   (peak RSS {peak:.1f} MiB)"
+    )
     bad = report.n_5xx or report.n_transport_errors or report.problems
     return 1 if bad else 0
 
@@ -249,7 +305,8 @@ def soak(args: argparse.Namespace) -> int:
 # --curves: cost against size, as ratios to a baseline measured in the same run
 # --------------------------------------------------------------------------------------------
 TARGETS = {  # issue 14: each ratio and its ceiling (ingest: a floor)
-    "status p50 / healthz p50": 1.5, "status p99 / healthz p99": 2.0,
+    "status p50 / healthz p50": 1.5,
+    "status p99 / healthz p99": 2.0,
     "running parquet p99 / finished p99 (10^4 rows)": 2.0,
     "list page p50, 1,000 / 10 experiments": 5.0,
 }
@@ -263,8 +320,9 @@ class Server:
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state),
-                                      "--port", str(self.port)])
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(state), "--port", str(self.port)]
+        )
 
     def __enter__(self) -> Server:
         for _ in range(300):
@@ -300,8 +358,10 @@ def curve_rows(sizes: list[int], clients: int, n: int) -> list[dict[str, float]]
         for size in sizes:
             populate(state, size, _exp_id(size, "running"), "running")
             populate(state, size, _exp_id(size, "done"), "complete")
-        print(f"populated {2 * len(sizes)} experiments ({', '.join(map(str, sizes))} rows "
-              f"each) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"populated {2 * len(sizes)} experiments ({', '.join(map(str, sizes))} rows "
+            f"each) in {time.perf_counter() - t0:.1f} s"
+        )
         with Server(state) as srv:
             for size in sizes:
                 run, done = (f"/v1/experiments/{_exp_id(size, k)}" for k in ("running", "done"))
@@ -310,15 +370,19 @@ def curve_rows(sizes: list[int], clients: int, n: int) -> list[dict[str, float]]
                 row["healthz_p50"], row["healthz_p99"] = srv.measure("/healthz", clients, n)
                 row["status_p50"], row["status_p99"] = srv.measure(run, clients, n)
                 row["running_p50"], row["running_p99"] = srv.measure(
-                    f"{run}/results?format=parquet", clients, heavy)
+                    f"{run}/results?format=parquet", clients, heavy
+                )
                 row["done_p50"], row["done_p99"] = srv.measure(
-                    f"{done}/results?format=parquet", clients, heavy)
+                    f"{done}/results?format=parquet", clients, heavy
+                )
                 out.append(row)
-                print(f"  {size:>7} rows: healthz "
-                      f"{row['healthz_p50']:6.2f}/{row['healthz_p99']:6.2f}"
-                      f"  status {row['status_p50']:6.2f}/{row['status_p99']:6.2f}"
-                      f"  parquet running {row['running_p50']:7.1f}/{row['running_p99']:7.1f}"
-                      f"  finished {row['done_p50']:7.1f}/{row['done_p99']:7.1f} ms (p50/p99)")
+                print(
+                    f"  {size:>7} rows: healthz "
+                    f"{row['healthz_p50']:6.2f}/{row['healthz_p99']:6.2f}"
+                    f"  status {row['status_p50']:6.2f}/{row['status_p99']:6.2f}"
+                    f"  parquet running {row['running_p50']:7.1f}/{row['running_p99']:7.1f}"
+                    f"  finished {row['done_p50']:7.1f}/{row['done_p99']:7.1f} ms (p50/p99)"
+                )
     return out
 
 
@@ -331,17 +395,21 @@ def curve_list(counts: list[int], clients: int, n: int) -> list[dict[str, float]
             state = Path(tmp)
             t0 = time.perf_counter()
             for i in range(count):
-                populate(state, 20, f"x{i:016x}", "complete" if i % 2 else "running",
-                         name=f"bench-{i}")
+                populate(
+                    state, 20, f"x{i:016x}", "complete" if i % 2 else "running", name=f"bench-{i}"
+                )
             with Server(state) as srv:
                 row: dict[str, float] = {"experiments": count}
                 row["page_p50"], row["page_p99"] = srv.measure("/", clients, n // 4)
-                row["api_p50"], row["api_p99"] = srv.measure("/v1/experiments?limit=50",
-                                                             clients, n // 4)
+                row["api_p50"], row["api_p99"] = srv.measure(
+                    "/v1/experiments?limit=50", clients, n // 4
+                )
             out.append(row)
-            print(f"  {count:>5} experiments (populated in {time.perf_counter() - t0:5.1f} s): "
-                  f"page {row['page_p50']:7.1f}/{row['page_p99']:7.1f}  "
-                  f"API {row['api_p50']:6.1f}/{row['api_p99']:6.1f} ms (p50/p99)")
+            print(
+                f"  {count:>5} experiments (populated in {time.perf_counter() - t0:5.1f} s): "
+                f"page {row['page_p50']:7.1f}/{row['page_p99']:7.1f}  "
+                f"API {row['api_p50']:6.1f}/{row['api_p99']:6.1f} ms (p50/p99)"
+            )
     return out
 
 
@@ -365,8 +433,7 @@ def curve_ingest(sizes: list[int], repeats: int) -> list[dict[str, float]]:
                     with tempfile.TemporaryDirectory(prefix="bench-ingest") as root:
                         store = ParquetStore(root)
                         eid = f"ing-{uuid.uuid4().hex[:6]}"
-                        store.create_experiment(eid, name="ingest", spec_json="{}",
-                                                spec_hash="h")
+                        store.create_experiment(eid, name="ingest", spec_json="{}", spec_hash="h")
                         t0 = time.perf_counter()
                         for i in range(size):
                             store.append_metrics(eid, f"t{i % 16}", metrics)
@@ -374,10 +441,12 @@ def curve_ingest(sizes: list[int], repeats: int) -> list[dict[str, float]]:
                         assert len(ParquetStore(root).get_metrics(eid)) == size
             on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
             out.append({"rows": size, "on": on, "off": off})
-            print(f"  {size:>7} rows: compaction on {on:6.0f} rows/s, off {off:6.0f} rows/s "
-                  f"(medians of {repeats}), ratio {on / off:.2f}  "
-                  f"[on: {', '.join(f'{r:.0f}' for r in rates['on'])}; "
-                  f"off: {', '.join(f'{r:.0f}' for r in rates['off'])}]")
+            print(
+                f"  {size:>7} rows: compaction on {on:6.0f} rows/s, off {off:6.0f} rows/s "
+                f"(medians of {repeats}), ratio {on / off:.2f}  "
+                f"[on: {', '.join(f'{r:.0f}' for r in rates['on'])}; "
+                f"off: {', '.join(f'{r:.0f}' for r in rates['off'])}]"
+            )
     finally:
         parquet.COMPACT_FANIN = fanin
     return out
@@ -393,10 +462,12 @@ def curves(args: argparse.Namespace) -> int:
     ingest = curve_ingest(args.ingest_sizes, args.repeats)
     mid = next((r for r in rows if r["rows"] == 10_000), rows[-1])
     ratios = {
-        "status p50 / healthz p50": statistics.median(r["status_p50"] / r["healthz_p50"]
-                                                      for r in rows),
-        "status p99 / healthz p99": statistics.median(r["status_p99"] / r["healthz_p99"]
-                                                      for r in rows),
+        "status p50 / healthz p50": statistics.median(
+            r["status_p50"] / r["healthz_p50"] for r in rows
+        ),
+        "status p99 / healthz p99": statistics.median(
+            r["status_p99"] / r["healthz_p99"] for r in rows
+        ),
         "running parquet p99 / finished p99 (10^4 rows)": mid["running_p99"] / mid["done_p99"],
         "list page p50, 1,000 / 10 experiments": lists[-1]["page_p50"] / lists[0]["page_p50"],
     }
@@ -411,16 +482,22 @@ def curves(args: argparse.Namespace) -> int:
     for r in ingest:
         good = r["on"] / r["off"] >= 0.8
         ok &= good
-        print(f"  {'ingest on / off, ' + format(int(r['rows']), ',') + ' rows':<48} "
-              f"{r['on'] / r['off']:5.2f}  [>= 0.8]  {'ok' if good else 'MISSED'}")
+        print(
+            f"  {'ingest on / off, ' + format(int(r['rows']), ',') + ' rows':<48} "
+            f"{r['on'] / r['off']:5.2f}  [>= 0.8]  {'ok' if good else 'MISSED'}"
+        )
     if args.plot:
         plot_curves(rows, lists, ingest, args.plot)
         print(f"wrote {args.plot}")
     return 0 if ok else 1
 
 
-def plot_curves(rows: list[dict[str, float]], lists: list[dict[str, float]],
-                ingest: list[dict[str, float]], path: Path) -> None:
+def plot_curves(
+    rows: list[dict[str, float]],
+    lists: list[dict[str, float]],
+    ingest: list[dict[str, float]],
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -431,13 +508,18 @@ def plot_curves(rows: list[dict[str, float]], lists: list[dict[str, float]],
     for key, label in (("healthz", "/healthz"), ("status", "status (running)")):
         ax[0].plot(x, [r[f"{key}_p50"] for r in rows], "o-", label=f"{label} p50")
         ax[0].plot(x, [r[f"{key}_p99"] for r in rows], "o--", label=f"{label} p99")
-    ax[0].set(xscale="log", xlabel="result rows of the experiment", ylabel="ms",
-              title="status vs /healthz")
+    ax[0].set(
+        xscale="log",
+        xlabel="result rows of the experiment",
+        ylabel="ms",
+        title="status vs /healthz",
+    )
     for key, label in (("running", "running"), ("done", "finished")):
         ax[1].plot(x, [r[f"{key}_p50"] for r in rows], "o-", label=f"{label} p50")
         ax[1].plot(x, [r[f"{key}_p99"] for r in rows], "o--", label=f"{label} p99")
-    ax[1].set(xscale="log", yscale="log", xlabel="result rows", ylabel="ms",
-              title="results as Parquet")
+    ax[1].set(
+        xscale="log", yscale="log", xlabel="result rows", ylabel="ms", title="results as Parquet"
+    )
     xl = [r["experiments"] for r in lists]
     for key, label in (("page", "list page (HTML)"), ("api", "list API")):
         ax[2].plot(xl, [r[f"{key}_p50"] for r in lists], "o-", label=f"{label} p50")
@@ -446,8 +528,9 @@ def plot_curves(rows: list[dict[str, float]], lists: list[dict[str, float]],
     xi = [r["rows"] for r in ingest]
     ax[3].plot(xi, [r["on"] for r in ingest], "o-", label="compaction on")
     ax[3].plot(xi, [r["off"] for r in ingest], "o-", label="compaction off")
-    ax[3].set(xscale="log", xlabel="rows written (one per write)", ylabel="rows/s",
-              title="store ingest")
+    ax[3].set(
+        xscale="log", xlabel="rows written (one per write)", ylabel="rows/s", title="store ingest"
+    )
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
@@ -463,8 +546,11 @@ def main() -> None:
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     cu = ap.add_argument_group("cost against size (--curves)")
-    cu.add_argument("--curves", action="store_true",
-                    help="status, results, list and ingest against size, with the ratios")
+    cu.add_argument(
+        "--curves",
+        action="store_true",
+        help="status, results, list and ingest against size, with the ratios",
+    )
     cu.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     cu.add_argument("--counts", type=int, nargs="+", default=[10, 100, 1_000])
     cu.add_argument("--ingest-sizes", type=int, nargs="+", default=[1_000, 10_000])
@@ -472,13 +558,24 @@ def main() -> None:
     cu.add_argument("--plot", type=Path, help="write the curves as a PNG here")
     lo = ap.add_argument_group("mixed load test (--load)")
     lo.add_argument("--load", action="store_true", help="run the mixed load test instead")
-    lo.add_argument("--soak", action="store_true",
-                    help="the mixed load for --duration (default 600) s, sampling the server")
+    lo.add_argument(
+        "--soak",
+        action="store_true",
+        help="the mixed load for --duration (default 600) s, sampling the server",
+    )
     lo.add_argument("--duration", type=float, default=30.0, help="seconds readers run")
-    lo.add_argument("--submit-window", type=float, default=0.0,
-                    help="seconds submissions are spread over (default duration/2)")
-    lo.add_argument("--drain", type=float, default=30.0,
-                    help="extra seconds allowed for the last writers to finish")
+    lo.add_argument(
+        "--submit-window",
+        type=float,
+        default=0.0,
+        help="seconds submissions are spread over (default duration/2)",
+    )
+    lo.add_argument(
+        "--drain",
+        type=float,
+        default=30.0,
+        help="extra seconds allowed for the last writers to finish",
+    )
     lo.add_argument("--submitters", type=int, default=4)
     lo.add_argument("--submissions", type=int, default=5, help="per submitter")
     lo.add_argument("--status-readers", type=int, default=16)
@@ -487,8 +584,12 @@ def main() -> None:
     lo.add_argument("--no-sse", action="store_true", help="no SSE followers")
     lo.add_argument("--think", type=float, default=0.02, help="seconds between reader requests")
     lo.add_argument("--max-requests", type=int, default=100_000, help="reader requests in all")
-    lo.add_argument("--max-concurrent", type=int, default=1000,
-                    help="the server's quota (409s beyond it are counted)")
+    lo.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=1000,
+        help="the server's quota (409s beyond it are counted)",
+    )
     lo.add_argument("--write-s", type=float, default=4.0, help="seconds each sweep writes")
     lo.add_argument("--writer", choices=["process", "thread"], default="process")
     lo.add_argument("--seed", type=int, default=0)
@@ -514,11 +615,13 @@ def main() -> None:
         t0 = time.perf_counter()
         populate(state, args.rows, RUNNING_ID, "running")
         populate(state, args.rows, DONE_ID, "complete")
-        print(f"populated 2 experiments x {args.rows} result rows in "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"populated 2 experiments x {args.rows} result rows in {time.perf_counter() - t0:.1f} s"
+        )
         port = free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(state),
-                                 "--port", str(port)])
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(state), "--port", str(port)]
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):
@@ -541,20 +644,27 @@ def main() -> None:
                 "done json": f"{done}/results?format=json",
                 "done parquet": f"{done}/results?format=parquet",
             }
-            print(f"{'endpoint':<16} {'clients':>7} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} "
-                  f"{'req/s':>8} {'p50/healthz':>11}")
+            print(
+                f"{'endpoint':<16} {'clients':>7} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} "
+                f"{'req/s':>8} {'p50/healthz':>11}"
+            )
             for clients in args.clients:
                 floor = None
                 for name, path in endpoints.items():
                     # Results requests are ~100x heavier; fewer of them keep the run short.
-                    reqs = args.requests if not name.startswith(("results", "done ")) \
+                    reqs = (
+                        args.requests
+                        if not name.startswith(("results", "done "))
                         else max(clients * 2, args.requests // 5)
+                    )
                     asyncio.run(hammer(base + path, clients, min(reqs, 2 * clients)))  # warm
                     lat, wall = asyncio.run(hammer(base + path, clients, reqs))
                     p50, p99 = pct(lat, 50) * 1e3, pct(lat, 99) * 1e3
                     floor = floor or p50
-                    print(f"{name:<16} {clients:>7} {reqs:>5} {p50:>9.2f} {p99:>9.2f} "
-                          f"{reqs / wall:>8.1f} {p50 / floor:>11.1f}")
+                    print(
+                        f"{name:<16} {clients:>7} {reqs:>5} {p50:>9.2f} {p99:>9.2f} "
+                        f"{reqs / wall:>8.1f} {p50 / floor:>11.1f}"
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=20)

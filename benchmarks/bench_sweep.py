@@ -39,13 +39,22 @@ def trivial_trial(plan: TrialPlan, report: Any, checkpoint_dir: str, cache_dir: 
 
 def _spec(n: int) -> Any:
     lrs = [1e-4 * (i + 1) for i in range(n)]
-    return spec_from_dict({
-        "name": "bench",
-        "data": {"alphabet": "abcdefgh", "z_len": [4, 10], "x_len": [2, 3], "y_len": [1, 3],
-                 "n_instructions": 10, "examples_per_instruction": 10, "test": {"n_test": 20}},
-        "train": {"model": "nano", "epochs": 1, "device": "cpu"},
-        "axes": [{"field": "train.lr", "values": lrs}],
-    })
+    return spec_from_dict(
+        {
+            "name": "bench",
+            "data": {
+                "alphabet": "abcdefgh",
+                "z_len": [4, 10],
+                "x_len": [2, 3],
+                "y_len": [1, 3],
+                "n_instructions": 10,
+                "examples_per_instruction": 10,
+                "test": {"n_test": 20},
+            },
+            "train": {"model": "nano", "epochs": 1, "device": "cpu"},
+            "axes": [{"field": "train.lr", "values": lrs}],
+        }
+    )
 
 
 def bench_tune(cpus: int, n: int) -> None:
@@ -65,8 +74,9 @@ def bench_tune(cpus: int, n: int) -> None:
     init_s = time.perf_counter() - t_init
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as root:
         t0 = time.perf_counter()
-        exp = run_experiment(spec, f"bench-{uuid.uuid4().hex[:6]}", root, trial_fn=trivial_trial,
-                             verbose=0)
+        exp = run_experiment(
+            spec, f"bench-{uuid.uuid4().hex[:6]}", root, trial_fn=trivial_trial, verbose=0
+        )
         tune_s = time.perf_counter() - t0
         done = ParquetStore(root).progress(exp)["complete"]
     ray.shutdown()
@@ -74,8 +84,10 @@ def bench_tune(cpus: int, n: int) -> None:
     print(f"  ray.init                 {init_s:8.2f} s (not counted below)")
     print(f"  plain loop               {loop_s:8.4f} s  = {loop_s / n * 1e3:9.3f} ms/trial")
     print(f"  run_experiment (Tune)    {tune_s:8.2f} s  = {tune_s / n * 1e3:9.1f} ms/trial")
-    print(f"  Tune overhead per trial  {(tune_s - loop_s) / n * 1e3:9.1f} ms "
-          f"(x{tune_s / max(loop_s, 1e-9):,.0f} the loop)")
+    print(
+        f"  Tune overhead per trial  {(tune_s - loop_s) / n * 1e3:9.1f} ms "
+        f"(x{tune_s / max(loop_s, 1e-9):,.0f} the loop)"
+    )
 
 
 def _ingest(store: ResultsStore, rows: int, batch: int) -> float:
@@ -85,7 +97,8 @@ def _ingest(store: ResultsStore, rows: int, batch: int) -> float:
     t0 = time.perf_counter()
     for start in range(0, rows, batch):
         store.append_metrics_batch(
-            eid, [(f"t{i % 16}", metrics, None) for i in range(start, min(rows, start + batch))])
+            eid, [(f"t{i % 16}", metrics, None) for i in range(start, min(rows, start + batch))]
+        )
     elapsed = time.perf_counter() - t0
     assert len(store.get_metrics(eid)) == rows
     return rows / elapsed
@@ -121,8 +134,10 @@ def bench_reads(rows: int) -> None:
                     assert len(ParquetStore(root).get_metrics(eid)) == rows
                     reads.append(time.perf_counter() - t0)
             results[label] = min(reads)
-            print(f"  {label:<24} {n_files:6d} files, writes {write_rate:6,.0f} rows/s, "
-                  f"fresh read {min(reads) * 1e3:8.1f} ms (best of 3)")
+            print(
+                f"  {label:<24} {n_files:6d} files, writes {write_rate:6,.0f} rows/s, "
+                f"fresh read {min(reads) * 1e3:8.1f} ms (best of 3)"
+            )
     finally:
         parquet.COMPACT_FANIN = fanin
     base, ours = results.values()

@@ -10,15 +10,16 @@ See ``docs/ARCHITECTURE.md`` ("data") for the contract other packages rely on. M
 - ``families``: what ``k`` means for repeated/periodic/mirror strings; ``rules``: distinct,
   disjoint rule sets; ``examples``: planting x in z with exact counts; ``generate``: splits
 - ``vocab``/``encode``: tokens and the ragged ``EncodedSplit``; ``markov``: Markov algorithms
-- ``dataset``: ``RewriteDataset``; ``io``: Parquet, ``load_dataset``, ``cached_generate``
+- ``counting``: rule indices, no-op and occurrence counts per example
+- ``io``: a dataset's tables as Parquet; ``dataset``: ``RewriteDataset``, ``load_dataset``;
+  ``generate`` also holds the content-addressed cache, ``cached_generate``
 - ``stats``/``cli``: summaries and ``python -m data``; ``errors``: the exception tree
 """
 
-from data.dataset import RewriteDataset
+from data.dataset import RewriteDataset, load_dataset
 from data.encode import EncodedSplit
 from data.errors import DataError, DatasetMismatchError, SpecError
-from data.generate import generate
-from data.io import cached_generate, load_dataset
+from data.generate import cached_generate, generate
 from data.spec import DataSpec, MarkovSpec, RuleFamily, TestSpec, content_hash
 from data.version import GENERATOR_VERSION
 from data.vocab import Vocab

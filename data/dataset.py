@@ -22,6 +22,7 @@ from data.encode import (
     from_pre_encoded,
 )
 from data.errors import DataError
+from data.io import read_splits, write_splits
 from data.spec import DataSpec, content_hash
 from data.vocab import Vocab
 
@@ -97,6 +98,11 @@ class RewriteDataset:
 
     def save(self, path: str | Path) -> Path:
         """Write both splits as Parquet with spec and hash in the metadata (see ``data.io``)."""
-        from data.io import save_dataset
+        return write_splits(path, self.spec, {"train": self.train, "test": self.test})
 
-        return save_dataset(self, path)
+
+def load_dataset(path: str | Path, expect: DataSpec | None = None) -> RewriteDataset:
+    """Load a directory written by ``RewriteDataset.save``; with ``expect``, insist it was made
+    for that spec (`data.io.read_splits`)."""
+    spec, tables = read_splits(path, expect)
+    return RewriteDataset(spec, tables["train"], tables["test"])

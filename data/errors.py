@@ -42,22 +42,9 @@ class SpecError(DataError, ValueError):
     @classmethod
     def from_validation(cls, model: str, errors: list[Any]) -> SpecError:
         """Turn pydantic's error list into one readable SpecError."""
-        details: list[tuple[str, str]] = []
-        for err in errors:
-            ctx = err.get("ctx") or {}
-            inner = ctx.get("error")
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            if isinstance(inner, SpecError):
-                # A nested spec validated itself: prefix its field paths with where it sits.
-                details += [(".".join(p for p in (loc, f) if p), m) for f, m in inner.details]
-            elif isinstance(inner, FieldRuleError):
-                # A model-level rule: the field lives in the exception, not in pydantic's loc.
-                details.append((".".join(p for p in (loc, inner.field) if p), str(inner)))
-            else:
-                details.append((loc, str(err.get("msg", "")).removeprefix("Value error, ")))
-        lines = [f"{f}: {m}" if f else m for f, m in details]
+        details = [(path, msg) for path, msg, _ in error_details(errors)]
         return cls(
-            f"invalid {model}: " + "; ".join(lines),
+            f"invalid {model}: " + format_details(details),
             tuple(f for f, _ in details),
             tuple(details),
         )
@@ -68,8 +55,44 @@ class DatasetMismatchError(DataError):
 
 
 class FieldRuleError(ValueError):
-    """Raised inside validators so the resulting SpecError can name the field (internal)."""
+    """Raised inside a model validator so that the error names its field: pydantic locates a
+    model-level rule at the model, so the field travels in the exception (`error_details`).
+
+    ``raise FieldRuleError("seeds", "must be distinct, got [0, 0]")``
+    """
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def error_details(errors: list[Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted field path, message, pydantic error type)`` for each of pydantic's errors.
+
+    The one reader of validation errors in the project (data, trainer, sweeps and the service
+    format through it): a model-level rule names its field in a `FieldRuleError`, and a nested
+    spec that validated itself lists its own ``(path, rule)`` pairs in ``SpecError.details``;
+    both are joined onto pydantic's location. ``prefix`` is where the model sits (``"data"``).
+    """
+    out: list[tuple[str, str, str]] = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        base = [prefix] if prefix else []
+        kind = str(err.get("type", "value_error"))
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecError) and inner.details:
+            out += [
+                (".".join([*base, *loc, *([f] if f else [])]), str(m), kind)
+                for f, m in inner.details
+            ]
+            continue
+        if isinstance(inner, FieldRuleError) and (not loc or loc[-1] != inner.field):
+            loc.append(inner.field)
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        out.append((".".join(base + loc), msg, kind))
+    return out
+
+
+def format_details(details: list[tuple[str, str]] | list[tuple[str, str, str]]) -> str:
+    """``path: message; path: message`` (a message without a path stands alone)."""
+    return "; ".join(f"{d[0]}: {d[1]}" if d[0] else d[1] for d in details)

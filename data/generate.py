@@ -23,19 +23,26 @@ Split composition (exact, not sampled):
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.dataset import RewriteDataset
+from data.counting import occurrence_counts, rule_ids
+from data.dataset import RewriteDataset, load_dataset
 from data.encode import PreEncoded
 from data.examples import Inputs, draw_inputs
 from data.families import KINDS
+from data.io import is_complete
+from data.markov import generate_markov
 from data.rules import RuleSet, draw_rules
-from data.spec import DataSpec
+from data.spec import DataSpec, content_hash
 from data.vocab import LETTER0, Vocab
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,6 @@ def generate(spec: DataSpec, progress: bool = False) -> RewriteDataset:
     (50, 1000)
     """
     if spec.task == "markov":
-        from data.markov import generate_markov
-
         return generate_markov(spec, progress=progress)
     streams = [
         np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(4)
@@ -92,43 +97,6 @@ def generate(spec: DataSpec, progress: bool = False) -> RewriteDataset:
         spec.content_hash[:12],
     )
     return RewriteDataset(spec, train, test, pre_encoded={"train": train_enc, "test": test_enc})
-
-
-def rule_ids(
-    rng: np.random.Generator, n: int, n_rules: int, distribution: str, alpha: float | None
-) -> np.ndarray:
-    """(n,) int32 rule index of every example (see module docstring)."""
-    if distribution == "uniform":
-        per, extra = divmod(n, n_rules)
-        sizes = np.full(n_rules, per, dtype=np.int64)
-        sizes[:extra] += 1
-        return rng.permutation(np.repeat(np.arange(n_rules, dtype=np.int32), sizes))
-    assert alpha is not None  # validated by DataSpec
-    u = rng.random(n) ** (1.0 / alpha)
-    return np.minimum((n_rules * u).astype(np.int64), n_rules - 1).astype(np.int32)
-
-
-def n_noops(n: int, noop_fraction: float) -> int:
-    """The exact number of no-op examples in a split of ``n``: ``floor(f*n + 0.5)``."""
-    return int(np.floor(noop_fraction * n + 0.5))
-
-
-def occurrence_counts(
-    rng: np.random.Generator, n: int, noop_fraction: float, occurrences: tuple[int, ...]
-) -> np.ndarray:
-    """(n,) int32 wanted ``z.count(x)``: 0 for no-ops, the ``occurrences`` cycled for the rest."""
-    noop = np.zeros(n, dtype=bool)
-    k = n_noops(n, noop_fraction)
-    if k:
-        noop[rng.choice(n, size=k, replace=False)] = True
-    op = np.flatnonzero(~noop)
-    counts = np.zeros(n, dtype=np.int32)
-    if len(occurrences) == 1:
-        counts[op] = occurrences[0]  # nothing to mix (and no random draw needed)
-    else:
-        cycle = np.asarray(occurrences, dtype=np.int32)[np.arange(len(op)) % len(occurrences)]
-        counts[op] = rng.permutation(cycle)
-    return counts
 
 
 @dataclass(frozen=True)
@@ -269,3 +237,25 @@ def _progress(total: int, name: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"generating {name}", unit="ex", unit_scale=True)
+
+
+def cached_generate(spec: DataSpec, cache_dir: str | Path) -> RewriteDataset:
+    """Load ``cache_dir/<content_hash>/`` or generate it there (atomic and race-safe)."""
+    root = Path(cache_dir)
+    final = root / content_hash(spec)
+    if is_complete(final):
+        return load_dataset(final, expect=spec)
+    ds = generate(spec)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{final.name}.tmp-{uuid.uuid4().hex}"
+    ds.save(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Another process finished first (the target exists and is not empty): keep theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_complete(final):
+            raise
+        log.info("dataset %s was generated concurrently; reusing it", final.name[:12])
+        return load_dataset(final, expect=spec)
+    return ds

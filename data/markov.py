@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from data.counting import occurrence_counts, rule_ids
 from data.dataset import RewriteDataset
 from data.errors import SpecError
 from data.examples import draw_inputs
@@ -86,8 +87,6 @@ def run(program: Sequence[MarkovRule], z: str, max_steps: int, target: str = "ha
 
 def generate_markov(spec: DataSpec, progress: bool = False) -> RewriteDataset:
     """Generate a Markov-task dataset (called by ``data.generate`` for ``task="markov"``)."""
-    from data.generate import occurrence_counts, rule_ids
-
     assert spec.markov is not None  # validated by DataSpec
     seeds = np.random.SeedSequence(spec.seed).spawn(4)
     streams = [np.random.Generator(np.random.PCG64(s)) for s in seeds]

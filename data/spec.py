@@ -46,10 +46,18 @@ def exactly_one_of(*names: str) -> dict[str, Any]:
     >>> exactly_one_of("a", "b")["oneOf"][0]
     {'required': ['a'], 'properties': {'a': {'not': {'type': 'null'}}, 'b': {'type': 'null'}}}
     """
-    return {"oneOf": [
-        {"required": [n], "properties": {n: {"not": {"type": "null"}},
-                                         **{o: {"type": "null"} for o in names if o != n}}}
-        for n in names]}
+    return {
+        "oneOf": [
+            {
+                "required": [n],
+                "properties": {
+                    n: {"not": {"type": "null"}},
+                    **{o: {"type": "null"} for o in names if o != n},
+                },
+            }
+            for n in names
+        ]
+    }
 
 
 class _Spec(BaseModel):
@@ -171,8 +179,11 @@ class RuleFamily(_Spec):
         rules: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
         for kind, k in self.pairs():
             xs = family_strings(kind, k, *x_len, n_letters)
-            ys = (family_strings(kind, k, *y_len, n_letters) if self.constrain_y
-                  else family_strings("free", 1, *y_len, n_letters))
+            ys = (
+                family_strings(kind, k, *y_len, n_letters)
+                if self.constrain_y
+                else family_strings("free", 1, *y_len, n_letters)
+            )
             rules.update((x, y) for x in xs for y in ys if x != y)
         return len(rules)
 
@@ -237,8 +248,9 @@ class DataSpec(_Spec):
     """Everything that determines a generated data set (``generate`` is a pure function of it)."""
 
     # the exactly-one budget rule of `_rules`, stated in the JSON Schema too
-    model_config = ConfigDict(json_schema_extra=exactly_one_of("examples_per_instruction",
-                                                               "n_examples"))
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of("examples_per_instruction", "n_examples")
+    )
 
     task: Literal["rewrite", "markov"] = "rewrite"
     alphabet: str = string.ascii_lowercase
@@ -423,11 +435,19 @@ class DataSpec(_Spec):
             )
 
 
+def canonical_json(obj: Any) -> str:
+    """The project's canonical JSON (sorted keys, no spaces): every content hash hashes this.
+
+    >>> canonical_json({"b": 1, "a": [1, 2]})
+    '{"a":[1,2],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
 def content_hash(spec: DataSpec) -> str:
     """sha256 hex of canonical JSON of ``{"spec": ..., "generator_version": ...}``."""
     payload = {"spec": spec.model_dump(mode="json"), "generator_version": GENERATOR_VERSION}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 def apply_updates(data: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:

@@ -11,5 +11,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
 fi
 . .venv/bin/activate
 ruff check .
+ruff format --check .
 mypy
 python -m pytest "$@"

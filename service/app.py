@@ -40,18 +40,31 @@ from service.waiting import Stalls
 
 log = logging.getLogger(__name__)
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "too_large",
-          422: "validation_error"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "validation_error",
+}
 
 
-def error_response(status: int, code: str, detail: str,
-                   fields: list[FieldError] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    fields: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """The uniform error body."""
-    body = {"error": code, "detail": detail,
-            "fields": [{"field": f.field, "message": f.message, "type": f.type}
-                       for f in fields or []]}
+    body = {
+        "error": code,
+        "detail": detail,
+        "fields": [{"field": f.field, "message": f.message, "type": f.type} for f in fields or []],
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -61,8 +74,10 @@ class NoCluster:
     dashboard_url = None
 
     def _fail(self) -> BackendError:
-        return BackendError("no Ray cluster configured: set DIVSWEEP_DASHBOARD_URL "
-                            "or start the service with `divsweep serve`")
+        return BackendError(
+            "no Ray cluster configured: set DIVSWEEP_DASHBOARD_URL "
+            "or start the service with `divsweep serve`"
+        )
 
     def submit(self, exp_id: str, spec_json: str) -> str:
         raise self._fail()
@@ -87,8 +102,11 @@ def _default_runner(settings: Settings) -> JobRunner:
     if not settings.dashboard_url:
         return NoCluster()
     return RayJobRunner(
-        settings.dashboard_url, settings.jobs_dir, settings.store_uri,
-        python=settings.job_python, ship_packages=settings.ship_packages,
+        settings.dashboard_url,
+        settings.jobs_dir,
+        settings.store_uri,
+        python=settings.job_python,
+        ship_packages=settings.ship_packages,
         token=settings.ray_token,
     )
 
@@ -114,16 +132,19 @@ def _install_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "bad_request", "request body is not valid JSON")
-        fields = [FieldError(_loc_path(e.get("loc", ())), str(e.get("msg", "")),
-                             str(e.get("type", ""))) for e in errors]
+        fields = [
+            FieldError(_loc_path(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", "")))
+            for e in errors
+        ]
         detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
         return error_response(422, "validation_error", detail, fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail),
-                              headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -143,8 +164,9 @@ def _custom_openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     from sweeps.spec import ExperimentSpec
 
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (ExperimentSpec, PresetSubmission):
         js = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -168,9 +190,16 @@ def create_app(
     results = results or StoreResults(settings.store_uri)
     resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
     stalls = Stalls()  # per process: since when each experiment has had no running trial
-    service = ExperimentService(registry, runner, results, settings.max_concurrent,
-                                node_types=settings.node_types, resubmits=resubmits,
-                                stalls=stalls, wait_s=settings.resource_wait_s)
+    service = ExperimentService(
+        registry,
+        runner,
+        results,
+        settings.max_concurrent,
+        node_types=settings.node_types,
+        resubmits=resubmits,
+        stalls=stalls,
+        wait_s=settings.resource_wait_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,8 +227,6 @@ def create_app(
         app.include_router(module.router)
     app.openapi = lambda: _custom_openapi(app)  # type: ignore[method-assign]
     return app
-
-
 
 
 def app_from_env() -> FastAPI:

@@ -35,8 +35,12 @@ def _refuse(field: str, msg: str) -> SpecValidationError:
     return SpecValidationError(f"{field}: {msg}", [FieldError(field, msg, "infeasible")])
 
 
-def check_feasible(spec: ExperimentSpec, sizes: TrialSizes | None, live: Sequence[Node],
-                   node_types: Sequence[Node] = ()) -> None:
+def check_feasible(
+    spec: ExperimentSpec,
+    sizes: TrialSizes | None,
+    live: Sequence[Node],
+    node_types: Sequence[Node] = (),
+) -> None:
     """Raise unless one node (live, or a type the autoscaler may add) can run any trial.
 
     422 naming ``resources.cpus``, ``resources.gpu`` or ``train.device`` when no node has the
@@ -50,28 +54,35 @@ def check_feasible(spec: ExperimentSpec, sizes: TrialSizes | None, live: Sequenc
     gpu = res.gpu
     wants_cuda = spec.train.device.startswith("cuda")
     if wants_cuda and gpu == 0:
-        raise _refuse("train.device", f"device {spec.train.device!r} needs a GPU, but "
-                      "resources.gpu is 0, so Ray gives the trial none; set resources.gpu")
+        raise _refuse(
+            "train.device",
+            f"device {spec.train.device!r} needs a GPU, but "
+            "resources.gpu is 0, so Ray gives the trial none; set resources.gpu",
+        )
     gpu_need = 1e-9 if gpu == "auto" else float(gpu)
     max_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
     max_gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
     if cpus > max_cpu:
-        raise _refuse("resources.cpus", f"each trial asks for {cpus:g} CPUs, but the largest "
-                      f"node has {max_cpu:g} ({where})")
+        raise _refuse(
+            "resources.cpus",
+            f"each trial asks for {cpus:g} CPUs, but the largest node has {max_cpu:g} ({where})",
+        )
     if gpu_need > 0 and gpu_need > max_gpu:
         field = "train.device" if wants_cuda and gpu == "auto" else "resources.gpu"
         has = f"the largest node has {max_gpu:g}" if max_gpu else "no node has a GPU"
         raise _refuse(field, f"each trial asks for {gpu} GPU, but {has} ({where})")
     if not any(n.get("CPU", 0.0) >= cpus and n.get("GPU", 0.0) >= gpu_need for n in nodes):
-        raise _refuse("resources.cpus", f"no single node has both {cpus:g} CPUs and {gpu} GPU "
-                      f"({where})")
+        raise _refuse(
+            "resources.cpus", f"no single node has both {cpus:g} CPUs and {gpu} GPU ({where})"
+        )
     if sizes is None or sizes.memory_bytes is None or gpu_need > 0:
         return  # GPU trials keep the model on the GPU: `gpu: auto` sizes that share itself
-    max_mem = max((n.get("memory", 0.0) for n in nodes if n.get("CPU", 0.0) >= cpus),
-                  default=0.0)
+    max_mem = max((n.get("memory", 0.0) for n in nodes if n.get("CPU", 0.0) >= cpus), default=0.0)
     if max_mem and sizes.memory_bytes > max_mem:
         field = max(sizes.memory_parts, key=lambda k: sizes.memory_parts[k])
         parts = ", ".join(f"{k} {v / GiB:.1f}" for k, v in sizes.memory_parts.items())
-        msg = (f"one trial needs about {sizes.memory_bytes / GiB:.1f} GiB ({parts} GiB), but "
-               f"the largest node offers {max_mem / GiB:.1f} GiB ({where})")
+        msg = (
+            f"one trial needs about {sizes.memory_bytes / GiB:.1f} GiB ({parts} GiB), but "
+            f"the largest node offers {max_mem / GiB:.1f} GiB ({where})"
+        )
         raise PayloadTooLargeError(f"{field}: {msg}", [FieldError(field, msg, "quota")])

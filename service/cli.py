@@ -43,7 +43,6 @@ app = typer.Typer(
 Url = Annotated[str, typer.Option(envvar="DIVSWEEP_URL", help="service base URL")]
 Token = Annotated[str | None, typer.Option(envvar="DIVSWEEP_TOKEN", help="bearer token")]
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("complete", "failed", "cancelled")
 # `watch` rides out service restarts, but not a service that is gone for good.
 WATCH_GIVE_UP_S = 60.0
 
@@ -58,8 +57,9 @@ def _token(token: str | None) -> str:
     path = _token_file(Settings())
     if path.is_file():
         return path.read_text().strip()
-    raise typer.BadParameter("no token: pass --token, set DIVSWEEP_TOKEN, or run `divsweep serve`"
-                             f" (it writes {path})")
+    raise typer.BadParameter(
+        f"no token: pass --token, set DIVSWEEP_TOKEN, or run `divsweep serve` (it writes {path})"
+    )
 
 
 def _client(url: str, token: str | None = None) -> DivsweepClient:
@@ -107,8 +107,11 @@ def serve(
         if ray_address and ray_address.startswith("http"):
             updates["dashboard_url"] = ray_address  # the Jobs API form of RAY_ADDRESS
         elif ray_address:
-            typer.echo("RAY_ADDRESS names a GCS address; set DIVSWEEP_DASHBOARD_URL to the "
-                       "cluster's Jobs API (http://HOST:8265) too", err=True)
+            typer.echo(
+                "RAY_ADDRESS names a GCS address; set DIVSWEEP_DASHBOARD_URL to the "
+                "cluster's Jobs API (http://HOST:8265) too",
+                err=True,
+            )
             raise typer.Exit(2)
         else:
             # A head left running by a service that was killed still runs its sweeps: adopt it.
@@ -116,15 +119,20 @@ def serve(
             if head is None:
                 # Ray's token mode: only holders of this owner-only file reach the head.
                 ensure_token(ray_token_file)
-                head = LocalRayHead.start(num_cpus=num_cpus, temp_dir=None,
-                                          token_path=ray_token_file)
+                head = LocalRayHead.start(
+                    num_cpus=num_cpus, temp_dir=None, token_path=ray_token_file
+                )
                 head.save(head_record)
                 typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
             else:
                 typer.echo(f"re-attached to the running local Ray head at {head.address}")
             # The head runs on this machine with this interpreter, where divsweep is installed.
-            updates |= {"dashboard_url": head.dashboard_url, "ray_address": head.address,
-                        "job_python": sys.executable, "ray_token": head.token}
+            updates |= {
+                "dashboard_url": head.dashboard_url,
+                "ray_address": head.address,
+                "job_python": sys.executable,
+                "ray_token": head.token,
+            }
     if head is None and settings.ray_token is None and (token := ray_env_token()):
         updates["ray_token"] = token  # a cluster in Ray's token mode (cluster.yaml sets it up)
     if not settings.tokens:
@@ -144,8 +152,9 @@ def serve(
     # the process before `finally` stops the Ray head. Turn it into SystemExit instead.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=log_level)
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=log_level
+        )
     finally:
         if head is not None:
             head.stop()
@@ -188,8 +197,9 @@ def submit(
     body = _load_body(spec, set_ or [])
     with _errors(), _client(url, _token(token)) as client:
         if "preset" in body:
-            out = client.submit(preset=body["preset"], overrides=body["overrides"],
-                                idempotency_key=idempotency_key)
+            out = client.submit(
+                preset=body["preset"], overrides=body["overrides"], idempotency_key=idempotency_key
+            )
         else:
             out = client.submit(body, idempotency_key=idempotency_key)
     typer.echo(out.id)
@@ -203,10 +213,14 @@ def plan(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override FIELD.PATH=VALUE")
     ] = None,
-    throughput: Annotated[float | None, typer.Option(
-        help="measured training tokens/s per GPU (default: an H100 at 40% MFU)")] = None,
-    params: Annotated[float | None, typer.Option(
-        help="model parameters, for a pretrained checkpoint that is not on disk")] = None,
+    throughput: Annotated[
+        float | None,
+        typer.Option(help="measured training tokens/s per GPU (default: an H100 at 40% MFU)"),
+    ] = None,
+    params: Annotated[
+        float | None,
+        typer.Option(help="model parameters, for a pretrained checkpoint that is not on disk"),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Print what a sweep would cost before submitting it: trials, tokens, FLOPs, GPU-hours.
@@ -240,8 +254,9 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
 
     with _errors(), _client(url) as client:
         final = client.status(exp_id)
-        bar = tqdm(total=final.progress.n_trials if final.progress else 0, unit="trial",
-                   desc=exp_id)
+        bar = tqdm(
+            total=final.progress.n_trials if final.progress else 0, unit="trial", desc=exp_id
+        )
 
         def update(exp: ExperimentOut) -> None:
             p = exp.progress
@@ -262,9 +277,11 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
                     update(client.status(exp_id))
         except httpx.TransportError as e:
             bar.close()
-            typer.echo(f"service unreachable for {WATCH_GIVE_UP_S:.0f}s ({e}); giving up "
-                       f"(the experiment may still be running: divsweep status {exp_id})",
-                       err=True)
+            typer.echo(
+                f"service unreachable for {WATCH_GIVE_UP_S:.0f}s ({e}); giving up "
+                f"(the experiment may still be running: divsweep status {exp_id})",
+                err=True,
+            )
             raise typer.Exit(2) from e
         update(final)
         bar.close()
@@ -305,24 +322,43 @@ def cancel(exp_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
 
 @app.command()
 def reproduce(
-    studies: Annotated[str | None, typer.Option(
-        help="comma-separated studies to run (default: all); the others keep their sections")
+    studies: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated studies to run (default: all); the others keep their sections"
+        ),
     ] = None,
-    smoke: Annotated[bool, typer.Option(
-        help="seconds-long settings per study (same path; the numbers mean nothing)")] = False,
-    out: Annotated[Path | None, typer.Option(
-        help="the document (default docs/RESULTS.md; with --smoke <state dir>/smoke/RESULTS.md);"
-             " its index (results.json) and figures (img/) go beside it")
+    smoke: Annotated[
+        bool,
+        typer.Option(help="seconds-long settings per study (same path; the numbers mean nothing)"),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="the document (default docs/RESULTS.md; with --smoke "
+            "<state dir>/smoke/RESULTS.md); its index (results.json) and figures (img/) go "
+            "beside it"
+        ),
     ] = None,
-    render_only: Annotated[bool, typer.Option(
-        "--render-only", help="submit nothing: re-render from the stored experiments")] = False,
-    store: Annotated[str | None, typer.Option(
-        help="read results from this store URI instead of the service (rendering only)")
+    render_only: Annotated[
+        bool,
+        typer.Option("--render-only", help="submit nothing: re-render from the stored experiments"),
+    ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="read results from this store URI instead of the service (rendering only)"
+        ),
     ] = None,
     poll: Annotated[float, typer.Option(help="seconds between status polls")] = 1.0,
-    seed_offset: Annotated[int, typer.Option(
-        min=0, help="shift every preset's seeds by this much: 3 runs seeds 3, 4, 5 instead of "
-                    "0, 1, 2, seeds the calibration never used")] = 0,
+    seed_offset: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="shift every preset's seeds by this much: 3 runs seeds 3, 4, 5 instead of "
+            "0, 1, 2, seeds the calibration never used",
+        ),
+    ] = 0,
     url: Url = DEFAULT_URL,
     token: Token = None,
 ) -> None:
@@ -346,9 +382,17 @@ def reproduce(
         out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
     client = Client(url, None if render_only else _token(token))
     try:
-        code = run_reproduce(client, chosen, smoke, out, lambda line: typer.echo(line, err=True),
-                             render_only=render_only, source=source, poll_s=poll,
-                             seed_offset=seed_offset)
+        code = run_reproduce(
+            client,
+            chosen,
+            smoke,
+            out,
+            lambda line: typer.echo(line, err=True),
+            render_only=render_only,
+            source=source,
+            poll_s=poll,
+            seed_offset=seed_offset,
+        )
     except (ReproduceError, httpx.TransportError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

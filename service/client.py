@@ -36,9 +36,9 @@ import httpx
 import pyarrow as pa
 
 from service.schemas import ExperimentOut, ExperimentPage, SubmitOut
+from sweeps.lifecycle import TERMINAL_STATUSES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("complete", "failed", "cancelled")
 
 
 class ServiceError(Exception):
@@ -49,8 +49,9 @@ class ServiceError(Exception):
     (``[{"field": "data.noop_fraction", "message": "...", "type": "..."}]``).
     """
 
-    def __init__(self, status_code: int, error: str, detail: str,
-                 fields: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status_code: int, error: str, detail: str, fields: list[dict[str, Any]] | None = None
+    ) -> None:
         self.status_code = status_code
         self.error = error
         self.detail = detail
@@ -63,8 +64,12 @@ class ServiceError(Exception):
     def from_response(cls, r: httpx.Response) -> ServiceError:
         try:
             body = r.json()
-            return cls(r.status_code, str(body.get("error", "error")),
-                       str(body.get("detail", r.text)), body.get("fields"))
+            return cls(
+                r.status_code,
+                str(body.get("error", "error")),
+                str(body.get("detail", r.text)),
+                body.get("fields"),
+            )
         except (ValueError, AttributeError):
             return cls(r.status_code, "error", r.text[:2000])
 
@@ -81,8 +86,13 @@ class Event:
 class DivsweepClient:
     """The service's REST API as methods (see the module docstring)."""
 
-    def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout_s: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("DIVSWEEP_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("DIVSWEEP_TOKEN")
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
@@ -91,8 +101,9 @@ class DivsweepClient:
     def __enter__(self) -> DivsweepClient:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -110,9 +121,15 @@ class DivsweepClient:
         return r
 
     # --- experiments ----------------------------------------------------------------------------
-    def submit(self, spec: Mapping[str, Any] | str | Path | None = None, *,
-               preset: str | None = None, overrides: Mapping[str, Any] | None = None,
-               idempotency_key: str | None = None, retry_s: float = 0.0) -> SubmitOut:
+    def submit(
+        self,
+        spec: Mapping[str, Any] | str | Path | None = None,
+        *,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        retry_s: float = 0.0,
+    ) -> SubmitOut:
         """Submit a spec (a mapping, or a ``.yaml``/``.json`` file) or a ``preset`` with
         ``overrides``. With ``retry_s`` > 0 a dropped connection or a 503 (Ray briefly away) is
         retried that long under one Idempotency-Key, so a retry never submits twice."""
@@ -149,31 +166,38 @@ class DivsweepClient:
         r = self._request("GET", f"/v1/experiments/{exp_id}")
         return ExperimentOut.model_validate(r.json())
 
-    def list(self, status: str | None = None, name: str | None = None, limit: int = 50,
-             offset: int = 0) -> ExperimentPage:
-        params = {k: v for k, v in {"status": status, "name": name, "limit": limit,
-                                    "offset": offset}.items() if v is not None}
+    def list(
+        self, status: str | None = None, name: str | None = None, limit: int = 50, offset: int = 0
+    ) -> ExperimentPage:
+        params = {
+            k: v
+            for k, v in {"status": status, "name": name, "limit": limit, "offset": offset}.items()
+            if v is not None
+        }
         return ExperimentPage.model_validate(
-            self._request("GET", "/v1/experiments", params=params).json())
+            self._request("GET", "/v1/experiments", params=params).json()
+        )
 
     def cancel(self, exp_id: str) -> ExperimentOut:
         r = self._request("POST", f"/v1/experiments/{exp_id}/cancel", headers=self._auth())
         return ExperimentOut.model_validate(r.json())
 
-    def wait(self, exp_id: str, poll_s: float = 2.0, timeout_s: float | None = None
-             ) -> ExperimentOut:
+    def wait(
+        self, exp_id: str, poll_s: float = 2.0, timeout_s: float | None = None
+    ) -> ExperimentOut:
         """Poll until the experiment ends; TimeoutError after ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             exp = self.status(exp_id)
-            if exp.status in TERMINAL:
+            if exp.status in TERMINAL_STATUSES:
                 return exp
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{exp_id} is still {exp.status} after {timeout_s} s")
             time.sleep(poll_s)
 
-    def watch(self, exp_id: str, last_event_id: str | None = None,
-              give_up_s: float = 60.0) -> Iterator[Event]:
+    def watch(
+        self, exp_id: str, last_event_id: str | None = None, give_up_s: float = 60.0
+    ) -> Iterator[Event]:
         """Every stored result as an :class:`Event`, then the final ``status`` event.
 
         A dropped stream (service restart, proxy timeout) resumes from the last event id, so
@@ -184,9 +208,12 @@ class DivsweepClient:
         while True:
             headers = {"Last-Event-ID": last} if last else {}
             try:
-                with self._http.stream("GET", f"/v1/experiments/{exp_id}/events",
-                                       headers=headers,
-                                       timeout=httpx.Timeout(30, read=120)) as r:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/experiments/{exp_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=120),
+                ) as r:
                     if not r.is_success:
                         r.read()
                         raise ServiceError.from_response(r)
@@ -208,8 +235,9 @@ class DivsweepClient:
         """Every stored report (one row each): ids, state, parameters, metrics."""
         import pyarrow.parquet as pq
 
-        r = self._request("GET", f"/v1/experiments/{exp_id}/results",
-                          params={"format": "parquet"}, timeout=300)
+        r = self._request(
+            "GET", f"/v1/experiments/{exp_id}/results", params={"format": "parquet"}, timeout=300
+        )
         return pq.read_table(io.BytesIO(r.content))
 
     def results_frame(self, exp_id: str) -> Any:
@@ -218,8 +246,9 @@ class DivsweepClient:
 
     def download(self, exp_id: str, fmt: Literal["json", "csv", "parquet"]) -> bytes:
         """The results in a wire format, as the service sends them."""
-        return self._request("GET", f"/v1/experiments/{exp_id}/results",
-                             params={"format": fmt}, timeout=300).content
+        return self._request(
+            "GET", f"/v1/experiments/{exp_id}/results", params={"format": fmt}, timeout=300
+        ).content
 
     def summary(self, exp_id: str) -> pa.Table:
         """Per grid cell: ``n`` seeds and mean/std of every final metric."""

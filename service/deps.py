@@ -52,7 +52,13 @@ async def get_service(
     """Built per request from the (possibly overridden) parts above; its only state, the
     count of resubmitted lost jobs and the clock of stalled experiments, is the app's (one
     per process)."""
-    return ExperimentService(registry, runner, results, settings.max_concurrent,
-                             node_types=settings.node_types,
-                             resubmits=request.app.state.resubmits,
-                             stalls=request.app.state.stalls, wait_s=settings.resource_wait_s)
+    return ExperimentService(
+        registry,
+        runner,
+        results,
+        settings.max_concurrent,
+        node_types=settings.node_types,
+        resubmits=request.app.state.resubmits,
+        stalls=request.app.state.stalls,
+        wait_s=settings.resource_wait_s,
+    )

@@ -73,4 +73,3 @@ class SpecValidationError(ServiceError):
 
 class BackendError(ServiceError):
     status, code = 503, "backend_unavailable"
-

@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +37,7 @@ from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
+from sweeps.lifecycle import TERMINAL_STATUSES
 from sweeps.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Waiting:
-    """An experiment that has not moved for a while, and Ray's reason (`ExperimentService.waiting`).
-    """
+    """An experiment that has not moved for a while, and Ray's reason
+    (`ExperimentService.waiting`)."""
 
     since: float  # epoch seconds
     seconds: float
@@ -53,6 +54,7 @@ class Waiting:
     infeasible: bool  # Ray holds a demand of this shape that no node (or node type) can hold
     demands: list[dict[str, Any]]
     detail: str
+
 
 #: How often one service process resubmits an experiment whose Ray job was lost.
 MAX_RESUBMITS = 3
@@ -103,8 +105,9 @@ class ExperimentService:
         """
         nodes = self.runner.nodes()
         if nodes is None:
-            log.warning("cannot check %s against the cluster's nodes: Ray did not list them",
-                        prepared.name)
+            log.warning(
+                "cannot check %s against the cluster's nodes: Ray did not list them", prepared.name
+            )
             return
         check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types)
 
@@ -130,9 +133,12 @@ class ExperimentService:
                 )
             try:
                 exp = self.registry.create(
-                    name=prepared.name, spec_json=prepared.spec_json,
-                    spec_hash=prepared.spec_hash, n_trials=prepared.n_trials,
-                    submitter=submitter, idempotency_key=idempotency_key,
+                    name=prepared.name,
+                    spec_json=prepared.spec_json,
+                    spec_hash=prepared.spec_hash,
+                    n_trials=prepared.n_trials,
+                    submitter=submitter,
+                    idempotency_key=idempotency_key,
                 )
             except IdempotencyClash as clash:
                 return self._same_spec(clash.existing, prepared), False
@@ -175,7 +181,7 @@ class ExperimentService:
         status = _FROM_RAY[state]
         error = None
         if state in (JobState.SUCCEEDED, JobState.FAILED):
-            store_status = self._store_status(exp_id)
+            store_status = self._store_status(exp)
             if state == JobState.SUCCEEDED and store_status == "failed":
                 status, error = "failed", "the sweep recorded a failure; see the store"
             elif state == JobState.FAILED:
@@ -191,14 +197,16 @@ class ExperimentService:
         status; one it does not is submitted again under the same id (see the module
         docstring), unless it was resubmitted `MAX_RESUBMITS` times already.
         """
-        store_status = self._store_status(exp.id)
-        if store_status in ("complete", "failed", "cancelled"):
+        store_status = self._store_status(exp)
+        if store_status in TERMINAL_STATUSES:
             error = None if store_status == "complete" else "the sweep recorded it; see the store"
             return self.registry.update(exp.id, status=store_status, error=error), None
         n = self._resubmits.get(exp.id, 0)
         if n >= MAX_RESUBMITS:
-            msg = (f"the Ray cluster lost this job {n + 1} times (its head died or was replaced); "
-                   "not resubmitted again")
+            msg = (
+                f"the Ray cluster lost this job {n + 1} times (its head died or was replaced); "
+                "not resubmitted again"
+            )
             return self.registry.update(exp.id, status="failed", error=msg), JobState.MISSING
         self._resubmits[exp.id] = n + 1
         try:
@@ -206,18 +214,27 @@ class ExperimentService:
         except BackendError as e:
             log.warning("cannot resubmit %s: %s", exp.id, e.message)
             return exp, None  # Ray is down right now; ask again on the next refresh
-        log.warning("experiment %s: Ray lost its job; resubmitted as %s (%d/%d), restoring "
-                    "from the store", exp.id, job_id, n + 1, MAX_RESUBMITS)
-        exp = self.registry.update(exp.id, status="pending", ray_job_id=job_id,
-                                   error=f"resubmitted after the Ray cluster lost its job "
-                                         f"({n + 1}/{MAX_RESUBMITS}); complete trials are kept")
+        log.warning(
+            "experiment %s: Ray lost its job; resubmitted as %s (%d/%d), restoring from the store",
+            exp.id,
+            job_id,
+            n + 1,
+            MAX_RESUBMITS,
+        )
+        exp = self.registry.update(
+            exp.id,
+            status="pending",
+            ray_job_id=job_id,
+            error=f"resubmitted after the Ray cluster lost its job "
+            f"({n + 1}/{MAX_RESUBMITS}); complete trials are kept",
+        )
         return exp, JobState.PENDING
 
-    def _store_status(self, exp_id: str) -> str | None:
+    def _store_status(self, exp: Experiment) -> str | None:
         try:
-            return self.results.progress(exp_id, "test_acc", "max").store_status
+            return self.results.progress(exp.id, *objective_of(exp.spec_json)).store_status
         except Exception as e:  # the store is advisory here; Ray's answer stands
-            log.warning("store status of %s unavailable: %s", exp_id, e)
+            log.warning("store status of %s unavailable: %s", exp.id, e)
             return None
 
     def cancel(self, exp_id: str) -> Experiment:
@@ -240,8 +257,9 @@ class ExperimentService:
         self.results.cancel(exp_id)
         return self.registry.update(exp_id, status="cancelled")
 
-    def waiting(self, exp: Experiment, running: int, pending: int,
-                now: float | None = None) -> Waiting | None:
+    def waiting(
+        self, exp: Experiment, running: int, pending: int, now: float | None = None
+    ) -> Waiting | None:
         """Why the experiment has not moved for `wait_s` seconds, or None while it moves.
 
         It waits while Ray has not started its job (``pending``) or while no trial runs and
@@ -250,7 +268,8 @@ class ExperimentService:
         """
         now = time.time() if now is None else now
         stalled = not exp.is_terminal and (
-            exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0))
+            exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0)
+        )
         since = self._stalls.observe(exp.id, stalled, now)
         if since is None:
             return None
@@ -267,13 +286,17 @@ class ExperimentService:
         raw = self.runner.cluster_status()
         view = None if raw is None else parse_cluster_status(raw, self.node_types)
         ours = own_demands(view, request, auto) if view else []
-        return Waiting(since=since, seconds=now - since, request=request,
-                       infeasible=any(d.infeasible for d in ours),
-                       demands=[asdict(d) for d in (view.demands if view else ())],
-                       detail=describe_wait(request, now - since, view, auto))
+        return Waiting(
+            since=since,
+            seconds=now - since,
+            request=request,
+            infeasible=any(d.infeasible for d in ours),
+            demands=[asdict(d) for d in (view.demands if view else ())],
+            detail=describe_wait(request, now - since, view, auto),
+        )
 
     def progress(self, exp: Experiment) -> TrialCounts:
-        metric, mode = metric_of(exp.spec_json)
+        metric, mode = objective_of(exp.spec_json)
         return self.results.progress(exp.id, metric, mode)
 
     def reconcile(self) -> int:
@@ -291,11 +314,8 @@ class ExperimentService:
         return changed
 
 
-def metric_of(spec_json: str) -> tuple[str, str]:
-    """The spec's headline metric and its direction (``max`` unless an optuna objective says
-    otherwise)."""
-    spec = json.loads(spec_json)
-    metric = str(spec.get("metric") or "test_acc")
-    objective = (spec.get("search") or {}).get("objective") or {}
-    mode = "min" if objective.get("mode") == "min" and objective.get("metric") == metric else "max"
-    return metric, mode
+@functools.lru_cache(maxsize=1024)
+def objective_of(spec_json: str) -> tuple[str, str]:
+    """The stored spec's `ExperimentSpec.objective`, parsed once per spec text (every status
+    request asks)."""
+    return ExperimentSpec.model_validate_json(spec_json).objective

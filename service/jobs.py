@@ -209,12 +209,16 @@ class RayJobRunner:
     def nodes(self) -> list[dict[str, float]] | None:
         """Live nodes' total resources from the dashboard's state API (``/api/v0/nodes``);
         None when it does not answer (the caller then cannot refuse infeasible requests)."""
-        rows = self._get_json("/api/v0/nodes?limit=10000",
-                              lambda body: list(body["data"]["result"]["result"]))
+        rows = self._get_json(
+            "/api/v0/nodes?limit=10000", lambda body: list(body["data"]["result"]["result"])
+        )
         if rows is None:
             return None
-        alive = [{k: float(v) for k, v in (row.get("resources_total") or {}).items()}
-                 for row in rows if row.get("state") == "ALIVE"]
+        alive = [
+            {k: float(v) for k, v in (row.get("resources_total") or {}).items()}
+            for row in rows
+            if row.get("state") == "ALIVE"
+        ]
         # A head that is still registering lists no node for a moment: that is "unknown",
         # never "a cluster without CPUs".
         return alive or None

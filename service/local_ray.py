@@ -78,8 +78,10 @@ def ensure_token(path: str | Path) -> str:
     if path.is_file():
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
-            raise LocalRayError(f"{path} is open to other users (mode {oct(mode)}); chmod 600 "
-                                "it, or delete it to get a new token")
+            raise LocalRayError(
+                f"{path} is open to other users (mode {oct(mode)}); chmod 600 "
+                "it, or delete it to get a new token"
+            )
         return path.read_text().strip()
     import secrets
 
@@ -149,10 +151,14 @@ class LocalRayHead:
 
     def save(self, path: str | Path) -> None:
         """Record this head in ``path`` (JSON) for `attach`."""
-        record = {"address": self.address, "dashboard_url": self.dashboard_url,
-                  "temp_dir": str(self.temp_dir), "owns_temp_dir": self.owns_temp_dir,
-                  "pgid": self.pgid,
-                  "token_path": str(self.token_path) if self.token_path else None}
+        record = {
+            "address": self.address,
+            "dashboard_url": self.dashboard_url,
+            "temp_dir": str(self.temp_dir),
+            "owns_temp_dir": self.owns_temp_dir,
+            "pgid": self.pgid,
+            "token_path": str(self.token_path) if self.token_path else None,
+        }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -169,8 +175,15 @@ class LocalRayHead:
         try:
             rec = json.loads(path.read_text())
             token_path = Path(rec["token_path"]) if rec.get("token_path") else None
-            head = cls(None, rec["address"], rec["dashboard_url"], Path(rec["temp_dir"]),
-                       bool(rec["owns_temp_dir"]), int(rec["pgid"]), token_path)
+            head = cls(
+                None,
+                rec["address"],
+                rec["dashboard_url"],
+                Path(rec["temp_dir"]),
+                bool(rec["owns_temp_dir"]),
+                int(rec["pgid"]),
+                token_path,
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if head.pgid > 0 and head.alive() and head.jobs_api_ready():
@@ -204,10 +217,19 @@ class LocalRayHead:
         port, dash = free_port(), free_port()
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [
-            ray_bin, "start", "--head", "--block", "--disable-usage-stats",
-            f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1", f"--port={port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-            f"--temp-dir={tmp}", f"--object-store-memory={object_store_mb * 1024 * 1024}",
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            f"--num-cpus={num_cpus}",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--temp-dir={tmp}",
+            f"--object-store-memory={object_store_mb * 1024 * 1024}",
             f"--ray-client-server-port={free_port()}",
             f"--dashboard-agent-listen-port={free_port()}",
             f"--dashboard-agent-grpc-port={free_port()}",
@@ -232,8 +254,14 @@ class LocalRayHead:
         proc = subprocess.Popen(
             cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
         )
-        head = cls(proc, f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", tmp, owns,
-                   token_path=Path(token_path).resolve() if token_path is not None else None)
+        head = cls(
+            proc,
+            f"127.0.0.1:{port}",
+            f"http://127.0.0.1:{dash}",
+            tmp,
+            owns,
+            token_path=Path(token_path).resolve() if token_path is not None else None,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
+from sweeps.lifecycle import TERMINAL_STATUSES, ExperimentStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 ID_PATTERN = r"^x[0-9a-f]{16}$"
 _ID_RE = re.compile(ID_PATTERN)
 
-ACTIVE = ("submitted", "pending", "running")
-TERMINAL = ("complete", "failed", "cancelled")
+ACTIVE = tuple(s.value for s in ExperimentStatus if not s.is_terminal)
+TERMINAL = TERMINAL_STATUSES
 STATUSES = ACTIVE + TERMINAL
 #: Active statuses only move forward; any terminal status ranks above them all.
 _RANK = {status: i for i, status in enumerate(ACTIVE)}
@@ -111,14 +112,24 @@ class Experiment:
     @classmethod
     def of(cls, row: Any) -> Experiment:
         """From an `ExperimentRow` or a Core row of its table (same attribute names)."""
+
         # SQLite drops the tzinfo; every stored time is UTC, so put it back.
         def utc(t: datetime) -> datetime:
             return t if t.tzinfo else t.replace(tzinfo=UTC)
 
         return cls(
-            row.id, row.name, row.spec_json, row.spec_hash, row.n_trials, row.ray_job_id,
-            row.submitter, row.idempotency_key, row.status, row.error,
-            utc(row.created_at), utc(row.updated_at),
+            row.id,
+            row.name,
+            row.spec_json,
+            row.spec_hash,
+            row.n_trials,
+            row.ray_job_id,
+            row.submitter,
+            row.idempotency_key,
+            row.status,
+            row.error,
+            utc(row.created_at),
+            utc(row.updated_at),
         )
 
 
@@ -166,9 +177,16 @@ class Registry:
             if existing is not None:
                 raise IdempotencyClash(existing)
         row = ExperimentRow(
-            id=new_id(), name=name, spec_json=spec_json, spec_hash=spec_hash, n_trials=n_trials,
-            submitter=submitter, idempotency_key=idempotency_key, status="submitted",
-            created_at=_now(), updated_at=_now(),
+            id=new_id(),
+            name=name,
+            spec_json=spec_json,
+            spec_hash=spec_hash,
+            n_trials=n_trials,
+            submitter=submitter,
+            idempotency_key=idempotency_key,
+            status="submitted",
+            created_at=_now(),
+            updated_at=_now(),
         )
         try:
             with self._session.begin() as s:
@@ -204,7 +222,11 @@ class Registry:
         return Experiment.of(row)
 
     def query(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 50,
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Experiment], int]:
         """Newest first; ``name`` matches as a substring. Returns ``(page, total)``."""
@@ -217,14 +239,16 @@ class Registry:
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = s.scalars(
                 q.order_by(ExperimentRow.created_at.desc(), ExperimentRow.id)
-                .limit(limit).offset(offset)
+                .limit(limit)
+                .offset(offset)
             ).all()
             return [Experiment.of(r) for r in rows], int(total)
 
     def count_active(self) -> int:
         with self._session() as s:
             n = s.scalar(
-                select(func.count()).select_from(ExperimentRow)
+                select(func.count())
+                .select_from(ExperimentRow)
                 .where(ExperimentRow.status.in_(ACTIVE))
             )
             return int(n or 0)
@@ -235,7 +259,11 @@ class Registry:
             return [Experiment.of(r) for r in rows]
 
     def update(
-        self, exp_id: str, *, status: str | None = None, ray_job_id: str | None = None,
+        self,
+        exp_id: str,
+        *,
+        status: str | None = None,
+        ray_job_id: str | None = None,
         error: str | None = None,
     ) -> Experiment:
         """Set the given fields. A terminal status is final: later updates keep it."""

@@ -32,6 +32,7 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
+from sweeps.lifecycle import TERMINAL_STATUSES
 from sweeps.results_doc import (
     ResultsIndex,
     ResultsSource,
@@ -44,7 +45,6 @@ from sweeps.studies import Study, smoke_overrides
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("complete", "failed", "cancelled")
 #: How long a submission rides out an unreachable service or Ray before giving up.
 SUBMIT_RETRY_S = 60.0
 #: How long waiting for a study rides out a service that does not answer.
@@ -103,10 +103,18 @@ def git_commit(root: Path | None = None) -> str:
     """``4bee72c`` or ``4bee72c-dirty`` (uncommitted changes), ``unknown`` outside git."""
     root = root or Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
@@ -124,9 +132,13 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"nproc": nproc, "memory_gib": mem_gib, "torch_threads": torch.get_num_threads(),
-            "platform": f"{platform.system()} {platform.machine()}, Python "
-                        f"{platform.python_version()}, torch {torch.__version__}"}
+    return {
+        "nproc": nproc,
+        "memory_gib": mem_gib,
+        "torch_threads": torch.get_num_threads(),
+        "platform": f"{platform.system()} {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,25 +175,43 @@ def runnable_problem(spec: Any) -> str | None:
     return None
 
 
-def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
-              index: ResultsIndex, save: Callable[[], None], commit: str,
-              local_checks: bool = True, poll_s: float = 1.0,
-              seed_offset: int = 0) -> StudyRecord:
+def run_study(
+    client: Client,
+    study: Study,
+    smoke: bool,
+    progress: Progress,
+    index: ResultsIndex,
+    save: Callable[[], None],
+    commit: str,
+    local_checks: bool = True,
+    poll_s: float = 1.0,
+    seed_offset: int = 0,
+) -> StudyRecord:
     """Submit one study, wait for it to end, and record it in ``index`` (saved as it goes)."""
     from service.errors import ServiceError
 
     try:
         overrides, prepared = prepare_study(study, smoke, seed_offset)
     except ServiceError as e:
-        rec = StudyRecord(study.name, "skipped", smoke=smoke, commit=commit,
-                          error=f"its spec does not validate here: {e}")
+        rec = StudyRecord(
+            study.name,
+            "skipped",
+            smoke=smoke,
+            commit=commit,
+            error=f"its spec does not validate here: {e}",
+        )
         index.studies[study.name] = rec
         save()
         return rec
     problem = runnable_problem(prepared.spec) if local_checks else None
     if problem:
-        rec = StudyRecord(study.name, "skipped", smoke=smoke, commit=commit,
-                          error=f"it cannot run on this machine: {problem}")
+        rec = StudyRecord(
+            study.name,
+            "skipped",
+            smoke=smoke,
+            commit=commit,
+            error=f"it cannot run on this machine: {problem}",
+        )
         index.studies[study.name] = rec
         save()
         progress(f"{study.name}: skipped ({problem})")
@@ -190,18 +220,32 @@ def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
     answer = client.submit(study.preset, overrides)
     exp_id = answer["id"]
     spec = prepared.spec.model_dump(mode="json")
-    rec = StudyRecord(study.name, answer["status"], exp_id, smoke, spec, submitted, commit=commit,
-                      seed_offset=seed_offset)
+    rec = StudyRecord(
+        study.name,
+        answer["status"],
+        exp_id,
+        smoke,
+        spec,
+        submitted,
+        commit=commit,
+        seed_offset=seed_offset,
+    )
     index.studies[study.name] = rec
     save()
     progress(f"{study.name}: experiment {exp_id} submitted ({prepared.n_trials} trials at most)")
     exp = _wait(client, exp_id, study.name, progress, t0, poll_s)
     if exp["spec_hash"] != prepared.spec_hash:
         # The service's preset files differ from this checkout's: the index would lie.
-        log.warning("%s: the service ran spec %s, this checkout resolves %s", study.name,
-                    exp["spec_hash"][:12], prepared.spec_hash[:12])
-        rec.error = "the service's preset differs from this checkout's; the spec recorded " \
-                    "here may not be the one that ran"
+        log.warning(
+            "%s: the service ran spec %s, this checkout resolves %s",
+            study.name,
+            exp["spec_hash"][:12],
+            prepared.spec_hash[:12],
+        )
+        rec.error = (
+            "the service's preset differs from this checkout's; the spec recorded "
+            "here may not be the one that ran"
+        )
     rec.status, rec.wall_s, rec.finished_at = exp["status"], time.monotonic() - t0, time.time()
     rec.error = exp.get("error") or rec.error
     save()
@@ -209,8 +253,9 @@ def run_study(client: Client, study: Study, smoke: bool, progress: Progress,
     return rec
 
 
-def _wait(client: Client, exp_id: str, name: str, progress: Progress, t0: float,
-          poll_s: float) -> dict[str, Any]:
+def _wait(
+    client: Client, exp_id: str, name: str, progress: Progress, t0: float, poll_s: float
+) -> dict[str, Any]:
     last = ""
     down_since: float | None = None  # when the service stopped answering, if it has
     while True:
@@ -222,9 +267,11 @@ def _wait(client: Client, exp_id: str, name: str, progress: Progress, t0: float,
             now = time.monotonic()
             down_since = down_since or now
             if now - down_since > WAIT_GIVE_UP_S:
-                raise ReproduceError(f"{name}: no answer about {exp_id} for "
-                                     f"{WAIT_GIVE_UP_S:.0f} s ({e}); it may still be running: "
-                                     "rerun with --render-only later") from e
+                raise ReproduceError(
+                    f"{name}: no answer about {exp_id} for "
+                    f"{WAIT_GIVE_UP_S:.0f} s ({e}); it may still be running: "
+                    "rerun with --render-only later"
+                ) from e
             progress(f"{name}: the service did not answer ({e}); asking again")
             time.sleep(max(poll_s, 2.0))
             continue
@@ -232,12 +279,14 @@ def _wait(client: Client, exp_id: str, name: str, progress: Progress, t0: float,
             raise ReproduceError(f"{name}: the service lost experiment {exp_id}")
         p = exp.get("progress") or {}
         done = sum(p.get(k, 0) for k in ("complete", "failed", "pruned", "cancelled"))
-        line = (f"{name}: {exp['status']}, {done} trials done, {p.get('running', 0)} running, "
-                f"best {p.get('metric', '')} {_best(p.get('best'))}")
+        line = (
+            f"{name}: {exp['status']}, {done} trials done, {p.get('running', 0)} running, "
+            f"best {p.get('metric', '')} {_best(p.get('best'))}"
+        )
         if line != last:
             progress(f"{line} ({time.monotonic() - t0:.0f} s)")
             last = line
-        if exp["status"] in TERMINAL:
+        if exp["status"] in TERMINAL_STATUSES:
             return exp
         time.sleep(poll_s)
 
@@ -251,10 +300,18 @@ def _best(v: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
-              progress: Progress, render_only: bool = False,
-              source: ResultsSource | None = None, poll_s: float = 1.0,
-              local_checks: bool | None = None, seed_offset: int = 0) -> int:
+def reproduce(
+    client: Client,
+    studies: Sequence[Study],
+    smoke: bool,
+    out: Path,
+    progress: Progress,
+    render_only: bool = False,
+    source: ResultsSource | None = None,
+    poll_s: float = 1.0,
+    local_checks: bool | None = None,
+    seed_offset: int = 0,
+) -> int:
     """Run ``studies`` (unless ``render_only``) and render ``out``; the exit code: 1 if a study
     of this run failed or was cancelled, else 0 (a skipped study is not a failure).
 
@@ -271,17 +328,28 @@ def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
         render(index, source, out)
         progress(f"wrote {out} from {idx_path}")
         return 0
-    real = [s.name for s in studies if (r := index.studies.get(s.name)) is not None
-            and not r.smoke and r.status != "skipped"]
+    real = [
+        s.name
+        for s in studies
+        if (r := index.studies.get(s.name)) is not None and not r.smoke and r.status != "skipped"
+    ]
     if smoke and real:
-        raise ReproduceError(f"{idx_path} holds real results of {', '.join(real)}; a smoke run "
-                             "would replace them: write it elsewhere (--out)")
+        raise ReproduceError(
+            f"{idx_path} holds real results of {', '.join(real)}; a smoke run "
+            "would replace them: write it elsewhere (--out)"
+        )
     if local_checks is None:
         local_checks = urlparse(client.url).hostname in ("127.0.0.1", "localhost", "::1")
     commit = git_commit()
     t0 = time.monotonic()
-    index.last_run = RunInfo(time.time(), commit, machine_info(), [s.name for s in studies],
-                             smoke, seed_offset=seed_offset)
+    index.last_run = RunInfo(
+        time.time(),
+        commit,
+        machine_info(),
+        [s.name for s in studies],
+        smoke,
+        seed_offset=seed_offset,
+    )
 
     def save() -> None:
         index.save(idx_path)
@@ -289,8 +357,9 @@ def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
     failed = []
     for i, study in enumerate(studies, 1):
         progress(f"[{i}/{len(studies)}] {study.name}")
-        rec = run_study(client, study, smoke, progress, index, save, commit, local_checks,
-                        poll_s, seed_offset)
+        rec = run_study(
+            client, study, smoke, progress, index, save, commit, local_checks, poll_s, seed_offset
+        )
         if rec.status in ("failed", "cancelled"):
             failed.append(study.name)
         if not smoke and i < len(studies):
@@ -299,6 +368,8 @@ def reproduce(client: Client, studies: Sequence[Study], smoke: bool, out: Path,
     index.last_run.wall_s = time.monotonic() - t0
     save()
     render(index, source, out)
-    progress(f"wrote {out} ({index.last_run.wall_s:.1f} s)"
-             + (f"; failed: {', '.join(failed)}" if failed else ""))
+    progress(
+        f"wrote {out} ({index.last_run.wall_s:.1f} s)"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0

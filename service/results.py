@@ -29,11 +29,10 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from service.errors import BackendError, NotFoundError
+from sweeps.lifecycle import TERMINAL_STATUSES, TRIAL_STATES
 
 log = logging.getLogger(__name__)
 
-TRIAL_STATES = ("pending", "running", "complete", "pruned", "failed", "cancelled")
-FINAL_STATUSES = ("complete", "failed", "cancelled")
 TABLE_CACHE_SIZE = 8
 PROGRESS_CACHE_SIZE = 4096  # a few hundred bytes each
 
@@ -177,7 +176,7 @@ class StoreResults:
             live = self._live.get(exp_id)
         if live is not None and token is not None and live[0] == token:
             return live[1]
-        final = store.get_experiment(exp_id).status in FINAL_STATUSES
+        final = store.get_experiment(exp_id).status in TERMINAL_STATUSES
         table: pa.Table = results(exp_id, store=store)
         with self._lock:
             if final:
@@ -206,8 +205,12 @@ class StoreResults:
         table = self.summary(exp_id)
         spec = ExperimentSpec.model_validate_json(self._open().get_experiment(exp_id).spec_json)
         independent = spec.independent_fields
-        return plot_phase_diagram(table, metric=spec.metric, independent=independent or None,
-                                  title=f"{spec.name} ({exp_id})")
+        return plot_phase_diagram(
+            table,
+            metric=spec.metric,
+            independent=independent or None,
+            title=f"{spec.name} ({exp_id})",
+        )
 
     def charts(self, exp_id: str) -> dict[str, Any]:
         """What the results page draws (`sweeps.charts`), running trials included."""

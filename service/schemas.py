@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sweeps.lifecycle import ExperimentStatus
+
 _STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
@@ -69,7 +71,7 @@ class Progress(BaseModel):
 
 class DemandOut(BaseModel):
     kind: str = Field(description="task or placement_group")
-    resources: dict[str, float] = Field(description="one bundle, e.g. {\"CPU\": 1.0}")
+    resources: dict[str, float] = Field(description='one bundle, e.g. {"CPU": 1.0}')
     count: int
     infeasible: bool = Field(description="no live node and no node type could ever hold it")
 
@@ -88,7 +90,7 @@ class WaitingOut(BaseModel):
 class ExperimentOut(BaseModel):
     id: str
     name: str
-    status: str = Field(description="submitted|pending|running|complete|failed|cancelled")
+    status: ExperimentStatus
     submitter: str
     spec_hash: str
     ray_job_id: str | None
@@ -98,13 +100,14 @@ class ExperimentOut(BaseModel):
     updated_at: datetime
     progress: Progress | None = None
     waiting: WaitingOut | None = Field(
-        None, description="set while no trial has run for the configured time, with Ray's reason")
+        None, description="set while no trial has run for the configured time, with Ray's reason"
+    )
     links: Links
 
 
 class SubmitOut(BaseModel):
     id: str
-    status: str
+    status: ExperimentStatus
     created: bool = Field(description="false when an Idempotency-Key returned an earlier one")
     links: Links
 

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
         default=Path.home() / ".divsweep", description="registry, jobs, results"
     )
     registry_url_override: str | None = Field(
-        default=None, alias="DIVSWEEP_REGISTRY_URL",
+        default=None,
+        alias="DIVSWEEP_REGISTRY_URL",
         description="any SQLAlchemy URL; default sqlite:///<state_dir>/registry.db",
     )
     store_uri_override: str | None = Field(
-        default=None, alias="DIVSWEEP_STORE_URI",
+        default=None,
+        alias="DIVSWEEP_STORE_URI",
         description="results store URI (sweeps.open_store); default <state_dir>/results",
     )
     # Submitter name -> bearer token. Empty means every mutating route answers 403.

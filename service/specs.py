@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from data.errors import error_details
 from service.errors import (
     BadRequestError,
     FieldError,
@@ -44,7 +45,6 @@ from trainer.builtin import is_builtin
 log = logging.getLogger(__name__)
 
 SERVICE_FIELDS = ("store", "data_cache_dir")
-_LEADING_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.*)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,15 @@ class Quotas:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Quotas:
-        return cls(settings.max_trials, settings.max_examples, settings.max_test_examples,
-                   settings.max_seq_len, settings.max_params, settings.max_layers,
-                   tuple(settings.model_roots))
+        return cls(
+            settings.max_trials,
+            settings.max_examples,
+            settings.max_test_examples,
+            settings.max_seq_len,
+            settings.max_params,
+            settings.max_layers,
+            tuple(settings.model_roots),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,34 +90,12 @@ class PreparedSpec:
 
 
 def field_errors(e: ValidationError, prefix: str = "") -> list[FieldError]:
-    """One :class:`FieldError` per pydantic error, with the dotted path (``data.noop_fraction``).
-
-    Rule errors raised inside a model validator carry their own field (``ctx.error.field``),
-    which is appended to the location so the path points at the field, not the model.
-    """
-    out = []
-    for err in e.errors():
-        loc = [str(p) for p in err["loc"]]
-        inner = (err.get("ctx") or {}).get("error")
-        details = getattr(inner, "details", None)
-        if details:
-            # A nested spec (data.DataSpec) validated itself and lists (path, rule) pairs.
-            for path, msg in details:
-                full = ".".join([*([prefix] if prefix else []), *loc, *([path] if path else [])])
-                out.append(FieldError(full, str(msg), str(err["type"])))
-            continue
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        extra = getattr(inner, "field", None)
-        if not extra and inner is not None:
-            # trainer.ConfigError: "the message starts with the field name".
-            m = _LEADING_FIELD.match(str(inner))
-            if m:
-                extra, msg = m.group(1), m.group(2)
-        if extra and (not loc or loc[-1] != str(extra)):
-            loc.append(str(extra))
-        path = ".".join(([prefix] if prefix else []) + loc) or "body"
-        out.append(FieldError(path, msg, str(err["type"])))
-    return out
+    """One :class:`FieldError` per pydantic error, with the dotted path (``data.noop_fraction``)
+    as `data.errors.error_details` reads it (``body`` when the error names no field)."""
+    return [
+        FieldError(path or "body", msg, kind)
+        for path, msg, kind in error_details(e.errors(), prefix)
+    ]
 
 
 def _validate(body: Mapping[str, Any], prefix: str = "") -> ExperimentSpec:
@@ -125,8 +109,9 @@ def _validate(body: Mapping[str, Any], prefix: str = "") -> ExperimentSpec:
     try:
         # Strict JSON rules for a submitted body (`sweeps.spec.STRICT_CONTEXT`): `true` is not
         # 1, "3" is not 3, and NaN / infinity (Python's json reads them) are refused by name.
-        return ExperimentSpec.model_validate_json(json.dumps(dict(body)), strict=True,
-                                                  context=STRICT_CONTEXT)
+        return ExperimentSpec.model_validate_json(
+            json.dumps(dict(body)), strict=True, context=STRICT_CONTEXT
+        )
     except ValidationError as e:
         fields = field_errors(e, prefix)
         raise SpecValidationError(
@@ -197,8 +182,10 @@ def prepare(body: Mapping[str, Any], quotas: Quotas, prefix: str = "") -> Prepar
     check_paths(spec, quotas.model_roots, plans)
     absent = missing_trackers(spec.tracking)
     if absent:
-        raise SpecValidationError("; ".join(f"{f}: {m}" for f, m in absent),
-                                  [FieldError(f, m, "not_installed") for f, m in absent])
+        raise SpecValidationError(
+            "; ".join(f"{f}: {m}" for f, m in absent),
+            [FieldError(f, m, "not_installed") for f, m in absent],
+        )
     try:
         sizes = trial_sizes(spec, plans)
     except SizeError as e:
@@ -256,25 +243,31 @@ def parse_body(raw: bytes, max_bytes: int, max_depth: int) -> dict[str, Any]:
     depth = json_depth(raw)
     if depth > max_depth:
         raise BadRequestError(
-            f"request body nests arrays and objects {depth} deep, over max_json_depth="
-            f"{max_depth}",
-            [FieldError("body", f"nesting depth {depth} > max_json_depth={max_depth}",
-                        "json_depth")],
+            f"request body nests arrays and objects {depth} deep, over max_json_depth={max_depth}",
+            [
+                FieldError(
+                    "body", f"nesting depth {depth} > max_json_depth={max_depth}", "json_depth"
+                )
+            ],
         )
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, 5000-digit ints
-        raise BadRequestError(f"request body is not valid JSON: {e}",
-                              [FieldError("body", f"not valid JSON: {e}", "json_invalid")]
-                              ) from None
+        raise BadRequestError(
+            f"request body is not valid JSON: {e}",
+            [FieldError("body", f"not valid JSON: {e}", "json_invalid")],
+        ) from None
     if not isinstance(body, dict):
-        raise BadRequestError(f"request body must be a JSON object, got {type(body).__name__}",
-                              [FieldError("body", "must be a JSON object", "json_type")])
+        raise BadRequestError(
+            f"request body must be a JSON object, got {type(body).__name__}",
+            [FieldError("body", "must be a JSON object", "json_type")],
+        )
     return body
 
 
-def _quota(field: str, what: str, value: int, name: str, limit: int | None,
-           unit: str = "") -> PayloadTooLargeError | None:
+def _quota(
+    field: str, what: str, value: int, name: str, limit: int | None, unit: str = ""
+) -> PayloadTooLargeError | None:
     if limit is None or value <= limit:
         return None
     msg = f"{what} is {value:,}{unit}, over the quota {name}={limit:,}{unit}"
@@ -284,27 +277,57 @@ def _quota(field: str, what: str, value: int, name: str, limit: int | None,
 def check_sizes(sizes: TrialSizes, quotas: Quotas) -> None:
     """Refuse (413, naming the field) a spec whose largest trial is over a quota."""
     checks = [
-        ("data.n_train", "a trial's training set", sizes.n_train, "max_examples",
-         quotas.max_examples),
-        ("data.test.n_test", "a trial's test set", sizes.n_test, "max_test_examples",
-         quotas.max_test_examples),
-        ("data.z_len", "a trial's longest example (tokens)", sizes.seq_len, "max_seq_len",
-         quotas.max_seq_len),
+        (
+            "data.n_train",
+            "a trial's training set",
+            sizes.n_train,
+            "max_examples",
+            quotas.max_examples,
+        ),
+        (
+            "data.test.n_test",
+            "a trial's test set",
+            sizes.n_test,
+            "max_test_examples",
+            quotas.max_test_examples,
+        ),
+        (
+            "data.z_len",
+            "a trial's longest example (tokens)",
+            sizes.seq_len,
+            "max_seq_len",
+            quotas.max_seq_len,
+        ),
     ]
     if sizes.n_params is not None:
-        checks.append(("train.model", "a trial's model (parameters)", sizes.n_params,
-                       "max_params", quotas.max_params))
+        checks.append(
+            (
+                "train.model",
+                "a trial's model (parameters)",
+                sizes.n_params,
+                "max_params",
+                quotas.max_params,
+            )
+        )
     if sizes.n_layer is not None:
-        checks.append(("train.n_layer", "a trial's model (layers)", sizes.n_layer,
-                       "max_layers", quotas.max_layers))
+        checks.append(
+            (
+                "train.n_layer",
+                "a trial's model (layers)",
+                sizes.n_layer,
+                "max_layers",
+                quotas.max_layers,
+            )
+        )
     for field, what, value, name, limit in checks:
         err = _quota(field, what, value, name, limit)
         if err is not None:
             raise err
 
 
-def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None,
-                plans: list[TrialPlan] | None = None) -> None:
+def check_paths(
+    spec: ExperimentSpec, roots: Sequence[Path] | None, plans: list[TrialPlan] | None = None
+) -> None:
     """Refuse (422) any submitted path that is not under one of ``roots``.
 
     Every field marked as a path (`sweeps.limits.path_values`, today ``train.init``) of every
@@ -321,8 +344,9 @@ def check_paths(spec: ExperimentSpec, roots: Sequence[Path] | None,
         real = Path(os.path.realpath(os.path.expanduser(value)))
         if any(real == r or r in real.parents for r in real_roots):
             continue
-        allowed = ", ".join(str(r) for r in real_roots) or "none configured: only builtin " \
-            "models (divsweep:<name>)"
-        msg = (f"{value!r} is not under an allowed model directory (DIVSWEEP_MODEL_ROOTS: "
-               f"{allowed})")
+        allowed = (
+            ", ".join(str(r) for r in real_roots)
+            or "none configured: only builtin models (divsweep:<name>)"
+        )
+        msg = f"{value!r} is not under an allowed model directory (DIVSWEEP_MODEL_ROOTS: {allowed})"
         raise SpecValidationError(f"{field}: {msg}", [FieldError(field, msg, "path")])

@@ -64,8 +64,9 @@ def _fits(bundle: Mapping[str, float], node: Mapping[str, float]) -> bool:
     return all(node.get(k, 0.0) >= v for k, v in bundle.items() if v > 0)
 
 
-def parse_cluster_status(data: Mapping[str, Any],
-                         node_types: Sequence[Mapping[str, float]] = ()) -> ClusterView:
+def parse_cluster_status(
+    data: Mapping[str, Any], node_types: Sequence[Mapping[str, float]] = ()
+) -> ClusterView:
     """The ``data`` member of ``/api/cluster_status`` (Ray 2.x, legacy load-metrics report) as a
     :class:`ClusterView`; ``node_types`` are the operator's extra types (`Settings.node_types`).
 
@@ -84,8 +85,11 @@ def parse_cluster_status(data: Mapping[str, Any],
     for pg, n in report.get("pgDemand") or []:
         for bundle, per_pg in pg.get("bundles") or []:
             demands.append(demand("placement_group", bundle, int(n) * int(per_pg)))
-    usage = {str(k): (float(v[0]), float(v[1])) for k, v in (report.get("usage") or {}).items()
-             if not str(k).startswith(_IGNORED) and k in ("CPU", "GPU", "memory")}
+    usage = {
+        str(k): (float(v[0]), float(v[1]))
+        for k, v in (report.get("usage") or {}).items()
+        if not str(k).startswith(_IGNORED) and k in ("CPU", "GPU", "memory")
+    }
     error = data.get("autoscalingError")
     return ClusterView(tuple(demands), usage, str(error) if error else None)
 
@@ -102,8 +106,9 @@ def _usage(usage: Mapping[str, tuple[float, float]]) -> str:
     return ", ".join(parts) or "unknown"
 
 
-def own_demands(view: ClusterView, request: Mapping[str, float],
-                gpu_auto: bool = False) -> list[Demand]:
+def own_demands(
+    view: ClusterView, request: Mapping[str, float], gpu_auto: bool = False
+) -> list[Demand]:
     """The demands of the experiment's trial shape ``request`` (``{"CPU": 1.0, "GPU": 0.5}``).
 
     With ``gpu_auto`` the driver picks the GPU share at run time, so any GPU amount matches.
@@ -119,37 +124,48 @@ def own_demands(view: ClusterView, request: Mapping[str, float],
     return [d for d in view.demands if same(d)]
 
 
-def describe_wait(request: Mapping[str, float], seconds: float, view: ClusterView | None,
-                  gpu_auto: bool = False) -> str:
+def describe_wait(
+    request: Mapping[str, float], seconds: float, view: ClusterView | None, gpu_auto: bool = False
+) -> str:
     """One sentence on why the experiment waits and what would end it (for ``waiting.detail``).
 
     ``request`` is one trial's bundle (``{"CPU": 1.0, "GPU": 0.5}``).
     """
     head = f"no trial has run for {seconds:.0f} s"
     if view is None:
-        return (f"{head}, and Ray's cluster status is unavailable; see the Ray dashboard's "
-                "cluster page and the job's logs")
+        return (
+            f"{head}, and Ray's cluster status is unavailable; see the Ray dashboard's "
+            "cluster page and the job's logs"
+        )
     ours = own_demands(view, request, gpu_auto)
     stuck = [d for d in ours if d.infeasible]
     if stuck:
-        return (f"{head}: Ray cannot place a trial's request {_fmt(request)}: no live node and "
-                "no node type the autoscaler may add has it. Cancel and resubmit with smaller "
-                "resources, or add such a node")
+        return (
+            f"{head}: Ray cannot place a trial's request {_fmt(request)}: no live node and "
+            "no node type the autoscaler may add has it. Cancel and resubmit with smaller "
+            "resources, or add such a node"
+        )
     if ours:
         n = sum(d.count for d in ours)
         kinds = {d.kind for d in ours}
         what = "placement groups" if kinds == {"placement_group"} else "requests"
         others = sum(d.count for d in view.demands) - n
         more = f" and {others} other queued request(s)" if others else ""
-        return (f"{head}: Ray queues {n} {what} of {_fmt(request)} (the shape of this "
-                f"experiment's trials){more}; the cluster uses {_usage(view.usage)}. They start "
-                "when running work frees resources or the autoscaler adds a node")
+        return (
+            f"{head}: Ray queues {n} {what} of {_fmt(request)} (the shape of this "
+            f"experiment's trials){more}; the cluster uses {_usage(view.usage)}. They start "
+            "when running work frees resources or the autoscaler adds a node"
+        )
     if view.demands:
         n = sum(d.count for d in view.demands)
-        return (f"{head}: Ray queues {n} request(s), none of this experiment's shape "
-                f"{_fmt(request)}; the cluster uses {_usage(view.usage)}")
-    return (f"{head}, and Ray reports no queued request: the sweep's driver may still be "
-            "starting (runtime environment set-up); see the Ray job's logs")
+        return (
+            f"{head}: Ray queues {n} request(s), none of this experiment's shape "
+            f"{_fmt(request)}; the cluster uses {_usage(view.usage)}"
+        )
+    return (
+        f"{head}, and Ray reports no queued request: the sweep's driver may still be "
+        "starting (runtime environment set-up); see the Ray job's logs"
+    )
 
 
 class Stalls:

@@ -7,9 +7,10 @@ Example::
     exp_id = run_experiment(spec, store_uri="/tmp/results")   # needs Ray; blocks until done
     print(summary(exp_id, store_uri="/tmp/results").to_pandas())
 
-Importing this package never connects to Ray or touches the disk. Names are loaded on first use,
-so a process that only reads the store (``from sweeps.store import open_store``) does not pay
-for importing the trainer (torch) or Ray.
+Importing this package never connects to Ray or touches the disk. The errors, the lifecycles
+and the store are plain imports. Every other name is loaded on first use, because the spec
+module imports the trainer's config, which imports torch (1.1 s): a process that only reads the
+store (the service's readers, ``from sweeps.store import open_store``) must not pay for it.
 """
 
 from __future__ import annotations
@@ -17,39 +18,61 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sweeps.errors import RunError, SpecError, StoreError, SweepError, UnknownExperimentError
+from sweeps.lifecycle import ExperimentStatus, TrialState
+from sweeps.store import ResultsStore, open_store
+
 if TYPE_CHECKING:
     from sweeps.driver import run_experiment
-    from sweeps.errors import RunError, SpecError, StoreError, SweepError, UnknownExperimentError
     from sweeps.plot import plot_experiment, plot_phase_diagram
     from sweeps.presets import list_presets, load_preset, preset_path
     from sweeps.spec import ExperimentSpec, TrialPlan, load_spec, spec_from_dict
-    from sweeps.store import ResultsStore, open_store
     from sweeps.tables import results, summary, threshold_estimate
 
-_WHERE = {
+#: the names that import torch (through `sweeps.spec`), by their module
+_LAZY = {
     "run_experiment": "sweeps.driver",
-    "RunError": "sweeps.errors", "SpecError": "sweeps.errors", "StoreError": "sweeps.errors",
-    "SweepError": "sweeps.errors", "UnknownExperimentError": "sweeps.errors",
-    "plot_experiment": "sweeps.plot", "plot_phase_diagram": "sweeps.plot",
-    "list_presets": "sweeps.presets", "load_preset": "sweeps.presets",
+    "plot_experiment": "sweeps.plot",
+    "plot_phase_diagram": "sweeps.plot",
+    "list_presets": "sweeps.presets",
+    "load_preset": "sweeps.presets",
     "preset_path": "sweeps.presets",
-    "results": "sweeps.tables", "summary": "sweeps.tables",
+    "results": "sweeps.tables",
+    "summary": "sweeps.tables",
     "threshold_estimate": "sweeps.tables",
-    "ExperimentSpec": "sweeps.spec", "TrialPlan": "sweeps.spec", "load_spec": "sweeps.spec",
+    "ExperimentSpec": "sweeps.spec",
+    "TrialPlan": "sweeps.spec",
+    "load_spec": "sweeps.spec",
     "spec_from_dict": "sweeps.spec",
-    "ResultsStore": "sweeps.store", "open_store": "sweeps.store",
 }
 __all__ = [
-    "ExperimentSpec", "ResultsStore", "RunError", "SpecError", "StoreError", "SweepError",
-    "TrialPlan", "UnknownExperimentError", "list_presets", "load_preset", "load_spec",
-    "open_store", "plot_experiment", "plot_phase_diagram", "preset_path", "results",
-    "run_experiment", "spec_from_dict", "summary", "threshold_estimate",
+    "ExperimentSpec",
+    "ExperimentStatus",
+    "ResultsStore",
+    "RunError",
+    "SpecError",
+    "StoreError",
+    "SweepError",
+    "TrialPlan",
+    "TrialState",
+    "UnknownExperimentError",
+    "list_presets",
+    "load_preset",
+    "load_spec",
+    "open_store",
+    "plot_experiment",
+    "plot_phase_diagram",
+    "preset_path",
+    "results",
+    "run_experiment",
+    "spec_from_dict",
+    "summary",
+    "threshold_estimate",
 ]
-assert sorted(__all__) == sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -58,4 +81,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(_LAZY))

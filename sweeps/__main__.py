@@ -29,20 +29,23 @@ def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
     store = open_store(store_uri)
     exp = store.get_experiment(experiment_id)
     spec = experiment_spec(experiment_id, store=store)
-    print(f"experiment {experiment_id} ({exp.name}): {exp.status}; trials "
-          + ", ".join(f"{k} {v}" for k, v in store.progress(experiment_id).items() if v))
+    print(
+        f"experiment {experiment_id} ({exp.name}): {exp.status}; trials "
+        + ", ".join(f"{k} {v}" for k, v in store.progress(experiment_id).items() if v)
+    )
     table = summary(experiment_id, store=store)
     df = table.to_pandas()
     keep = [c for c in df.columns if not c.endswith(("_mean", "_std"))]  # axes first (`summary`)
-    keep += [c for c in df.columns
-             if c.startswith(spec.metric) and c.endswith(("_mean", "_std"))]
+    keep += [c for c in df.columns if c.startswith(spec.metric) and c.endswith(("_mean", "_std"))]
     keep += [c for c in df.columns if c.endswith("_mean") and c not in keep]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(df[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if isinstance(spec.search, ThresholdSearch):
         est = threshold_estimate(experiment_id, store=store)
-        print(f"threshold: smallest {est['axis']} with {est['metric']} >= {est['level']}: "
-              f"{est['threshold']} ({est['n_trials']} trials)")
+        print(
+            f"threshold: smallest {est['axis']} with {est['metric']} >= {est['level']}: "
+            f"{est['threshold']} ({est['n_trials']} trials)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{experiment_id}-phase.png"
     png.write_bytes(plot_experiment(experiment_id, store=store))
@@ -60,12 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", default=".", type=Path, help="directory for the PNG and CSV")
     pln = sub.add_parser("plan", help="print a sweep's trials, tokens, FLOPs and GPU-hours")
     pln.add_argument("spec", help="a preset name or a spec file (.yaml/.json)")
-    pln.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a field, e.g. --set train.epochs=2 (repeatable)")
-    pln.add_argument("--throughput", type=float, default=None, metavar="TOKENS_PER_S",
-                     help="measured training tokens/s per GPU (default: an H100 at 40%% MFU)")
-    pln.add_argument("--params", type=float, default=None, metavar="N",
-                     help="model parameters, for a pretrained checkpoint that is not on disk")
+    pln.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set train.epochs=2 (repeatable)",
+    )
+    pln.add_argument(
+        "--throughput",
+        type=float,
+        default=None,
+        metavar="TOKENS_PER_S",
+        help="measured training tokens/s per GPU (default: an H100 at 40%% MFU)",
+    )
+    pln.add_argument(
+        "--params",
+        type=float,
+        default=None,
+        metavar="N",
+        help="model parameters, for a pretrained checkpoint that is not on disk",
+    )
     pln.add_argument("--json", action="store_true", help="print the plan as JSON")
     run = sub.add_parser("run", help="same as python -m sweeps.run")
     run.add_argument("rest", nargs=argparse.REMAINDER)

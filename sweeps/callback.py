@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 
 #: Tune bookkeeping kept next to the trainer's own metrics.
 KEEP_TUNE_KEYS = frozenset({"training_iteration", "time_total_s"})
-_DROP_KEYS = (set(AUTO_RESULT_KEYS) - KEEP_TUNE_KEYS) | {"done", "trial_id", "experiment_tag",
-                                                          "should_checkpoint"}
+_DROP_KEYS = (set(AUTO_RESULT_KEYS) - KEEP_TUNE_KEYS) | {
+    "done",
+    "trial_id",
+    "experiment_tag",
+    "should_checkpoint",
+}
 _MAX_ERROR_CHARS = 4000
 
 
@@ -51,7 +55,10 @@ class StoreCallback(Callback):
     """Writes trial states and metrics of experiment ``experiment_id`` into ``store``."""
 
     def __init__(
-        self, store: ResultsStore, experiment_id: str, spec: ExperimentSpec,
+        self,
+        store: ResultsStore,
+        experiment_id: str,
+        spec: ExperimentSpec,
         was_pruned: Callable[[str], bool] = lambda trial_id: False,
     ) -> None:
         self.store = store
@@ -90,9 +97,13 @@ class StoreCallback(Callback):
         if rec is None:
             params = dict(trial.config.get("params", {}))
             plan = self.spec.plan(params)
-            rec = TrialRecord(self.experiment_id, trial.trial_id, trial_key=plan.trial_key,
-                              params_json=json.dumps(plan.params, sort_keys=True),
-                              data_hash=plan.data.content_hash)
+            rec = TrialRecord(
+                self.experiment_id,
+                trial.trial_id,
+                trial_key=plan.trial_key,
+                params_json=json.dumps(plan.params, sort_keys=True),
+                data_hash=plan.data.content_hash,
+            )
             self._base[trial.trial_id] = rec
         return rec
 
@@ -127,8 +138,11 @@ class StoreCallback(Callback):
     ) -> None:
         try:
             if not self._is_new(trial.trial_id, result):
-                log.info("trial %s: iteration %s is already stored (resumed from a checkpoint)",
-                         trial.trial_id, result.get("training_iteration"))
+                log.info(
+                    "trial %s: iteration %s is already stored (resumed from a checkpoint)",
+                    trial.trial_id,
+                    result.get("training_iteration"),
+                )
                 return
             self.store.append_metrics(self.experiment_id, trial.trial_id, report_metrics(result))
         except Exception:
@@ -136,13 +150,17 @@ class StoreCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         state = "pruned" if self.was_pruned(trial.trial_id) else "complete"
-        self._put(trial, state, started_at=self._started.get(trial.trial_id),
-                  ended_at=time.time())
+        self._put(trial, state, started_at=self._started.get(trial.trial_id), ended_at=time.time())
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         text = _error_text(trial) or "trial failed (no error text)"
-        self._put(trial, "failed", error=text[-_MAX_ERROR_CHARS:],
-                  started_at=self._started.get(trial.trial_id), ended_at=time.time())
+        self._put(
+            trial,
+            "failed",
+            error=text[-_MAX_ERROR_CHARS:],
+            started_at=self._started.get(trial.trial_id),
+            ended_at=time.time(),
+        )
 
 
 def _error_text(trial: Any) -> str | None:

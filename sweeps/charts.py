@@ -34,7 +34,7 @@ MAX_POINTS = 200
 def _train_metric(metric: str, columns: Sequence[str]) -> str | None:
     """The train-rule twin of a test metric (``test_acc_op`` -> ``train_acc_op``), if stored."""
     if metric.startswith("test_"):
-        twin = "train_" + metric[len("test_"):]
+        twin = "train_" + metric[len("test_") :]
         if twin in columns:
             return twin
     return None
@@ -48,8 +48,14 @@ def _cell(v: Any) -> Any:
     return _num(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
 
-def _cells(table: pa.Table, params: set[str], axes: list[str], metric: str, train: str | None,
-           include_running: bool) -> list[dict[str, Any]]:
+def _cells(
+    table: pa.Table,
+    params: set[str],
+    axes: list[str],
+    metric: str,
+    train: str | None,
+    include_running: bool,
+) -> list[dict[str, Any]]:
     """One row per grid cell: the axes' values, ``n`` seeds, mean and std of the metrics."""
     summary = summarize(table, params, include_running=include_running).to_pylist()
     rows = []
@@ -85,8 +91,11 @@ def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, An
     search = spec.search
     if not isinstance(search, ThresholdSearch):
         return None
-    probes = sorted((r[search.axis], r["metric_mean"] or 0.0, r["n"]) for r in rows
-                    if r.get(search.axis) is not None)
+    probes = sorted(
+        (r[search.axis], r["metric_mean"] or 0.0, r["n"])
+        for r in rows
+        if r.get(search.axis) is not None
+    )
     estimate = low = None
     for i in range(len(probes) - 1, -1, -1):
         value, mean, _ = probes[i]
@@ -96,13 +105,20 @@ def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, An
         estimate = value
     if estimate is None:
         low = None
-    return {"axis": search.axis, "metric": search.metric, "level": search.level,
-            "estimate": estimate, "low": low, "high": estimate,
-            "probes": [{"value": v, "mean": m, "n": n} for v, m, n in probes]}
+    return {
+        "axis": search.axis,
+        "metric": search.metric,
+        "level": search.level,
+        "estimate": estimate,
+        "low": low,
+        "high": estimate,
+        "probes": [{"value": v, "mean": m, "n": n} for v, m, n in probes],
+    }
 
 
-def _curves(table: pa.Table, axes: list[str], metric: str, train: str | None,
-            trials: dict[str, TrialRecord]) -> list[dict[str, Any]]:
+def _curves(
+    table: pa.Table, axes: list[str], metric: str, train: str | None, trials: dict[str, TrialRecord]
+) -> list[dict[str, Any]]:
     cols = table.column_names
     want = ["trial_id", "step"] + [c for c in (metric, train, "train_loss") if c and c in cols]
     if "step" not in cols:
@@ -119,18 +135,23 @@ def _curves(table: pa.Table, axes: list[str], metric: str, train: str | None,
         params = rec.params if rec else {}
         label = ", ".join(f"{a.split('.')[-1]}={params.get(a)}" for a in axes)
         label = f"{label}, seed={params.get('seed')}" if label else f"seed={params.get('seed')}"
-        out.append({
-            "trial_id": tid, "label": label, "state": rec.state if rec else None,
-            "step": [r["step"] for r in rows],
-            "metric": [_num(r.get(metric)) for r in rows],
-            "train": [_num(r.get(train)) for r in rows] if train else None,
-            "loss": [_num(r.get("train_loss")) for r in rows],
-        })
+        out.append(
+            {
+                "trial_id": tid,
+                "label": label,
+                "state": rec.state if rec else None,
+                "step": [r["step"] for r in rows],
+                "metric": [_num(r.get(metric)) for r in rows],
+                "train": [_num(r.get(train)) for r in rows] if train else None,
+                "loss": [_num(r.get("train_loss")) for r in rows],
+            }
+        )
     return out
 
 
-def chart_data(spec: ExperimentSpec, table: pa.Table,
-               trials: Sequence[TrialRecord]) -> dict[str, Any]:
+def chart_data(
+    spec: ExperimentSpec, table: pa.Table, trials: Sequence[TrialRecord]
+) -> dict[str, Any]:
     """Everything the results page draws, JSON-ready (see the module docstring)."""
     by_id = {t.trial_id: t for t in trials}
     params = {k for t in trials for k in t.params}
@@ -141,12 +162,25 @@ def chart_data(spec: ExperimentSpec, table: pa.Table,
     # the threshold is estimated from finished probes only: a running one's accuracy still moves
     done = _cells(table, params, axes, metric, train, False) if table.num_rows else []
     return {
-        "metric": metric, "train_metric": train, "axes": axes,
-        "phase": {"x": axes[-1] if axes else None,
-                  "series": axes[0] if len(axes) > 1 else None, "rows": live},
+        "metric": metric,
+        "train_metric": train,
+        "axes": axes,
+        "phase": {
+            "x": axes[-1] if axes else None,
+            "series": axes[0] if len(axes) > 1 else None,
+            "rows": live,
+        },
         "heatmap": _heatmap(live, axes),
         "threshold": _threshold(spec, done),
         "curves": _curves(table, axes, metric, train, by_id) if table.num_rows else [],
-        "trials": [{"trial_id": t.trial_id, "state": t.state, "error": t.error,
-                    "reused_from": t.reused_from, "params": t.params} for t in trials],
+        "trials": [
+            {
+                "trial_id": t.trial_id,
+                "state": t.state,
+                "error": t.error,
+                "reused_from": t.reused_from,
+                "params": t.params,
+            }
+            for t in trials
+        ],
     }

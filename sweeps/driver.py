@@ -94,8 +94,9 @@ def run_experiment(
     uri = store_uri or spec.store or default_store_uri()
     store = open_store(uri)
     exp_id = experiment_id or new_experiment_id(spec)
-    rec = store.create_experiment(exp_id, name=spec.name, spec_json=spec.spec_json,
-                                  spec_hash=spec.spec_hash, exist_ok=True)
+    rec = store.create_experiment(
+        exp_id, name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash, exist_ok=True
+    )
     if rec.status in ("cancelled", "complete"):
         log.info("experiment %s is already %s; nothing to run", exp_id, rec.status)
         return exp_id
@@ -105,8 +106,9 @@ def run_experiment(
         store.set_experiment_status(exp_id, "running")
         tuner = restore_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir)
         if tuner is None:
-            tuner = build_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir,
-                                verbose=verbose)
+            tuner = build_tuner(
+                spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir, verbose=verbose
+            )
         if tuner is not None:
             tuner.fit()
     except BaseException as e:
@@ -132,8 +134,10 @@ def _trainable(spec: ExperimentSpec, trial_fn: TrialFn | None, cache_dir: str | 
     from ray import tune
 
     share = gpu_share(spec)
-    return tune.with_resources(make_trainable(spec, trial_fn, cache_dir, gpu_share=share),
-                               spec.resources.as_tune(gpu=share))
+    return tune.with_resources(
+        make_trainable(spec, trial_fn, cache_dir, gpu_share=share),
+        spec.resources.as_tune(gpu=share),
+    )
 
 
 def restore_tuner(
@@ -157,8 +161,12 @@ def restore_tuner(
     if not tune.Tuner.can_restore(path):
         return None
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)
-    return tune.Tuner.restore(path, trainable=_trainable(spec, trial_fn, cache_dir),
-                              resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(
+        path,
+        trainable=_trainable(spec, trial_fn, cache_dir),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
 
 
 def build_tuner(
@@ -182,8 +190,12 @@ def build_tuner(
     index = ReuseIndex(store, experiment_id) if spec.reuse else None
     search = _search(spec, experiment_id, index)
     if index is not None and (index.adopted or index.kept):
-        log.info("experiment %s: %d trial(s) reused from other experiments, %d already complete "
-                 "here", experiment_id, len(index.adopted), len(index.kept))
+        log.info(
+            "experiment %s: %d trial(s) reused from other experiments, %d already complete here",
+            experiment_id,
+            len(index.adopted),
+            len(index.kept),
+        )
     if search is None:
         log.info("experiment %s: every trial has a stored result; nothing to run", experiment_id)
         return None
@@ -194,9 +206,10 @@ def build_tuner(
         storage_path=tune_storage_path(store, store_uri),
         failure_config=tune.FailureConfig(max_failures=spec.retries),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[StoreCallback(store, experiment_id, spec, was_pruned),
-                   *tracking_callbacks(spec.tracking, spec.name,
-                                       tune_storage_path(store, store_uri))],
+        callbacks=[
+            StoreCallback(store, experiment_id, spec, was_pruned),
+            *tracking_callbacks(spec.tracking, spec.name, tune_storage_path(store, store_uri)),
+        ],
         stop=CancelStopper(store, experiment_id),
         verbose=verbose,
     )
@@ -209,8 +222,12 @@ def build_tuner(
         # CPU); trials share resource shapes, so Tune can hand a finished actor the next trial.
         reuse_actors=True,
     )
-    return tune.Tuner(_trainable(spec, trial_fn, cache_dir), param_space=param_space,
-                      tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(
+        _trainable(spec, trial_fn, cache_dir),
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=run_config,
+    )
 
 
 def _search(
@@ -226,8 +243,7 @@ def _search(
 
     search = spec.search
     if isinstance(search, GridSearch):
-        todo = [p for p in spec.trials()
-                if index is None or index.adopt(experiment_id, p) is None]
+        todo = [p for p in spec.trials() if index is None or index.adopt(experiment_id, p) is None]
         if not todo:
             return None
         return {"params": tune.grid_search([p.params for p in todo])}, None, 1
@@ -236,14 +252,16 @@ def _search(
 
         space = {path: _domain(d) for path, d in search.space.items()}
         space["seed"] = spec.seeds[0]
-        searcher = TuneOptuna(metric=search.objective.metric, mode=search.objective.mode,
-                              sampler=_sampler(search))
+        searcher = TuneOptuna(
+            metric=search.objective.metric, mode=search.objective.mode, sampler=_sampler(search)
+        )
         return {"params": space}, searcher, search.n_trials
     if isinstance(search, ThresholdSearch):
         from sweeps.threshold import ThresholdSearcher
 
         lookup = None
         if index is not None:
+
             def lookup(params: dict[str, Any]) -> float | None:
                 found = index.adopt(experiment_id, spec.plan(params))
                 return final_metric(found, search.metric)
@@ -284,8 +302,11 @@ def _scheduler(spec: ExperimentSpec) -> tuple[Any, Any]:
     from sweeps.asha import RecordingASHA
 
     asha = RecordingASHA(
-        time_attr=sched.time_attr, metric=sched.objective.metric, mode=sched.objective.mode,
-        max_t=sched.max_t, grace_period=sched.grace_period,
+        time_attr=sched.time_attr,
+        metric=sched.objective.metric,
+        mode=sched.objective.mode,
+        max_t=sched.max_t,
+        grace_period=sched.grace_period,
         reduction_factor=sched.reduction_factor,
     )
     return asha, asha.stopped.__contains__

@@ -86,8 +86,14 @@ def bounding_plans(spec: ExperimentSpec) -> list[TrialPlan]:
     return plans
 
 
-def memory_bound(plan: TrialPlan, n_params: int, n_layer: int | None, n_embd: int | None,
-                 n_head: int | None, vocab: int) -> dict[str, int]:
+def memory_bound(
+    plan: TrialPlan,
+    n_params: int,
+    n_layer: int | None,
+    n_embd: int | None,
+    n_head: int | None,
+    vocab: int,
+) -> dict[str, int]:
     """Host bytes of one fp32 CPU trial, by the field that drives each term.
 
     ``train.model``: weights, gradients and AdamW's two moments (16 bytes a parameter);
@@ -131,8 +137,10 @@ def trial_sizes(spec: ExperimentSpec, plans: list[TrialPlan] | None = None) -> T
         try:
             size = model_size(plan.train, vocab)
         except (OSError, ValueError) as e:  # a config.json that is no model's
-            raise SizeError("train.init", f"{plan.train.init}: its config.json does not "
-                            f"describe a causal LM: {e}") from None
+            raise SizeError(
+                "train.init",
+                f"{plan.train.init}: its config.json does not describe a causal LM: {e}",
+            ) from None
         if size is None:
             n_params = n_layer = memory = None
             continue
@@ -148,7 +156,10 @@ def trial_sizes(spec: ExperimentSpec, plans: list[TrialPlan] | None = None) -> T
         n_train=max(p.data.n_train for p in plans),
         n_test=max(p.data.test.n_test for p in plans),
         seq_len=max(p.data.max_seq_len for p in plans),
-        n_params=n_params, n_layer=n_layer, memory_bytes=memory, memory_parts=parts,
+        n_params=n_params,
+        n_layer=n_layer,
+        memory_bytes=memory,
+        memory_parts=parts,
     )
 
 
@@ -164,8 +175,9 @@ def path_fields(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
                 yield from path_fields(sub, f"{prefix}{name}.")
 
 
-def path_values(spec: ExperimentSpec,
-                plans: list[TrialPlan] | None = None) -> list[tuple[str, str]]:
+def path_values(
+    spec: ExperimentSpec, plans: list[TrialPlan] | None = None
+) -> list[tuple[str, str]]:
     """``(field, value)`` of every marked path field of every bounding trial, deduplicated
     (``plans``: `bounding_plans` of the spec, if the caller has them)."""
     fields = [f for f in path_fields(ExperimentSpec) if f.split(".", 1)[0] in ("data", "train")]
@@ -179,4 +191,3 @@ def path_values(spec: ExperimentSpec,
             if isinstance(obj, str):
                 out[(f, obj)] = None
     return list(out)
-

@@ -55,9 +55,13 @@ def _sized_plans(spec: ExperimentSpec) -> list[TrialPlan]:
         return spec.trials()
     if isinstance(search, ThresholdSearch):
         seed = spec.replicate_seeds[0]
-        return [spec.plan({search.axis: v, "seed": seed})
-                for v in (round(search.low) if search.integer else search.low,
-                          round(search.high) if search.integer else search.high)]
+        return [
+            spec.plan({search.axis: v, "seed": seed})
+            for v in (
+                round(search.low) if search.integer else search.low,
+                round(search.high) if search.integer else search.high,
+            )
+        ]
     # Optuna: only the base config is known before the sweep; a space over model size or
     # batch needs an explicit share.
     return spec.trials()[:1]
@@ -76,7 +80,10 @@ def gpu_share(spec: ExperimentSpec) -> float:
         share = gpu_fraction_for(largest, gpu_bytes)
     except ValueError as e:
         raise ValueError(f"resources.gpu: auto: {e}") from None
-    log.info("resources.gpu auto: largest trial needs %s -> %s of a %.0f GB GPU per trial",
-             largest.describe(), share,
-             res.gpu_memory_gb)
+    log.info(
+        "resources.gpu auto: largest trial needs %s -> %s of a %.0f GB GPU per trial",
+        largest.describe(),
+        share,
+        res.gpu_memory_gb,
+    )
     return share

@@ -147,8 +147,9 @@ class ModelSize:
     label: str
 
 
-def model_size(train: TrainConfig, vocab_size: int,
-               n_params: int | None = None) -> ModelSize | None:
+def model_size(
+    train: TrainConfig, vocab_size: int, n_params: int | None = None
+) -> ModelSize | None:
     """The size of the trial's model (None when unknown).
 
     Closed form for a scratch GPT-2 (`gpt2_params`), a meta-device build of a local checkpoint's
@@ -160,9 +161,13 @@ def model_size(train: TrainConfig, vocab_size: int,
     if not train.pretrained:
         d = train.dims
         name = f"GPT-2 {train.model}" if train.model else "GPT-2"
-        return ModelSize(gpt2_params(d, vocab_size), d.n_layer, d.n_embd,
-                         f"{name}: {d.n_layer} layers, {d.n_head} heads, hidden {d.n_embd}, "
-                         f"{d.n_positions} positions; vocab {vocab_size}")
+        return ModelSize(
+            gpt2_params(d, vocab_size),
+            d.n_layer,
+            d.n_embd,
+            f"{name}: {d.n_layer} layers, {d.n_head} heads, hidden {d.n_embd}, "
+            f"{d.n_positions} positions; vocab {vocab_size}",
+        )
     return _checkpoint_size(train.init)
 
 
@@ -180,8 +185,12 @@ def _checkpoint_size(init: str) -> ModelSize | None:
     cfg = AutoConfig.from_pretrained(init, local_files_only=True)
     with torch.device("meta"):  # shapes only: no memory, no weights read
         model = AutoModelForCausalLM.from_config(cfg)
-    return ModelSize(count_params(model), int(cfg.num_hidden_layers), int(cfg.hidden_size),
-                     f"{cfg.model_type} checkpoint {init} (LoRA adapters not counted)")
+    return ModelSize(
+        count_params(model),
+        int(cfg.num_hidden_layers),
+        int(cfg.hidden_size),
+        f"{cfg.model_type} checkpoint {init} (LoRA adapters not counted)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,16 +208,21 @@ class Throughput:
     def at_mfu(cls, gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MFU) -> Throughput:
         """``Throughput.at_mfu("H100", 0.4).flops_per_s == 0.4 * 989e12``."""
         peak = PEAK_BF16_FLOPS[gpu]
-        return cls(f"{gpu} bf16 at {mfu:.0%} MFU of {peak / 1e12:,.0f} TFLOP/s "
-                   f"({mfu * peak / 1e12:,.1f} TFLOP/s per GPU)", flops_per_s=mfu * peak)
+        return cls(
+            f"{gpu} bf16 at {mfu:.0%} MFU of {peak / 1e12:,.0f} TFLOP/s "
+            f"({mfu * peak / 1e12:,.1f} TFLOP/s per GPU)",
+            flops_per_s=mfu * peak,
+        )
 
     @classmethod
     def measured(cls, tokens_per_s: float) -> Throughput:
         """A training-token rate per GPU measured elsewhere (``--throughput``)."""
         if not tokens_per_s > 0 or not math.isfinite(tokens_per_s):
             raise SpecError(f"--throughput: tokens per second must be > 0, got {tokens_per_s}")
-        return cls(f"{tokens_per_s:,.0f} training tokens/s per GPU (--throughput)",
-                   tokens_per_s=tokens_per_s)
+        return cls(
+            f"{tokens_per_s:,.0f} training tokens/s per GPU (--throughput)",
+            tokens_per_s=tokens_per_s,
+        )
 
     def gpu_hours(self, tokens: float, flops: float | None) -> float | None:
         """GPU-hours for ``tokens`` training tokens worth ``flops`` FLOPs (None if unknown)."""
@@ -267,8 +281,9 @@ class Plan:
         return {**asdict(self), "totals": self.totals}
 
 
-def trial_cost(trial: TrialPlan, n_trials: int, throughput: Throughput,
-               n_params: int | None = None) -> CellCost:
+def trial_cost(
+    trial: TrialPlan, n_trials: int, throughput: Throughput, n_params: int | None = None
+) -> CellCost:
     """Price one trial of ``trial``'s cell; ``n_trials`` is how many such trials there are."""
     data, train = trial.data, trial.train
     tok_ex = tokens_per_example(data)
@@ -293,13 +308,24 @@ def trial_cost(trial: TrialPlan, n_trials: int, throughput: Throughput,
         else:
             flops = 6.0 * size.n_params * tokens
     label = size.label if size else f"unknown ({train.init} has no config.json)"
-    return CellCost(dict(trial.cell), n_trials, data.n_train, budget, examples, tok_ex, tokens,
-                    size.n_params if size else None, label, flops,
-                    throughput.gpu_hours(tokens, flops))
+    return CellCost(
+        dict(trial.cell),
+        n_trials,
+        data.n_train,
+        budget,
+        examples,
+        tok_ex,
+        tokens,
+        size.n_params if size else None,
+        label,
+        flops,
+        throughput.gpu_hours(tokens, flops),
+    )
 
 
-def plan_experiment(spec: ExperimentSpec, throughput: Throughput | None = None,
-                    n_params: int | None = None) -> Plan:
+def plan_experiment(
+    spec: ExperimentSpec, throughput: Throughput | None = None, n_params: int | None = None
+) -> Plan:
     """Price every cell of ``spec`` (see the module docstring for the arithmetic).
 
     A grid prices each cell once and multiplies by its seeds. A threshold search prices its
@@ -309,17 +335,23 @@ def plan_experiment(spec: ExperimentSpec, throughput: Throughput | None = None,
     tp = throughput or Throughput.at_mfu()
     search, notes = spec.search, []
     if isinstance(search, ThresholdSearch):
-        ends = [spec.plan({search.axis: round(v) if search.integer else v})
-                for v in (search.low, search.high)]
+        ends = [
+            spec.plan({search.axis: round(v) if search.integer else v})
+            for v in (search.low, search.high)
+        ]
         costs = [trial_cost(t, spec.n_trials, tp, n_params) for t in ends]
         cells = [max(costs, key=lambda c: c.tokens)]
-        notes.append(f"threshold search: at most {spec.n_trials} trials ({search.replicate_cap} "
-                     f"replicates x {search.max_probes} probes), each priced at the costlier "
-                     f"bracket end; it usually stops sooner")
+        notes.append(
+            f"threshold search: at most {spec.n_trials} trials ({search.replicate_cap} "
+            f"replicates x {search.max_probes} probes), each priced at the costlier "
+            f"bracket end; it usually stops sooner"
+        )
     elif isinstance(search, OptunaSearch):
         cells = [trial_cost(spec.trials()[0], search.n_trials, tp, n_params)]
-        notes.append(f"optuna search: {search.n_trials} trials priced at the base "
-                     f"configuration; sampled {', '.join(search.space)} change the cost")
+        notes.append(
+            f"optuna search: {search.n_trials} trials priced at the base "
+            f"configuration; sampled {', '.join(search.space)} change the cost"
+        )
     else:
         groups: dict[str, list[TrialPlan]] = {}
         for t in spec.trials():  # seeds of one cell share its cost
@@ -330,22 +362,37 @@ def plan_experiment(spec: ExperimentSpec, throughput: Throughput | None = None,
     cells = [replace(c, cell={k: v for k, v in c.cell.items() if k != derived}) for c in cells]
     if isinstance(spec.scheduler, AshaScheduler):
         notes.append("ASHA stops trailing trials early: the totals are an upper bound")
-    notes.append("tokens per example are an estimate: the expected encoded length for lengths "
-                 "drawn uniformly from the data spec's ranges (layout of data/encode.py)")
+    notes.append(
+        "tokens per example are an estimate: the expected encoded length for lengths "
+        "drawn uniformly from the data spec's ranges (layout of data/encode.py)"
+    )
     if spec.train.pretrained:
-        notes.append("pretrained init: the checkpoint's tokenizer is not loaded, so tokens are "
-                     "character estimates of the text")
+        notes.append(
+            "pretrained init: the checkpoint's tokenizer is not loaded, so tokens are "
+            "character estimates of the text"
+        )
     if spec.train.lora is not None:
-        notes.append("LoRA: FLOPs counted as full fine-tuning; frozen weights need no weight "
-                     "gradients, so expect about 2/3 of that")
+        notes.append(
+            "LoRA: FLOPs counted as full fine-tuning; frozen weights need no weight "
+            "gradients, so expect about 2/3 of that"
+        )
     if any(c.n_params is None for c in cells):
-        notes.append(f"parameters unknown: {spec.train.init} has no config.json; pass --params N "
-                     "(or --throughput TOKENS_PER_S) for FLOPs and GPU-hours")
+        notes.append(
+            f"parameters unknown: {spec.train.init} has no config.json; pass --params N "
+            "(or --throughput TOKENS_PER_S) for FLOPs and GPU-hours"
+        )
     elif any(c.model == "given with --params" for c in cells):
         notes.append("FLOPs with --params are 6 N per token (no attention term)")
     notes.append("training only: evaluation decoding, data generation and padding are not counted")
-    return Plan(spec.name, search.kind, spec.n_trials, search.kind != "grid", tuple(cells),
-                tp.label, tuple(notes))
+    return Plan(
+        spec.name,
+        search.kind,
+        spec.n_trials,
+        search.kind != "grid",
+        tuple(cells),
+        tp.label,
+        tuple(notes),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,30 +472,75 @@ def format_plan(plan: Plan) -> str:
         count = f"{plan.n_trials} trials"
     models = sorted({c.model for c in plan.cells})
     params = sorted({c.n_params for c in plan.cells if c.n_params is not None})
-    lines = [f"plan for {plan.name}: {plan.search} search, {count}",
-             "model: " + "; ".join(models)
-             + (f" ({', '.join(f'{p:,}' for p in params)} parameters)" if params else ""),
-             f"GPU time assumes {plan.throughput}", ""]
-    head = ("cell", "trials", "train set", "budget", "examples/trial", "tokens/ex",
-            "tokens/trial", "params", "FLOPs/trial", "GPU-h/trial")
-    rows = [(_label(c.cell), str(c.n_trials), f"{c.n_train:,}", c.budget, f"{c.examples:,}",
-             f"{c.tokens_per_example:.1f}", _sci(c.tokens),
-             _sci(c.n_params) if c.n_params is not None else "?", _sci(c.flops),
-             _hours(c.gpu_hours)) for c in plan.cells]
+    lines = [
+        f"plan for {plan.name}: {plan.search} search, {count}",
+        "model: "
+        + "; ".join(models)
+        + (f" ({', '.join(f'{p:,}' for p in params)} parameters)" if params else ""),
+        f"GPU time assumes {plan.throughput}",
+        "",
+    ]
+    head = (
+        "cell",
+        "trials",
+        "train set",
+        "budget",
+        "examples/trial",
+        "tokens/ex",
+        "tokens/trial",
+        "params",
+        "FLOPs/trial",
+        "GPU-h/trial",
+    )
+    rows = [
+        (
+            _label(c.cell),
+            str(c.n_trials),
+            f"{c.n_train:,}",
+            c.budget,
+            f"{c.examples:,}",
+            f"{c.tokens_per_example:.1f}",
+            _sci(c.tokens),
+            _sci(c.n_params) if c.n_params is not None else "?",
+            _sci(c.flops),
+            _hours(c.gpu_hours),
+        )
+        for c in plan.cells
+    ]
     t = plan.totals
-    rows.append(("total" + (" (at most)" if plan.at_most else ""), str(plan.n_trials), "", "",
-                 f"{t['examples']:,.0f}" if t["examples"] is not None else "?", "",
-                 _sci(t["tokens"]), "", _sci(t["flops"]), _hours(t["gpu_hours"])))
+    rows.append(
+        (
+            "total" + (" (at most)" if plan.at_most else ""),
+            str(plan.n_trials),
+            "",
+            "",
+            f"{t['examples']:,.0f}" if t["examples"] is not None else "?",
+            "",
+            _sci(t["tokens"]),
+            "",
+            _sci(t["flops"]),
+            _hours(t["gpu_hours"]),
+        )
+    )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
-        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                               for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+        )
     lines += ["", "notes:", *(f"  - {n}" for n in plan.notes)]
     return "\n".join(lines)
 
 
-def plan_report(source: str, sets: Sequence[str] = (), throughput: float | None = None,
-                n_params: float | None = None, as_json: bool = False) -> str:
+def plan_report(
+    source: str,
+    sets: Sequence[str] = (),
+    throughput: float | None = None,
+    n_params: float | None = None,
+    as_json: bool = False,
+) -> str:
     """What ``python -m sweeps plan`` and ``divsweep plan`` print; `SpecError` on bad input."""
     if n_params is not None and not (n_params >= 1 and math.isfinite(n_params)):
         raise SpecError(f"--params: must be >= 1, got {n_params}")

@@ -61,11 +61,16 @@ def plot_phase_diagram(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if mean_col not in cols or not rows or x is None:
-        ax.text(0.5, 0.5, f"no {metric} results yet", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, f"no {metric} results yet", ha="center", va="center", transform=ax.transAxes
+        )
         ax.set_axis_off()
-    elif kind == "heatmap" or (kind == "auto" and len(varied) == 2 and x in varied
-                               and all(_is_number(r[p]) for r in rows for p in varied)):
+    elif kind == "heatmap" or (
+        kind == "auto"
+        and len(varied) == 2
+        and x in varied
+        and all(_is_number(r[p]) for r in rows for p in varied)
+    ):
         y = next(p for p in varied if p != x)
         _heatmap(fig, ax, rows, x, y, mean_col, metric)
     else:
@@ -89,8 +94,12 @@ def _lines(ax: Any, rows: list[dict[str, Any]], x: str, others: list[str], metri
         label = ", ".join(f"{o.split('.')[-1]}={v}" for o, v in zip(others, key, strict=True))
         ax.plot(xs, ys, marker="o", label=label or None)
         if numeric_x:
-            ax.fill_between(xs, [a - b for a, b in zip(ys, sd, strict=True)],
-                            [a + b for a, b in zip(ys, sd, strict=True)], alpha=0.15)
+            ax.fill_between(
+                xs,
+                [a - b for a, b in zip(ys, sd, strict=True)],
+                [a + b for a, b in zip(ys, sd, strict=True)],
+                alpha=0.15,
+            )
     if numeric_x:
         ax.set_xscale("log")
         ticks = sorted({r[x] for r in rows})
@@ -105,8 +114,9 @@ def _lines(ax: Any, rows: list[dict[str, Any]], x: str, others: list[str], metri
         ax.legend(fontsize=8)
 
 
-def _heatmap(fig: Any, ax: Any, rows: list[dict[str, Any]], x: str, y: str, mean_col: str,
-             metric: str) -> None:
+def _heatmap(
+    fig: Any, ax: Any, rows: list[dict[str, Any]], x: str, y: str, mean_col: str, metric: str
+) -> None:
     xs = sorted({r[x] for r in rows})
     ys = sorted({r[y] for r in rows})
     grid = [[math.nan] * len(xs) for _ in ys]
@@ -118,20 +128,34 @@ def _heatmap(fig: Any, ax: Any, rows: list[dict[str, Any]], x: str, y: str, mean
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < 0.5 else "black",
+                )
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     fig.colorbar(im, ax=ax, label=metric)
 
 
-def plot_experiment(experiment_id: str, store_uri: str | None = None,
-                    store: ResultsStore | None = None, metric: str | None = None) -> bytes:
+def plot_experiment(
+    experiment_id: str,
+    store_uri: str | None = None,
+    store: ResultsStore | None = None,
+    metric: str | None = None,
+) -> bytes:
     """The phase diagram of a stored experiment, using its spec's metric and axes."""
     from sweeps.tables import experiment_spec, summary
 
     spec: ExperimentSpec = experiment_spec(experiment_id, store_uri, store)
     table = summary(experiment_id, store_uri, store)
-    return plot_phase_diagram(table, metric=metric or spec.metric,
-                              independent=spec.independent_fields,
-                              title=f"{spec.name} ({experiment_id})")
+    return plot_phase_diagram(
+        table,
+        metric=metric or spec.metric,
+        independent=spec.independent_fields,
+        title=f"{spec.name} ({experiment_id})",
+    )

@@ -91,17 +91,20 @@ class ResultsIndex:
             return cls()
         raw = json.loads(path.read_text())
         if raw.get("version") != INDEX_VERSION:
-            raise ValueError(f"{path}: index version {raw.get('version')!r}, expected "
-                             f"{INDEX_VERSION}")
+            raise ValueError(
+                f"{path}: index version {raw.get('version')!r}, expected {INDEX_VERSION}"
+            )
         studies = {k: StudyRecord(**v) for k, v in raw.get("studies", {}).items()}
         run = RunInfo(**raw["last_run"]) if raw.get("last_run") else None
         return cls(studies, run)
 
     def save(self, path: Path) -> None:
         """Write atomically (``.tmp``, fsync, rename): a reader never sees half a file."""
-        body = {"version": INDEX_VERSION,
-                "studies": {k: asdict(v) for k, v in sorted(self.studies.items())},
-                "last_run": asdict(self.last_run) if self.last_run else None}
+        body = {
+            "version": INDEX_VERSION,
+            "studies": {k: asdict(v) for k, v in sorted(self.studies.items())},
+            "last_run": asdict(self.last_run) if self.last_run else None,
+        }
         _write_atomic(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode())
 
 
@@ -176,8 +179,15 @@ def measure(study: Study, spec: ExperimentSpec, table: pa.Table) -> Measurement:
     cells = cells_of(study, rows)
     if table.num_rows:
         trials = set(table.column("trial_id").to_pylist())
-        reused = {t for t, r in zip(table.column("trial_id").to_pylist(),
-                                    table.column("reused_from").to_pylist(), strict=True) if r}
+        reused = {
+            t
+            for t, r in zip(
+                table.column("trial_id").to_pylist(),
+                table.column("reused_from").to_pylist(),
+                strict=True,
+            )
+            if r
+        }
     else:
         trials, reused = set(), set()
     return Measurement(cells, len(trials), len(reused), judge(study, cells, spec, len(trials)))
@@ -199,13 +209,13 @@ def fmt_stat(cell: Mapping[str, Any], metric: str) -> str:
 
 
 def _metrics(spec_metrics: Sequence[str], cells: Sequence[Mapping[str, Any]]) -> list[str]:
-    measured = sorted({c.removesuffix("_mean") for cell in cells for c in cell
-                       if c.endswith("_mean")})
+    measured = sorted(
+        {c.removesuffix("_mean") for cell in cells for c in cell if c.endswith("_mean")}
+    )
     out: list[str] = []
     for m in spec_metrics:
         if m.endswith("*"):
-            out += sorted((x for x in measured if x.startswith(m[:-1])),
-                          key=lambda x: (len(x), x))
+            out += sorted((x for x in measured if x.startswith(m[:-1])), key=lambda x: (len(x), x))
         elif m in measured:
             out.append(m)
     return out
@@ -232,11 +242,13 @@ def table_md(study: Study, layout: Pivot | Long, cells: Sequence[Mapping[str, An
     rk, ck = study.keys[layout.rows], study.keys[layout.cols]
     cols = _values(study, cells, layout.cols)
     ns = sorted({int(c.get("n") or 0) for c in cells})
-    lines = [f"{metric_name(layout.metric)}, mean ± std across seeds "
-             f"(n = {'–'.join(map(str, (ns[0], ns[-1]) if len(ns) > 1 else ns))} per cell):",
-             "",
-             "| " + " | ".join([f"{rk.header} \\ {ck.header}"] + [ck.fmt(v) for v in cols]) + " |",
-             "|---|" + "---:|" * len(cols)]
+    lines = [
+        f"{metric_name(layout.metric)}, mean ± std across seeds "
+        f"(n = {'–'.join(map(str, (ns[0], ns[-1]) if len(ns) > 1 else ns))} per cell):",
+        "",
+        "| " + " | ".join([f"{rk.header} \\ {ck.header}"] + [ck.fmt(v) for v in cols]) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
     for r in _values(study, cells, layout.rows):
         row = [rk.fmt(r)]
         for v in cols:
@@ -267,8 +279,9 @@ def stamp(t: float | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def figure_png(study: Study, cells: Sequence[Mapping[str, Any]], title: str,
-               level: float | None = None) -> bytes:
+def figure_png(
+    study: Study, cells: Sequence[Mapping[str, Any]], title: str, level: float | None = None
+) -> bytes:
     """``study.metric`` against the ``x`` key, one line (± std band) per ``group`` value.
 
     A numeric x is drawn on a log axis labelled with the measured values; a threshold study
@@ -288,8 +301,9 @@ def figure_png(study: Study, cells: Sequence[Mapping[str, Any]], title: str,
             ax.axhline(level, color="grey", linestyle="--", linewidth=1)
             i_star = threshold_of([(c[study.x], c[f"{metric}_mean"]) for c in usable], level)
             if i_star is not None:
-                ax.axvline(i_star, color="tab:red", linestyle=":", linewidth=1.5,
-                           label=f"I* = {i_star:g}")
+                ax.axvline(
+                    i_star, color="tab:red", linestyle=":", linewidth=1.5, label=f"I* = {i_star:g}"
+                )
                 ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     buf = io.BytesIO()
@@ -311,8 +325,12 @@ def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
         sd = [c.get(f"{metric}_std") or 0.0 for c in rs]
         label = study.keys[group].fmt(g) if group and g is not None else None
         ax.plot(xs, ys, marker="o", label=label)
-        ax.fill_between(xs, [a - b for a, b in zip(ys, sd, strict=True)],
-                        [a + b for a, b in zip(ys, sd, strict=True)], alpha=0.15)
+        ax.fill_between(
+            xs,
+            [a - b for a, b in zip(ys, sd, strict=True)],
+            [a + b for a, b in zip(ys, sd, strict=True)],
+            alpha=0.15,
+        )
     if numeric:
         ax.set_xscale("log")
         spaced = all(b / a >= 1.5 for a, b in zip(xs_all, xs_all[1:], strict=False))
@@ -354,14 +372,15 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
     lines = [HEADER.format(index=index_name), ""]
     if run is not None:
         m = run.machine
-        machine = (f"{m.get('nproc', '?')} CPUs, {m.get('memory_gib', '?')} GiB memory, "
-                   f"torch threads {m.get('torch_threads', '?')} (client process; each trial "
-                   f"runs with its own CPUs, see its section); {m.get('platform', '')}"
-                   ).rstrip("; ")
-        total = sum(r.wall_s or 0.0 for r in index.studies.values()
-                    if r.status == "complete")
+        machine = (
+            f"{m.get('nproc', '?')} CPUs, {m.get('memory_gib', '?')} GiB memory, "
+            f"torch threads {m.get('torch_threads', '?')} (client process; each trial "
+            f"runs with its own CPUs, see its section); {m.get('platform', '')}"
+        ).rstrip("; ")
+        total = sum(r.wall_s or 0.0 for r in index.studies.values() if r.status == "complete")
         lines += [
-            "| | |", "|---|---|",
+            "| | |",
+            "|---|---|",
             f"| last run | {stamp(run.started_at)}: {', '.join(run.studies)}"
             f"{' (smoke settings)' if run.smoke else ''} |",
             f"| commit | `{run.commit}` |",
@@ -373,25 +392,32 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"{duration(total)} |",
             "",
         ]
-    lines += ["| study | experiment | status | wall time | verdict |",
-              "|---|---|---|---:|---|"]
+    lines += ["| study | experiment | status | wall time | verdict |", "|---|---|---|---:|---|"]
     for name in STUDIES:
         rec = index.studies.get(name)
         exp = f"`{rec.experiment_id}`" if rec and rec.experiment_id else "–"
         status = (rec.status + (" (smoke)" if rec.smoke else "")) if rec else "not run"
-        lines.append(f"| [{name}](#{name}) | {exp} | {status} | "
-                     f"{duration(rec.wall_s if rec else None)} | {verdicts.get(name, '–')} |")
+        lines.append(
+            f"| [{name}](#{name}) | {exp} | {status} | "
+            f"{duration(rec.wall_s if rec else None)} | {verdicts.get(name, '–')} |"
+        )
     return "\n".join(lines)
 
 
-def section_md(study: Study, rec: StudyRecord | None, source: ResultsSource,
-               img_dir: Path, img_rel: str) -> tuple[str, str]:
+def section_md(
+    study: Study, rec: StudyRecord | None, source: ResultsSource, img_dir: Path, img_rel: str
+) -> tuple[str, str]:
     """One study's section and its short verdict (``effect shown`` / ``partly`` / ...).
 
     Writes the study's figure into ``img_dir`` (linked as ``img_rel/<study>.png``).
     """
-    head = [f'<a id="{study.name}"></a>', f"## {study.name}: {study.title}", "",
-            f"**Claim.** {study.claim}", ""]
+    head = [
+        f'<a id="{study.name}"></a>',
+        f"## {study.name}: {study.title}",
+        "",
+        f"**Claim.** {study.claim}",
+        "",
+    ]
     if rec is None:
         return "\n".join(head + [f"Not run yet: `divsweep reproduce --studies {study.name}`."]), "–"
     if rec.status == "skipped":
@@ -399,30 +425,40 @@ def section_md(study: Study, rec: StudyRecord | None, source: ResultsSource,
     spec = ExperimentSpec.model_validate(rec.spec) if rec.spec else None
     status = source.status(rec.experiment_id) if rec.experiment_id else None
     status = status or rec.status
-    provenance = (f"Experiment `{rec.experiment_id}` (preset `{study.preset}`"
-                  f"{', **smoke settings: the numbers mean nothing**' if rec.smoke else ''}): "
-                  f"{status}, submitted {stamp(rec.submitted_at)} at commit "
-                  f"`{rec.commit or '?'}`, wall time {duration(rec.wall_s)}")
+    provenance = (
+        f"Experiment `{rec.experiment_id}` (preset `{study.preset}`"
+        f"{', **smoke settings: the numbers mean nothing**' if rec.smoke else ''}): "
+        f"{status}, submitted {stamp(rec.submitted_at)} at commit "
+        f"`{rec.commit or '?'}`, wall time {duration(rec.wall_s)}"
+    )
     if spec is not None:
-        provenance += (f", seeds {', '.join(map(str, spec.seeds))}"
-                       + (f" ({_seeds_note(rec.seed_offset)})" if rec.seed_offset else ""))
+        provenance += f", seeds {', '.join(map(str, spec.seeds))}" + (
+            f" ({_seeds_note(rec.seed_offset)})" if rec.seed_offset else ""
+        )
     if spec is None or rec.experiment_id is None:
         return "\n".join(head + [provenance + ".", "", f"**Not measured.** {rec.error}"]), "–"
     try:
         table = source.results_table(rec.experiment_id)
     except Exception as e:  # a lost experiment must not take the other sections down
-        return "\n".join(head + [provenance + ".", "",
-                                 f"**Results unavailable:** {e}"]), "unavailable"
+        return "\n".join(
+            head + [provenance + ".", "", f"**Results unavailable:** {e}"]
+        ), "unavailable"
     meas = measure(study, spec, table)
     verdict, short = meas.verdict, str(meas.verdict.outcome)
     if status != "complete":  # judge only finished studies; show what is stored so far
-        verdict = Verdict("not shown", f"the experiment is {status}"
-                          + (f": {rec.error}" if rec.error else "")
-                          + ("; the cells below are what it stored" if meas.cells else ""))
+        verdict = Verdict(
+            "not shown",
+            f"the experiment is {status}"
+            + (f": {rec.error}" if rec.error else "")
+            + ("; the cells below are what it stored" if meas.cells else ""),
+        )
         short = status
-    body = [provenance + f"; {meas.n_trials} trials ({meas.n_reused} reused from earlier "
-            f"experiments), {spec.resources.cpus:g} CPU each, at most "
-            f"{spec.max_concurrent or 'all'} at a time.", ""]
+    body = [
+        provenance + f"; {meas.n_trials} trials ({meas.n_reused} reused from earlier "
+        f"experiments), {spec.resources.cpus:g} CPU each, at most "
+        f"{spec.max_concurrent or 'all'} at a time.",
+        "",
+    ]
     body += [f"**Setting.** {_setting(spec, rec.smoke)}", "", "**Measured:**", ""]
     for layout in study.tables:
         body += [table_md(study, layout, meas.cells), ""]
@@ -437,8 +473,10 @@ def section_md(study: Study, rec: StudyRecord | None, source: ResultsSource,
 def _seeds_note(offset: int) -> str:
     if not offset:
         return "the presets' own"
-    return (f"the presets' seeds shifted by {offset:+d} (`--seed-offset {offset}`): seeds the "
-            "calibration did not use")
+    return (
+        f"the presets' seeds shifted by {offset:+d} (`--seed-offset {offset}`): seeds the "
+        "calibration did not use"
+    )
 
 
 def _setting(spec: ExperimentSpec, smoke: bool) -> str:
@@ -446,10 +484,12 @@ def _setting(spec: ExperimentSpec, smoke: bool) -> str:
     if not smoke:
         return described
     model = spec.train.model or spec.train.init
-    return (f"smoke settings (`sweeps.studies.smoke_overrides`): {spec.train.max_steps} "
-            f"optimizer steps of the {model} model, seed {spec.seeds[0]}, the first and last "
-            f"value of each axis, {spec.data.test.n_test} test examples. The preset itself: "
-            f"{described}")
+    return (
+        f"smoke settings (`sweeps.studies.smoke_overrides`): {spec.train.max_steps} "
+        f"optimizer steps of the {model} model, seed {spec.seeds[0]}, the first and last "
+        f"value of each axis, {spec.data.test.n_test} test examples. The preset itself: "
+        f"{described}"
+    )
 
 
 def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:

@@ -54,8 +54,9 @@ class ReuseIndex:
                 if t.state != "complete" or not t.trial_key:
                     continue
                 known = self._by_key.get(t.trial_key)
-                if known is None or (t.experiment_id == experiment_id
-                                     and known.experiment_id != experiment_id):
+                if known is None or (
+                    t.experiment_id == experiment_id and known.experiment_id != experiment_id
+                ):
                     self._by_key[t.trial_key] = t
         self.adopted: set[str] = set()  # keys copied in from other experiments
         self.kept: set[str] = set()  # keys already complete in the experiment itself
@@ -85,14 +86,22 @@ class ReuseIndex:
         if not _trial_metrics(self.store, experiment_id, trial_id):
             # One write: either every row of the trial is copied or none is (crash-safe).
             self.store.append_metrics_batch(
-                experiment_id, [(trial_id, m.metrics, m.time) for m in rows])
+                experiment_id, [(trial_id, m.metrics, m.time) for m in rows]
+            )
         # From now on the key points at the copy, so asking again copies nothing.
-        self._by_key[plan.trial_key] = self.store.put_trial(TrialRecord(
-            experiment_id, trial_id, trial_key=plan.trial_key,
-            params_json=json.dumps(plan.params, sort_keys=True), data_hash=plan.data.content_hash,
-            state="complete", started_at=src.started_at, ended_at=src.ended_at,
-            reused_from=origin,
-        ))
+        self._by_key[plan.trial_key] = self.store.put_trial(
+            TrialRecord(
+                experiment_id,
+                trial_id,
+                trial_key=plan.trial_key,
+                params_json=json.dumps(plan.params, sort_keys=True),
+                data_hash=plan.data.content_hash,
+                state="complete",
+                started_at=src.started_at,
+                ended_at=src.ended_at,
+                reused_from=origin,
+            )
+        )
         self.adopted.add(plan.trial_key)
         log.info("trial %s: reusing the complete result of %s", trial_id, origin)
         return rows[-1].metrics if rows else {}

@@ -20,8 +20,9 @@ from sweeps.spec import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sweeps.run",
-                                     description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeps.run", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("spec", help="a spec file (.yaml/.json) or a preset name")
     parser.add_argument("--experiment-id", default=None, help="id to record results under")
     parser.add_argument("--store", default=None, help="results-store URI (default: the spec's)")
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)  # noqa: T201 - a CLI
         return 2
     try:
-        exp_id = run_experiment(spec, args.experiment_id, args.store,
-                                verbose=0 if args.quiet else 1)
+        exp_id = run_experiment(
+            spec, args.experiment_id, args.store, verbose=0 if args.quiet else 1
+        )
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)  # noqa: T201 - a CLI
         return 1

@@ -29,21 +29,26 @@ pydantic's `ValidationError` into a `SpecError` with one ``path: message`` line 
 from __future__ import annotations
 
 import hashlib
-import itertools
-import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from data.spec import DataSpec
-from sweeps.codeversion import code_version
+from data.errors import FieldRuleError, error_details, format_details
+from data.spec import DataSpec, canonical_json
+from sweeps.bisection import max_probes
 from sweeps.errors import SpecError
+from sweeps.expand import (
+    TrialPlan,
+    as_axis_value,
+    check_path,
+    grid_plans,
+    resolve,
+)
 from sweeps.tracking import Tracking
 from trainer.config import TrainConfig
 
@@ -53,8 +58,6 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 #: passes it with ``strict=True``: ``true`` is not 1 and ``"3"`` is not 3 in a submitted body;
 #: hand-written YAML, where ``1e-3`` is a string to PyYAML, keeps pydantic's lax coercion).
 STRICT_CONTEXT = {"strict": True}
-#: The parts of a spec an axis may reach into, with the model each part is validated by.
-_PARTS: dict[str, type[BaseModel]] = {"data": DataSpec, "train": TrainConfig}
 
 
 class SpecLoader(yaml.SafeLoader):
@@ -73,16 +76,6 @@ SpecLoader.add_implicit_resolver(
 def yaml_load(text: str) -> Any:
     """Parse YAML (or JSON) with `SpecLoader`: ``yaml_load("lr: 1e-3") == {"lr": 0.001}``."""
     return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def canonical_json(obj: Any) -> str:
-    """The project's canonical JSON (sorted keys, no spaces) used for every hash."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def sha256_json(obj: Any) -> str:
-    """sha256 hex of `canonical_json(obj)`."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +101,9 @@ class LogRange(BaseModel):
             a, b = math.log(self.start), math.log(self.stop)
             raw = [math.exp(a + (b - a) * i / (self.num - 1)) for i in range(self.num)]
         else:
-            raw = [self.start + (self.stop - self.start) * i / (self.num - 1)
-                   for i in range(self.num)]
+            raw = [
+                self.start + (self.stop - self.start) * i / (self.num - 1) for i in range(self.num)
+            ]
         if not self.integer:
             return raw
         return list(dict.fromkeys(round(v) for v in raw))
@@ -134,10 +128,10 @@ class Axis(BaseModel):
         if (self.values is None) == (self.range is None):
             raise ValueError("values/range: give exactly one of them")
         if self.values is not None and len(self.values) == 0:
-            raise ValueError("values: must not be empty")
+            raise FieldRuleError("values", "must not be empty")
         if self.field is None:
             if self.range is not None:
-                raise ValueError("field: required with range")
+                raise FieldRuleError("field", "required with range")
             for i, v in enumerate(self.values or ()):
                 if not isinstance(v, Mapping) or not v:
                     raise ValueError(
@@ -211,14 +205,14 @@ class Domain(BaseModel):
     def _bounds(self) -> Self:
         if self.kind == "choice":
             if not self.choices:
-                raise ValueError("choices: kind='choice' needs a non-empty list")
+                raise FieldRuleError("choices", "kind='choice' needs a non-empty list")
             return self
         if self.low is None or self.high is None:
             raise ValueError(f"low/high: kind={self.kind!r} needs both bounds")
         if not self.low < self.high:
             raise ValueError(f"low/high: need low < high, got low={self.low}, high={self.high}")
         if (self.kind == "loguniform" or self.log) and self.low <= 0:
-            raise ValueError(f"low: a log scale needs low > 0, got {self.low}")
+            raise FieldRuleError("low", f"a log scale needs low > 0, got {self.low}")
         return self
 
 
@@ -244,7 +238,7 @@ class OptunaSearch(BaseModel):
     @model_validator(mode="after")
     def _space(self) -> Self:
         if not self.space:
-            raise ValueError("space: must name at least one field")
+            raise FieldRuleError("space", "must name at least one field")
         return self
 
 
@@ -284,15 +278,22 @@ class ThresholdSearch(BaseModel):
             raise ValueError(f"low/high: need low < high, got low={self.low}, high={self.high}")
         if self.max_replicates is not None:
             if self.max_replicates < self.replicates:
-                raise ValueError(f"max_replicates: must be >= replicates={self.replicates}, "
-                                 f"got {self.max_replicates}")
+                raise FieldRuleError(
+                    "max_replicates",
+                    f"must be >= replicates={self.replicates}, got {self.max_replicates}",
+                )
             if self.replicates < 2:
-                raise ValueError(f"replicates: adaptive replicates (max_replicates="
-                                 f"{self.max_replicates}) need replicates >= 2, got "
-                                 f"{self.replicates}; one seed cannot disagree with itself")
+                raise FieldRuleError(
+                    "replicates",
+                    f"adaptive replicates (max_replicates="
+                    f"{self.max_replicates}) need replicates >= 2, got "
+                    f"{self.replicates}; one seed cannot disagree with itself",
+                )
         if self.integer and not 1 <= round(self.low) < round(self.high):
-            raise ValueError(f"low/high: an integer search needs 1 <= round(low) < round(high), "
-                             f"got low={self.low}, high={self.high}")
+            raise ValueError(
+                f"low/high: an integer search needs 1 <= round(low) < round(high), "
+                f"got low={self.low}, high={self.high}"
+            )
         return self
 
     @property
@@ -300,45 +301,10 @@ class ThresholdSearch(BaseModel):
         """The most replicates one probed value can get: ``max_replicates`` or ``replicates``."""
         return self.replicates if self.max_replicates is None else self.max_replicates
 
-    @staticmethod
-    def midpoint(low: float, high: float, integer: bool) -> float | int | None:
-        """The log-scale midpoint strictly inside ``(low, high)``, or None when there is none."""
-        mid = math.sqrt(low * high)
-        if not integer:
-            return mid if low < mid < high else None
-        m = round(mid)
-        m = min(max(m, math.floor(low) + 1), math.ceil(high) - 1)
-        return m if low < m < high else None
-
     @property
     def max_probes(self) -> int:
-        """An upper bound on the number of probed values: both ends, then the longest bisection.
-
-        Rounded integer midpoints split a bracket unevenly, so every bracket the bisection can
-        reach is followed: ``low=5, high=5000, resolution=1.25`` can take 8 probes, one more
-        than exact halving (``2 + ceil(log2(log(1000) / log(1.25)))``). Past 4096 brackets at
-        one depth (a very fine resolution) it adds that one probe of slack instead.
-        """
-        if not self.integer:  # both halves have the same ratio; a hair of slack for rounding
-            ratio, steps = self.high / self.low, 0
-            while ratio > self.resolution * (1 - 1e-9):
-                ratio, steps = math.sqrt(ratio), steps + 1
-            return 2 + steps
-        brackets, steps = {(round(self.low), round(self.high))}, 0
-        while brackets:
-            if len(brackets) > 4096:
-                worst = max(h / lo for lo, h in brackets)
-                halvings = math.log(worst) / math.log(self.resolution)
-                return 2 + steps + math.ceil(math.log2(max(halvings, 1.0))) + 1
-            deeper = set()
-            for lo, h in brackets:
-                mid = self.midpoint(lo, h, True)
-                if mid is not None and h / lo > self.resolution:
-                    deeper |= {(lo, int(mid)), (int(mid), h)}
-            if deeper:
-                steps += 1
-            brackets = deeper
-        return 2 + steps
+        """An upper bound on the number of probed values (`sweeps.bisection.max_probes`)."""
+        return max_probes(self.low, self.high, self.resolution, self.integer)
 
 
 Search = Annotated[GridSearch | OptunaSearch | ThresholdSearch, Field(discriminator="kind")]
@@ -389,42 +355,22 @@ class Resources(BaseModel):
     @model_validator(mode="after")
     def _gpu(self) -> Self:
         if isinstance(self.gpu, float | int) and self.gpu < 0:
-            raise ValueError(f"gpu: must be >= 0 or 'auto', got {self.gpu}")
+            raise FieldRuleError("gpu", f"must be >= 0 or 'auto', got {self.gpu}")
         if isinstance(self.gpu, float | int) and self.gpu > 1 and self.gpu != int(self.gpu):
-            raise ValueError(f"gpu: above 1 it must be a whole number, got {self.gpu}")
+            raise FieldRuleError("gpu", f"above 1 it must be a whole number, got {self.gpu}")
         return self
 
     def as_tune(self, gpu: float | None = None) -> dict[str, float]:
         """The dict `tune.with_resources` takes; ``gpu`` is the resolved share for ``auto``."""
         share = self.gpu if gpu is None else gpu
         if isinstance(share, str):
-            raise ValueError("gpu: 'auto' must be resolved first (sweeps.packing.gpu_share)")
+            raise FieldRuleError("gpu", "'auto' must be resolved first (sweeps.packing.gpu_share)")
         return {"cpu": self.cpus, "gpu": float(share)}
 
 
 # --------------------------------------------------------------------------------------------
 # the spec
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrialPlan:
-    """One fully resolved trial: the varied values and the typed configs they produce.
-
-    ``trial_key`` is the trial's identity: sha256 of its data spec, train config (both carry the
-    seed) and `sweeps.codeversion.code_version`. Two trials with the same key give the same
-    numbers, so a stored complete result with that key can stand in for running it.
-    """
-
-    trial_key: str
-    params: dict[str, Any]
-    data: DataSpec
-    train: TrainConfig
-    seed: int
-    cell: dict[str, Any] = field(default_factory=dict)  # params without the seed
-    #: The GPU share Ray granted the trial (0 < share < 1: the trainer caps its CUDA memory at
-    #: it). Set by the trainable at run time; not part of the trial's identity.
-    gpu_share: float | None = None
-
-
 class ExperimentSpec(BaseModel):
     """A whole study. See the module docstring for an example and the error format."""
 
@@ -461,38 +407,43 @@ class ExperimentSpec(BaseModel):
         strict = bool(info.context and info.context.get("strict"))
         for i, axis in enumerate(self.axes):
             for path in axis.fields():
-                _check_path(f"axes.{i}.field", path)
+                check_path(f"axes.{i}.field", path)
         for i, path in enumerate(self.seed_fields):
-            _check_path(f"seed_fields.{i}", path)
+            check_path(f"seed_fields.{i}", path)
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: must be distinct, got {list(self.seeds)}")
+            raise FieldRuleError("seeds", f"must be distinct, got {list(self.seeds)}")
         if self.budget is not None:
-            _check_path("budget.instructions_field", self.budget.instructions_field)
-            _check_path("budget.examples_field", self.budget.examples_field)
+            check_path("budget.instructions_field", self.budget.instructions_field)
+            check_path("budget.examples_field", self.budget.examples_field)
         search = self.search
         if isinstance(search, OptunaSearch):
             if self.axes:
-                raise ValueError("axes: an optuna search varies `search.space`; leave axes empty")
+                raise FieldRuleError(
+                    "axes", "an optuna search varies `search.space`; leave axes empty"
+                )
             for path in search.space:
-                _check_path(f"search.space.{path}", path)
+                check_path(f"search.space.{path}", path)
         if isinstance(search, ThresholdSearch):
             if self.axes:
-                raise ValueError("axes: a threshold search varies `search.axis`; leave axes empty")
-            _check_path("search.axis", search.axis)
+                raise FieldRuleError(
+                    "axes", "a threshold search varies `search.axis`; leave axes empty"
+                )
+            check_path("search.axis", search.axis)
             cap = search.replicate_cap
             if len(self.seeds) > 1 and len(self.seeds) != cap:
                 which = "replicates" if search.max_replicates is None else "max_replicates"
-                raise ValueError(
-                    f"seeds: a threshold search with {which}={cap} needs one seed (replicates "
-                    f"count up from it) or exactly {cap} seeds, got {len(self.seeds)}"
+                raise FieldRuleError(
+                    "seeds",
+                    f"a threshold search with {which}={cap} needs one seed (replicates "
+                    f"count up from it) or exactly {cap} seeds, got {len(self.seeds)}",
                 )
             # Both bracket ends must be valid trials; errors name the bound.
             for bound in ("low", "high"):
-                value = _as_axis_value(getattr(search, bound), search.integer)
-                self._resolve({search.axis: value}, self.seeds[0], f"search.{bound}", strict)
+                value = as_axis_value(getattr(search, bound), search.integer)
+                resolve(self, {search.axis: value}, self.seeds[0], f"search.{bound}", strict)
         else:
             # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
-            self._grid_plans(strict)
+            grid_plans(self, strict)
         return self
 
     # --- derived values ----------------------------------------------------------------------
@@ -542,6 +493,19 @@ class ExperimentSpec(BaseModel):
         return list(dict.fromkeys(out))
 
     @property
+    def objective(self) -> tuple[str, str]:
+        """The headline ``metric`` and its direction: ``max`` unless an optuna objective on the
+        same metric minimises it. ``ExperimentSpec(...).objective == ("test_acc", "max")``"""
+        search = self.search
+        if (
+            isinstance(search, OptunaSearch)
+            and search.objective.metric == self.metric
+            and search.objective.mode == "min"
+        ):
+            return self.metric, "min"
+        return self.metric, "max"
+
+    @property
     def independent_fields(self) -> list[str]:
         """`varied_fields` without the one a budget couples to the others (S follows I at a
         fixed I x S): the axes a table sorts by and a chart draws, in axis order."""
@@ -555,8 +519,8 @@ class ExperimentSpec(BaseModel):
         returns the base configuration once per replicate seed.
         """
         if isinstance(self.search, GridSearch):
-            return self._grid_plans()
-        return [self._resolve({}, s, "seeds") for s in self.replicate_seeds]
+            return grid_plans(self)
+        return [resolve(self, {}, s, "seeds") for s in self.replicate_seeds]
 
     def plan(self, params: Mapping[str, Any]) -> TrialPlan:
         """The trial for explicit ``params`` (field path → value, plus ``"seed"``).
@@ -565,136 +529,12 @@ class ExperimentSpec(BaseModel):
         """
         values = dict(params)
         seed = int(values.pop("seed", self.seeds[0]))
-        return self._resolve(values, seed, "params")
-
-    # --- helpers -----------------------------------------------------------------------------
-    def _grid_plans(self, strict: bool = False) -> list[TrialPlan]:
-        per_axis = [list(enumerate(a.settings())) for a in self.axes]
-        plans = []
-        for combo in itertools.product(*per_axis):
-            overrides: dict[str, Any] = {}
-            where = []
-            for axis_i, (value_i, setting) in enumerate(combo):
-                overrides.update(setting)
-                where.append(f"axes.{axis_i}.values.{value_i}")
-            for seed in self.seeds:
-                plans.append(self._resolve(overrides, seed, ", ".join(where) or "data/train",
-                                           strict))
-        return plans
-
-    def _resolve(self, overrides: Mapping[str, Any], seed: int, where: str,
-                 strict: bool = False) -> TrialPlan:
-        values = dict(overrides)
-        if self.budget is not None and self.budget.examples_field not in values:
-            n_inst = values.get(self.budget.instructions_field, _get_path(self,
-                                                                         self.budget.instructions_field))
-            per = self.budget.total_examples // int(n_inst)
-            if per < 1:
-                raise ValueError(
-                    f"{where}: budget.total_examples={self.budget.total_examples} is smaller than "
-                    f"{self.budget.instructions_field}={n_inst}"
-                )
-            values[self.budget.examples_field] = per
-        cell = dict(values)
-        for path in self.seed_fields:
-            values[path] = seed
-        parts: dict[str, Any] = {}
-        for part, model in _PARTS.items():
-            base = getattr(self, part).model_dump(mode="json")
-            mine = {p: v for p, v in values.items() if p.split(".", 1)[0] == part}
-            budget_fields = {"data.n_examples", "data.examples_per_instruction"}
-            if part == "data" and budget_fields & mine.keys():
-                # The data budget is one of two fields; setting one clears the other.
-                for k in ("n_examples", "examples_per_instruction"):
-                    base[k] = None
-            for path, v in mine.items():
-                _set_path(base, path.split(".")[1:], v)
-            try:
-                parts[part] = _validate(model, base, strict)
-            except ValidationError as e:
-                shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
-                raise ValueError(f"{where}: {shown}: {format_errors(e, part)}") from None
-            except ValueError as e:  # the data/trainer packages raise their own ValueErrors
-                shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
-                raise ValueError(f"{where}: {shown}: {part}: {e}") from None
-        # A trial is its configs (the seed is in them) plus the code that turns them into numbers.
-        key = sha256_json({**{p: parts[p].model_dump(mode="json") for p in _PARTS},
-                           "code_version": code_version()})
-        params = {**cell, "seed": seed}
-        return TrialPlan(key, params, parts["data"], parts["train"], seed, cell)
-
-
-def _validate(model: type[BaseModel], obj: dict[str, Any], strict: bool = False) -> Any:
-    # Go through pydantic's plain validator so nested errors keep their locations, whatever the
-    # model's own `model_validate` wrapper raises.
-    if strict:
-        # JSON in, JSON rules: arrays are tuples, but booleans, strings and 2.0 are not integers
-        # (NaN and infinity pass through as JSON tokens and are refused by the field itself).
-        return model.__pydantic_validator__.validate_json(json.dumps(obj), strict=True)
-    return model.__pydantic_validator__.validate_python(obj)
-
-
-def _as_axis_value(v: float, integer: bool) -> float | int:
-    return round(v) if integer else v
-
-
-def _check_path(where: str, path: str) -> None:
-    """Raise if ``path`` (``data.x.y``) does not name a field of the data spec or train config."""
-    part, _, rest = path.partition(".")
-    model: Any = _PARTS.get(part)
-    if model is None or not rest:
-        raise ValueError(f"{where}: {path!r} must start with 'data.' or 'train.' and name a field")
-    parent = part
-    for name in rest.split("."):
-        if model is None:
-            raise ValueError(f"{where}: unknown field {path!r}; {parent!r} is not a nested spec")
-        fields = model.model_fields
-        if name not in fields:
-            raise ValueError(f"{where}: unknown field {path!r}; {model.__name__} has "
-                             f"{', '.join(sorted(fields))}")
-        model = _model_of(fields[name].annotation)
-        parent = f"{parent}.{name}"
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``annotation`` (``Model | None`` included), else None."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
-
-
-def _get_path(spec: ExperimentSpec, path: str) -> Any:
-    cur: Any = spec
-    for name in path.split("."):
-        cur = getattr(cur, name)
-    return cur
-
-
-def _set_path(obj: dict[str, Any], parts: list[str], value: Any) -> None:
-    cur = obj
-    for name in parts[:-1]:
-        if cur.get(name) is None:
-            cur[name] = {}
-        cur = cur[name]
-    cur[parts[-1]] = value
+        return resolve(self, values, seed, "params")
 
 
 def format_errors(e: ValidationError, prefix: str = "") -> str:
-    """``path: message`` for each pydantic error, joining model-rule fields onto the path."""
-    lines = []
-    for err in e.errors():
-        loc = [str(p) for p in err["loc"]]
-        inner = (err.get("ctx") or {}).get("error")
-        extra = getattr(inner, "field", None)
-        if extra:
-            loc.append(str(extra))
-        path = ".".join(([prefix] if prefix else []) + loc)
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"{path}: {msg}" if path and not msg.startswith(path) else msg)
-    return "; ".join(lines)
+    """``path: message`` for each pydantic error (`data.errors.error_details`)."""
+    return format_details(error_details(e.errors(), prefix))
 
 
 def spec_from_dict(obj: Mapping[str, Any]) -> ExperimentSpec:

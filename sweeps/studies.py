@@ -111,20 +111,40 @@ def _occ_fmt(t: tuple[int, ...]) -> str:
     return str(t[0]) if len(t) == 1 else "mix " + ", ".join(map(str, t))
 
 
-KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("I", "rules I", _field("data.n_instructions")),
-    Key("S", "examples per rule S", _field("data.examples_per_instruction"),
-        fmt=lambda v: f"{v:,}"),
-    Key("share", "no-op share", _field("data.noop_fraction"), fmt=lambda v: f"{v:.0%}"),
-    Key("alpha", "rule distribution", _alpha,
-        fmt=lambda a: "uniform" if a == "uniform" else f"α = {a:g}",
-        order=lambda a: -math.inf if a == "uniform" else -float(a)),
-    Key("family", "training family", _family, order=_family_order),
-    Key("occurrences", "training occurrences", _occurrences, fmt=_occ_fmt,
-        order=lambda t: (len(t) > 1, t)),
-    Key("data", "training data", _finetune_data,
-        order=lambda v: ("full", "half uniform", "half skewed", "full skewed").index(v)),
-)}
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key("I", "rules I", _field("data.n_instructions")),
+        Key(
+            "S",
+            "examples per rule S",
+            _field("data.examples_per_instruction"),
+            fmt=lambda v: f"{v:,}",
+        ),
+        Key("share", "no-op share", _field("data.noop_fraction"), fmt=lambda v: f"{v:.0%}"),
+        Key(
+            "alpha",
+            "rule distribution",
+            _alpha,
+            fmt=lambda a: "uniform" if a == "uniform" else f"α = {a:g}",
+            order=lambda a: -math.inf if a == "uniform" else -float(a),
+        ),
+        Key("family", "training family", _family, order=_family_order),
+        Key(
+            "occurrences",
+            "training occurrences",
+            _occurrences,
+            fmt=_occ_fmt,
+            order=lambda t: (len(t) > 1, t),
+        ),
+        Key(
+            "data",
+            "training data",
+            _finetune_data,
+            order=lambda v: ("full", "half uniform", "half skewed", "full skewed").index(v),
+        ),
+    )
+}
 
 #: How tables and figures name the metrics.
 METRIC_NAMES = {
@@ -204,89 +224,126 @@ _FIG2A_PAPER = """\
 |---|---|---|---|---|---|
 | unseen-rule accuracy (read from Fig. 2a) | 0 | ~0.13 | ~0.85 | ~0.93 | 0.98 – 0.99 |"""
 
-STUDIES: dict[str, Study] = {s.name: s for s in (
-    Study(
-        name="fig2a-mini", preset="fig2a-mini",
-        title="Instructions vs examples per instruction (P1 Fig. 2a)",
-        claim="At a fixed budget of examples, models trained on few rules memorise them and "
-              "apply none they did not see; past a sharp transition in the number of rules they "
-              "apply unseen rules almost perfectly.",
-        paper=_FIG2A_PAPER + "\n\nA very sharp phase transition around 400 rules; from 1,000 "
-              "rules the models always generalise, even with a handful of examples per rule.",
-        keys=_keys("I", "S"), tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
-        x="I", metric="test_acc_op", verdict=verdicts.fig2a,
-    ),
-    Study(
-        name="fig2a-mini-threshold", preset="fig2a-mini-threshold",
-        title="The Fig. 2a transition located by a threshold search",
-        claim="A bisection on log I finds the smallest number of rules whose unseen-rule "
-              "accuracy reaches 0.5 with far fewer trials than a grid at the same resolution.",
-        paper=_FIG2A_PAPER + "\n\nThe paper swept a grid of 16 values of I; it reports no "
-              "search. Its transition (accuracy 0.5) lies between 400 and 500 rules.",
-        keys=_keys("I", "S"), tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
-        x="I", metric="test_acc_op",
-    ),
-    Study(
-        name="noops-mini", preset="noops-mini", title="No-op inputs (P3 Fig. 2b)",
-        claim="Generalisation again starts at about the same number of rules whatever the "
-              "share of no-op inputs; beyond it the share barely matters.",
-        paper="No-op share 10–50 %, I ∈ {100, …, 100k}: has-op, no-op and average accuracy all "
-              "generalise from ~400 rules, for every share; the share barely matters beyond.",
-        keys=_keys("share", "I", "S"),
-        tables=(Pivot("I", "share", "test_acc_op"), Pivot("I", "share", "test_acc_noop"),
-                Pivot("I", "share", "test_acc")),
-        x="I", group="share", metric="test_acc_op", verdict=verdicts.noops,
-    ),
-    Study(
-        name="powerlaw-mini", preset="powerlaw-mini",
-        title="Uneven rule distributions (P1 §4.4, P3 Fig. 3)",
-        claim="With few rules, a skewed distribution of examples over rules (small α) makes "
-              "generalisation collapse; with many rules it barely matters.",
-        paper="10⁶ examples, rule drawn with density α·u^(α−1): with 1k rules accuracy "
-              "collapses once α < 0.2; with 10k and 100k rules it barely suffers.",
-        keys=_keys("alpha", "I"), tables=(Pivot("alpha", "I", "test_acc"),),
-        x="I", group="alpha", metric="test_acc", verdict=verdicts.powerlaw,
-    ),
-    Study(
-        name="semantic-mini", preset="semantic-mini",
-        title="Semantic restriction (P1 §4.3, P3 Fig. 4)",
-        claim="Rules from one family (repeated, periodic or mirror strings) never transfer to "
-              "the test family (k < 3); the mix of families does, given enough rules.",
-        paper="Train on the mix with k in 3–4 … 3–60, I ∈ {500, 1k, 5k, 10k}, test on k < 3: "
-              "one family alone never transfers; the mix does, but not with 500 rules or fewer.",
-        keys=_keys("family", "I"), tables=(Pivot("family", "I", "test_acc"),),
-        x="I", group="family", metric="test_acc", verdict=verdicts.semantic,
-    ),
-    Study(
-        name="occurrences-mini", preset="occurrences-mini",
-        title="Occurrences of x in z (P1 §4.5, Table 1)",
-        claim="Training on inputs with a mix of occurrence counts generalises better than "
-              "training on any single count.",
-        paper="""\
+STUDIES: dict[str, Study] = {
+    s.name: s
+    for s in (
+        Study(
+            name="fig2a-mini",
+            preset="fig2a-mini",
+            title="Instructions vs examples per instruction (P1 Fig. 2a)",
+            claim="At a fixed budget of examples, models trained on few rules memorise them and "
+            "apply none they did not see; past a sharp transition in the number of rules they "
+            "apply unseen rules almost perfectly.",
+            paper=_FIG2A_PAPER + "\n\nA very sharp phase transition around 400 rules; from 1,000 "
+            "rules the models always generalise, even with a handful of examples per rule.",
+            keys=_keys("I", "S"),
+            tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
+            x="I",
+            metric="test_acc_op",
+            verdict=verdicts.fig2a,
+        ),
+        Study(
+            name="fig2a-mini-threshold",
+            preset="fig2a-mini-threshold",
+            title="The Fig. 2a transition located by a threshold search",
+            claim="A bisection on log I finds the smallest number of rules whose unseen-rule "
+            "accuracy reaches 0.5 with far fewer trials than a grid at the same resolution.",
+            paper=_FIG2A_PAPER + "\n\nThe paper swept a grid of 16 values of I; it reports no "
+            "search. Its transition (accuracy 0.5) lies between 400 and 500 rules.",
+            keys=_keys("I", "S"),
+            tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
+            x="I",
+            metric="test_acc_op",
+        ),
+        Study(
+            name="noops-mini",
+            preset="noops-mini",
+            title="No-op inputs (P3 Fig. 2b)",
+            claim="Generalisation again starts at about the same number of rules whatever the "
+            "share of no-op inputs; beyond it the share barely matters.",
+            paper="No-op share 10–50 %, I ∈ {100, …, 100k}: has-op, no-op and average accuracy all "
+            "generalise from ~400 rules, for every share; the share barely matters beyond.",
+            keys=_keys("share", "I", "S"),
+            tables=(
+                Pivot("I", "share", "test_acc_op"),
+                Pivot("I", "share", "test_acc_noop"),
+                Pivot("I", "share", "test_acc"),
+            ),
+            x="I",
+            group="share",
+            metric="test_acc_op",
+            verdict=verdicts.noops,
+        ),
+        Study(
+            name="powerlaw-mini",
+            preset="powerlaw-mini",
+            title="Uneven rule distributions (P1 §4.4, P3 Fig. 3)",
+            claim="With few rules, a skewed distribution of examples over rules (small α) makes "
+            "generalisation collapse; with many rules it barely matters.",
+            paper="10⁶ examples, rule drawn with density α·u^(α−1): with 1k rules accuracy "
+            "collapses once α < 0.2; with 10k and 100k rules it barely suffers.",
+            keys=_keys("alpha", "I"),
+            tables=(Pivot("alpha", "I", "test_acc"),),
+            x="I",
+            group="alpha",
+            metric="test_acc",
+            verdict=verdicts.powerlaw,
+        ),
+        Study(
+            name="semantic-mini",
+            preset="semantic-mini",
+            title="Semantic restriction (P1 §4.3, P3 Fig. 4)",
+            claim="Rules from one family (repeated, periodic or mirror strings) never transfer to "
+            "the test family (k < 3); the mix of families does, given enough rules.",
+            paper="Train on the mix with k in 3–4 … 3–60, I ∈ {500, 1k, 5k, 10k}, test on k < 3: "
+            "one family alone never transfers; the mix does, but not with 500 rules or fewer.",
+            keys=_keys("family", "I"),
+            tables=(Pivot("family", "I", "test_acc"),),
+            x="I",
+            group="family",
+            metric="test_acc",
+            verdict=verdicts.semantic,
+        ),
+        Study(
+            name="occurrences-mini",
+            preset="occurrences-mini",
+            title="Occurrences of x in z (P1 §4.5, Table 1)",
+            claim="Training on inputs with a mix of occurrence counts generalises better than "
+            "training on any single count.",
+            paper="""\
 | training occurrences \\ I | 2000 | 1000 | 500 | 200 |
 |---|---|---|---|---|
 | 1 | 0.71 | 0.41 | 0.00 | 0.00 |
 | 10 | 0.88 | 0.71 | 0.00 | 0.00 |
 | 20 | 0.73 | 0.28 | 0.07 | 0.00 |
 | mix 1, 5, 10, 15, 20 | 0.94 | 0.94 | 0.62 | 0.00 |""",
-        keys=_keys("occurrences", "I"),
-        tables=(Pivot("occurrences", "I", "test_acc"),
-                Long(("occurrences", "I"), ("test_acc_occ_*",))),
-        x="I", group="occurrences", metric="test_acc", verdict=verdicts.occurrences,
-    ),
-    Study(
-        name="finetune-mini", preset="finetune-mini",
-        title="Fine-tuning a pretrained model (P1 §5, Fig. 5)",
-        claim="Fine-tuning on half the data costs nothing when the rules stay uniform, and "
-              "costs accuracy when the half is skewed towards a few rules.",
-        paper="Llama-2-7B with LoRA, 40k training examples over 9,000 rules, 40 % no-ops: "
-              "halving the data uniformly does not hurt; halving it non-uniformly does.",
-        keys=_keys("data"), tables=(Long(("data",), ("test_acc", "test_acc_op",
-                                                      "test_acc_noop")),),
-        x="data", metric="test_acc", verdict=verdicts.finetune,
-        smoke={"train": {"init": SMOKE_PRETRAINED_INIT}, "data": {"n_instructions": 40}},
-    ),
-)}
+            keys=_keys("occurrences", "I"),
+            tables=(
+                Pivot("occurrences", "I", "test_acc"),
+                Long(("occurrences", "I"), ("test_acc_occ_*",)),
+            ),
+            x="I",
+            group="occurrences",
+            metric="test_acc",
+            verdict=verdicts.occurrences,
+        ),
+        Study(
+            name="finetune-mini",
+            preset="finetune-mini",
+            title="Fine-tuning a pretrained model (P1 §5, Fig. 5)",
+            claim="Fine-tuning on half the data costs nothing when the rules stay uniform, and "
+            "costs accuracy when the half is skewed towards a few rules.",
+            paper="Llama-2-7B with LoRA, 40k training examples over 9,000 rules, 40 % no-ops: "
+            "halving the data uniformly does not hurt; halving it non-uniformly does.",
+            keys=_keys("data"),
+            tables=(Long(("data",), ("test_acc", "test_acc_op", "test_acc_noop")),),
+            x="data",
+            metric="test_acc",
+            verdict=verdicts.finetune,
+            smoke={"train": {"init": SMOKE_PRETRAINED_INIT}, "data": {"n_instructions": 40}},
+        ),
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,8 +354,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
 def cells_of(study: Study, rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Summary rows (field paths, ``n``, ``*_mean``/``*_std``) as the study's cells: its keys
     that the rows have, then ``n`` and the statistics; sorted by the keys."""
-    present = [k for k in study.keys.values()
-               if any(k.get(r, rows) is not None for r in rows)]
+    present = [k for k in study.keys.values() if any(k.get(r, rows) is not None for r in rows)]
     cells = []
     for r in rows:
         cell: dict[str, Any] = {k.name: k.get(r, rows) for k in present}
@@ -306,8 +362,11 @@ def cells_of(study: Study, rows: Sequence[Row]) -> list[dict[str, Any]]:
         cell |= {c: v for c, v in r.items() if c.endswith(("_mean", "_std"))}
         cells.append(cell)
     # Cells missing a key (None) sort last on it rather than failing to compare.
-    cells.sort(key=lambda c: tuple((c[k.name] is None, 0 if c[k.name] is None
-                                    else k.order(c[k.name])) for k in present))
+    cells.sort(
+        key=lambda c: tuple(
+            (c[k.name] is None, 0 if c[k.name] is None else k.order(c[k.name])) for k in present
+        )
+    )
     return cells
 
 
@@ -316,9 +375,14 @@ def threshold_run(spec: ExperimentSpec, n_trials: int) -> ThresholdRun:
     search = spec.search
     if not isinstance(search, ThresholdSearch):
         raise ValueError(f"search.kind: {spec.name} is a {search.kind} search, not threshold")
-    return ThresholdRun(level=search.level, low=search.low, high=search.high,
-                        resolution=search.resolution, replicates=search.replicates,
-                        n_trials=n_trials)
+    return ThresholdRun(
+        level=search.level,
+        low=search.low,
+        high=search.high,
+        resolution=search.resolution,
+        replicates=search.replicates,
+        n_trials=n_trials,
+    )
 
 
 def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: int) -> Verdict:
@@ -331,8 +395,11 @@ def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: i
         return study.verdict(cells)
     except Exception as e:  # one odd table must not take the whole document down; say so
         log.exception("%s: the verdict failed", study.name)
-        return Verdict("not shown", f"the verdict could not be computed ({type(e).__name__}: "
-                       f"{e}); a bug in sweeps/verdicts.py")
+        return Verdict(
+            "not shown",
+            f"the verdict could not be computed ({type(e).__name__}: "
+            f"{e}); a bug in sweeps/verdicts.py",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,8 +410,14 @@ def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: i
 SMOKE_EXAMPLES = 300
 #: A few optimizer steps of whatever the preset builds, and a tiny evaluation.
 SMOKE_TRAIN: dict[str, Any] = {
-    "epochs": None, "max_steps": 3, "warmup_steps": 0, "batch_size": 16,
-    "eval_every": None, "eval_test_n": 16, "eval_train_n": 8, "eval_batch_size": 16,
+    "epochs": None,
+    "max_steps": 3,
+    "warmup_steps": 0,
+    "batch_size": 16,
+    "eval_every": None,
+    "eval_test_n": 16,
+    "eval_train_n": 8,
+    "eval_batch_size": 16,
 }
 
 
@@ -376,8 +449,9 @@ def _merge_all(settings: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _largest_instructions(spec: ExperimentSpec, axes: Sequence[Mapping[str, Any]],
-                          base: int) -> int:
+def _largest_instructions(
+    spec: ExperimentSpec, axes: Sequence[Mapping[str, Any]], base: int
+) -> int:
     counts = [base]
     for axis in axes:
         for v in axis["values"]:
@@ -407,8 +481,13 @@ def smoke_overrides(study: Study, spec: ExperimentSpec) -> dict[str, Any]:
     if spec.train.init == "scratch":
         train["model"] = "nano"
     test = {"n_test": 16, "n_instructions": min(4, spec.data.test.n_rules)}
-    out: dict[str, Any] = {"seeds": [spec.seeds[0]], "max_concurrent": 2, "retries": 0,
-                           "train": train, "data": {"test": test}}
+    out: dict[str, Any] = {
+        "seeds": [spec.seeds[0]],
+        "max_concurrent": 2,
+        "retries": 0,
+        "train": train,
+        "data": {"test": test},
+    }
     if axes:
         out["axes"] = _scale_examples(axes, n_examples)
     if spec.budget is not None:
@@ -418,16 +497,23 @@ def smoke_overrides(study: Study, spec: ExperimentSpec) -> dict[str, Any]:
     search = spec.search
     if isinstance(search, ThresholdSearch):
         # Both ends and one midpoint: the bracket's halves are then within the resolution.
-        out["search"] = {"replicates": 1, "max_replicates": None,
-                         "resolution": math.sqrt(search.high / search.low) * 1.01}
+        out["search"] = {
+            "replicates": 1,
+            "max_replicates": None,
+            "resolution": math.sqrt(search.high / search.low) * 1.01,
+        }
     return _merge(out, study.smoke)
 
 
 def _scale_examples(axes: list[dict[str, Any]], n_examples: int) -> list[dict[str, Any]]:
     """Axis values that set ``data.n_examples`` keep their ratios, the largest becoming
     ``n_examples`` (the fine-tune study's full / half data)."""
-    sizes = [v["data.n_examples"] for a in axes for v in a["values"]
-             if isinstance(v, Mapping) and "data.n_examples" in v]
+    sizes = [
+        v["data.n_examples"]
+        for a in axes
+        for v in a["values"]
+        if isinstance(v, Mapping) and "data.n_examples" in v
+    ]
     if not sizes:
         return axes
     scale = n_examples / max(sizes)
@@ -442,8 +528,9 @@ def _scale_examples(axes: list[dict[str, Any]], n_examples: int) -> list[dict[st
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k),
-                                                                          Mapping) else v
+        out[k] = (
+            _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+        )
     return out
 
 

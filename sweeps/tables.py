@@ -29,9 +29,23 @@ from sweeps.store import ResultsStore, TrialRecord, open_store
 #: ``reused_from`` names the stored trial a reused result was copied from (None: it ran here).
 ID_COLUMNS = ("experiment_id", "trial_id", "trial_key", "state", "seq", "time", "reused_from")
 #: Metric columns that are bookkeeping, not results; `summary` leaves them out.
-BOOKKEEPING = frozenset({"seq", "time", "training_iteration", "time_total_s", "step", "epoch",
-                         "examples_seen", "tokens_seen", "wall_s", "tokens_per_s", "lr",
-                         "test_n", "train_n"})
+BOOKKEEPING = frozenset(
+    {
+        "seq",
+        "time",
+        "training_iteration",
+        "time_total_s",
+        "step",
+        "epoch",
+        "examples_seen",
+        "tokens_seen",
+        "wall_s",
+        "tokens_per_s",
+        "lr",
+        "test_n",
+        "train_n",
+    }
+)
 
 
 def _store(store_uri: str | None, store: ResultsStore | None) -> ResultsStore:
@@ -42,15 +56,17 @@ def _param_value(v: Any) -> Any:
     return v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v)
 
 
-def experiment_spec(experiment_id: str, store_uri: str | None = None,
-                    store: ResultsStore | None = None) -> ExperimentSpec:
+def experiment_spec(
+    experiment_id: str, store_uri: str | None = None, store: ResultsStore | None = None
+) -> ExperimentSpec:
     """The spec an experiment was run with, as stored."""
     rec = _store(store_uri, store).get_experiment(experiment_id)
     return ExperimentSpec.model_validate_json(rec.spec_json)
 
 
-def results(experiment_id: str, store_uri: str | None = None,
-            store: ResultsStore | None = None) -> pa.Table:
+def results(
+    experiment_id: str, store_uri: str | None = None, store: ResultsStore | None = None
+) -> pa.Table:
     """One row per report: ids, trial state, the trial's parameters, then every metric."""
     st = _store(store_uri, store)
     # Metrics first: a writer stores a trial before its first report, so trials read after the
@@ -88,8 +104,12 @@ def final_reports(table: pa.Table, states: tuple[str, ...] = ("complete",)) -> A
     return df.sort_values("seq").groupby("trial_id", sort=False).tail(1)
 
 
-def summary(experiment_id: str, store_uri: str | None = None, store: ResultsStore | None = None,
-            include_running: bool = False) -> pa.Table:
+def summary(
+    experiment_id: str,
+    store_uri: str | None = None,
+    store: ResultsStore | None = None,
+    include_running: bool = False,
+) -> pa.Table:
     """Per grid cell (parameters without the seed): ``n`` and mean/std of each final metric.
 
     Only complete trials count, unless ``include_running`` (then a running trial counts with its
@@ -100,16 +120,20 @@ def summary(experiment_id: str, store_uri: str | None = None, store: ResultsStor
     out = summarize(table, _param_names(st, experiment_id), include_running)
     # the spec's own axes first, ascending (I = 16 before 1024); the field a budget couples to
     # them (S) follows
-    axes = [a for a in experiment_spec(experiment_id, store=st).independent_fields
-            if a in out.column_names]
+    axes = [
+        a
+        for a in experiment_spec(experiment_id, store=st).independent_fields
+        if a in out.column_names
+    ]
     if not axes or out.num_rows == 0:
         return out
     rest = [c for c in out.column_names if c not in axes]
     return out.select(axes + rest).sort_by([(a, "ascending") for a in axes])
 
 
-def summarize(table: pa.Table, param_names: Collection[str],
-              include_running: bool = False) -> pa.Table:
+def summarize(
+    table: pa.Table, param_names: Collection[str], include_running: bool = False
+) -> pa.Table:
     """`summary` of a `results` table already in hand (e.g. downloaded from the service).
 
     ``param_names`` says which columns are trial parameters (the rest are metrics); the seed is
@@ -120,10 +144,13 @@ def summarize(table: pa.Table, param_names: Collection[str],
     """
     states = ("complete", "running") if include_running else ("complete",)
     df = final_reports(table, states)
-    param_cols = [c for c in table.column_names[len(ID_COLUMNS):] if c in param_names]
+    param_cols = [c for c in table.column_names[len(ID_COLUMNS) :] if c in param_names]
     cells = [c for c in param_cols if c != "seed"]
-    metric_cols = [c for c in table.column_names[len(ID_COLUMNS):]
-                   if c not in param_cols and c not in BOOKKEEPING]
+    metric_cols = [
+        c
+        for c in table.column_names[len(ID_COLUMNS) :]
+        if c not in param_cols and c not in BOOKKEEPING
+    ]
     if df.empty:
         fields = [pa.field(c, pa.string()) for c in cells] + [pa.field("n", pa.int64())]
         fields += [pa.field(f"{m}_{s}", pa.float64()) for m in metric_cols for s in ("mean", "std")]
@@ -148,8 +175,9 @@ def _param_names(store: ResultsStore, experiment_id: str) -> set[str]:
     return {k for t in store.get_trials(experiment_id) for k in t.params}
 
 
-def threshold_estimate(experiment_id: str, store_uri: str | None = None,
-                       store: ResultsStore | None = None) -> dict[str, Any]:
+def threshold_estimate(
+    experiment_id: str, store_uri: str | None = None, store: ResultsStore | None = None
+) -> dict[str, Any]:
     """The smallest probed axis value that passes with every larger probed value passing.
 
     Returns ``{"axis", "metric", "level", "threshold" (None if no value passes), "probes":
@@ -166,13 +194,20 @@ def threshold_estimate(experiment_id: str, store_uri: str | None = None,
     n_trials = len(st.get_trials(experiment_id))
     if not df.empty and search.axis in df:
         for value, g in df.groupby(search.axis, sort=True):
-            vals = [0.0 if v is None or math.isnan(v) else float(v)
-                    for v in g.get(search.metric, [])]
+            vals = [
+                0.0 if v is None or math.isnan(v) else float(v) for v in g.get(search.metric, [])
+            ]
             probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
     threshold = None
     for value, mean, _ in reversed(probes):
         if mean < search.level:
             break
         threshold = value
-    return {"axis": search.axis, "metric": search.metric, "level": search.level,
-            "threshold": threshold, "probes": probes, "n_trials": n_trials}
+    return {
+        "axis": search.axis,
+        "metric": search.metric,
+        "level": search.level,
+        "threshold": threshold,
+        "probes": probes,
+        "n_trials": n_trials,
+    }

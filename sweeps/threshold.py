@@ -44,6 +44,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from sweeps.bisection import midpoint
 from sweeps.spec import ThresholdSearch
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,19 @@ Lookup = Callable[[dict[str, Any]], float | None]
 
 _STATE_VERSION = 1
 #: The attributes a checkpoint holds (everything that changes while the search runs).
-_STATE = ("low", "high", "scores", "issued", "reused", "queue", "outstanding", "phase", "stage",
-          "done", "threshold")
-
-
-#: The log-scale midpoint strictly inside ``(low, high)`` (it lives on the spec, whose
-#: ``max_probes`` follows the same bisection).
-midpoint = ThresholdSearch.midpoint
+_STATE = (
+    "low",
+    "high",
+    "scores",
+    "issued",
+    "reused",
+    "queue",
+    "outstanding",
+    "phase",
+    "stage",
+    "done",
+    "threshold",
+)
 
 
 def _t_central(theta: float, df: int) -> float:
@@ -136,13 +143,16 @@ class ThresholdSearcher(Searcher):
         searcher.summary()["threshold"]
     """
 
-    def __init__(self, search: ThresholdSearch, seeds: tuple[int, ...],
-                 lookup: Lookup | None = None) -> None:
+    def __init__(
+        self, search: ThresholdSearch, seeds: tuple[int, ...], lookup: Lookup | None = None
+    ) -> None:
         super().__init__(metric=search.metric, mode="max")
         cap = search.replicate_cap
         if len(seeds) < cap:
-            raise ValueError(f"seeds: a threshold search needs {cap} replicate seeds "
-                             f"(replicate_cap), got {list(seeds)}")
+            raise ValueError(
+                f"seeds: a threshold search needs {cap} replicate seeds "
+                f"(replicate_cap), got {list(seeds)}"
+            )
         self.search = search
         self.seeds = tuple(seeds)
         self.lookup = lookup
@@ -183,8 +193,12 @@ class ThresholdSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Pickle the search state to ``checkpoint_path`` (atomically: ``.tmp``, then rename)."""
-        state = {"version": _STATE_VERSION, "search": self.search.model_dump(mode="json"),
-                 "seeds": self.seeds, **{k: getattr(self, k) for k in _STATE}}
+        state = {
+            "version": _STATE_VERSION,
+            "search": self.search.model_dump(mode="json"),
+            "seeds": self.seeds,
+            **{k: getattr(self, k) for k in _STATE},
+        }
         tmp = f"{checkpoint_path}.tmp"
         with open(tmp, "wb") as f:
             pickle.dump(state, f)
@@ -197,13 +211,17 @@ class ThresholdSearcher(Searcher):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)  # our own checkpoint, written by `save`
         if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"{checkpoint_path}: searcher state version {state.get('version')!r}"
-                             f", expected {_STATE_VERSION}")
+            raise ValueError(
+                f"{checkpoint_path}: searcher state version {state.get('version')!r}"
+                f", expected {_STATE_VERSION}"
+            )
         mine = self.search.model_dump(mode="json")
         if state["search"] != mine or tuple(state["seeds"]) != self.seeds:
-            raise ValueError(f"{checkpoint_path}: searcher state is for search {state['search']} "
-                             f"with seeds {list(state['seeds'])}, not {mine} with seeds "
-                             f"{list(self.seeds)}")
+            raise ValueError(
+                f"{checkpoint_path}: searcher state is for search {state['search']} "
+                f"with seeds {list(state['seeds'])}, not {mine} with seeds "
+                f"{list(self.seeds)}"
+            )
         for k in _STATE:
             setattr(self, k, state[k])
 
@@ -218,8 +236,9 @@ class ThresholdSearcher(Searcher):
         if not agree and n >= 2:
             half = t_critical(self.search.confidence, n - 1) * statistics.stdev(got) / math.sqrt(n)
             agree = abs(mean - level) > half
-        return Verdict(n, mean, n > 0 and mean >= level, agree,
-                       agree or n >= self.search.replicate_cap)
+        return Verdict(
+            n, mean, n > 0 and mean >= level, agree, agree or n >= self.search.replicate_cap
+        )
 
     def passes(self, value: float) -> bool:
         """Mean over replicates reaches the level (missing replicates count as 0)."""
@@ -242,14 +261,30 @@ class ThresholdSearcher(Searcher):
         for value in sorted(self.scores):
             sc, v = self.scores[value], self.verdict(value)
             seeds = [s for s in self.seeds if s in sc]
-            probes.append({"value": value, "seeds": seeds, "scores": [sc[s] for s in seeds],
-                           "n": v.n, "mean": v.mean, "passes": v.passes, "decided": v.decided,
-                           "uncertain": v.decided and not v.agree})
+            probes.append(
+                {
+                    "value": value,
+                    "seeds": seeds,
+                    "scores": [sc[s] for s in seeds],
+                    "n": v.n,
+                    "mean": v.mean,
+                    "passes": v.passes,
+                    "decided": v.decided,
+                    "uncertain": v.decided and not v.agree,
+                }
+            )
         n_scores = sum(len(sc) for sc in self.scores.values())
-        return {"axis": self.search.axis, "metric": self.search.metric,
-                "level": self.search.level, "done": self.done, "threshold": self.threshold,
-                "bracket": [self.low, self.high], "n_trials": n_scores - self.reused,
-                "n_reused": self.reused, "probes": probes}
+        return {
+            "axis": self.search.axis,
+            "metric": self.search.metric,
+            "level": self.search.level,
+            "done": self.done,
+            "threshold": self.threshold,
+            "bracket": [self.low, self.high],
+            "n_trials": n_scores - self.reused,
+            "n_reused": self.reused,
+            "probes": probes,
+        }
 
     # --- the bisection -------------------------------------------------------------------------
     def _ask(self, value: float) -> None:
@@ -273,15 +308,24 @@ class ThresholdSearcher(Searcher):
         self.done = True
         self.threshold = threshold
         summary = self.summary()
-        log.info("threshold search on %s: %s after %d probed values, %d trials (%d reused)",
-                 self.search.axis, threshold, len(self.scores), summary["n_trials"],
-                 summary["n_reused"])
+        log.info(
+            "threshold search on %s: %s after %d probed values, %d trials (%d reused)",
+            self.search.axis,
+            threshold,
+            len(self.scores),
+            summary["n_trials"],
+            summary["n_reused"],
+        )
         log.info("threshold search summary: %s", summary)
         shaky = [p["value"] for p in summary["probes"] if p["uncertain"]]
         if shaky and self.search.max_replicates is not None:
-            log.warning("threshold search on %s: seeds still disagreed at max_replicates=%d for "
-                        "%s; their means decided", self.search.axis, self.search.max_replicates,
-                        shaky)
+            log.warning(
+                "threshold search on %s: seeds still disagreed at max_replicates=%d for "
+                "%s; their means decided",
+                self.search.axis,
+                self.search.max_replicates,
+                shaky,
+            )
 
     def _next_round(self) -> None:
         """Called when nothing is queued or running: add seeds, move the bracket, or finish."""

@@ -40,8 +40,9 @@ class Tracking(BaseModel):
     mlflow: bool = False
     wandb: bool = False
     #: MLflow experiment / W&B project name; default: the spec's ``name``
-    project: str | None = Field(None, min_length=1, max_length=100,
-                                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    project: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )
 
     @property
     def enabled(self) -> list[str]:
@@ -54,9 +55,14 @@ def missing(tracking: Tracking) -> list[tuple[str, str]]:
     for name in tracking.enabled:
         module, extra = PACKAGES[name]
         if importlib.util.find_spec(module) is None:
-            out.append((f"tracking.{name}", f"the {module} package is not installed where the "
-                                            f"sweep runs; pip install '{extra}' there, or set "
-                                            "it false"))
+            out.append(
+                (
+                    f"tracking.{name}",
+                    f"the {module} package is not installed where the "
+                    f"sweep runs; pip install '{extra}' there, or set "
+                    "it false",
+                )
+            )
     return out
 
 
@@ -76,9 +82,13 @@ def callbacks(tracking: Tracking, spec_name: str, storage_path: str) -> list[Any
 
         # MLflow 3 keeps its file store in maintenance mode; SQLite is its local default
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (
-            "sqlite:///" + os.path.join(_local(storage_path, "mlflow"), "mlflow.db"))
-        out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=project,
-                                        tags={"divsweep.spec": spec_name}))
+            "sqlite:///" + os.path.join(_local(storage_path, "mlflow"), "mlflow.db")
+        )
+        out.append(
+            MLflowLoggerCallback(
+                tracking_uri=uri, experiment_name=project, tags={"divsweep.spec": spec_name}
+            )
+        )
     if tracking.wandb:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
@@ -86,8 +96,11 @@ def callbacks(tracking: Tracking, spec_name: str, storage_path: str) -> list[Any
         # Tune's callback asks for an API key unless this process's environment says offline;
         # the driver process runs this one sweep, so its environment is ours to set
         os.environ["WANDB_MODE"] = mode
-        out.append(WandbLoggerCallback(project=project, mode=mode,
-                                       dir=_local(storage_path, "wandb"), log_config=True))
+        out.append(
+            WandbLoggerCallback(
+                project=project, mode=mode, dir=_local(storage_path, "wandb"), log_config=True
+            )
+        )
     return out
 
 

@@ -51,8 +51,7 @@ def train_with_trainer(
     ds = cached_generate(plan.data, cache_dir)
     # A fractional GPU is shared with other trials: stay within this trial's part of it.
     share = plan.gpu_share if plan.gpu_share is not None and 0 < plan.gpu_share < 1 else None
-    train(plan.train, ds, report=report, checkpoint_dir=checkpoint_dir,
-          gpu_memory_fraction=share)
+    train(plan.train, ds, report=report, checkpoint_dir=checkpoint_dir, gpu_memory_fraction=share)
 
 
 def _tune_report(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
@@ -63,7 +62,11 @@ def _tune_report(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
 
 
 def tune_trainable(
-    config: dict[str, Any], *, spec_json: str, cache_dir: str, trial_fn: TrialFn,
+    config: dict[str, Any],
+    *,
+    spec_json: str,
+    cache_dir: str,
+    trial_fn: TrialFn,
     gpu_share: float = 0.0,
 ) -> None:
     """The function Tune runs for each trial (bound with `make_trainable`)."""
@@ -85,12 +88,19 @@ def tune_trainable(
 
 
 def make_trainable(
-    spec: ExperimentSpec, trial_fn: TrialFn | None = None, cache_dir: str | None = None,
+    spec: ExperimentSpec,
+    trial_fn: TrialFn | None = None,
+    cache_dir: str | None = None,
     gpu_share: float = 0.0,
 ) -> Callable[[dict[str, Any]], None]:
     """A picklable Tune function trainable for ``spec`` (``gpu_share``: what each trial gets)."""
     cache = cache_dir or spec.data_cache_dir or default_cache_dir()
-    fn = partial(tune_trainable, spec_json=spec.spec_json, cache_dir=os.path.expanduser(cache),
-                 trial_fn=trial_fn or train_with_trainer, gpu_share=gpu_share)
+    fn = partial(
+        tune_trainable,
+        spec_json=spec.spec_json,
+        cache_dir=os.path.expanduser(cache),
+        trial_fn=trial_fn or train_with_trainer,
+        gpu_share=gpu_share,
+    )
     fn.__name__ = "divsweep_trial"  # type: ignore[attr-defined]  # Tune names trials after it
     return fn

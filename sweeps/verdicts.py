@@ -32,19 +32,19 @@ Cell = Mapping[str, Any]
 Outcome = Literal["effect shown", "partly", "not shown"]
 
 # The criteria's levels, named so that the reasons and the tests quote the same numbers.
-FIG2A_FLOOR = 0.05      # unseen-rule accuracy at the fewest rules: "does not generalise"
-FIG2A_CEILING = 0.85    # ... at the most rules: "generalises"
-FIG2A_TRAIN = 0.90      # train-rule accuracy in every cell: the budget is enough to learn
-LEVEL = 0.5             # "generalises" for thresholds in I (has-op accuracy)
-SHARE_SPREAD = 0.10     # no-op study: above threshold, shares may differ by this much
-FLAT = 0.10             # power law: "barely moves" at the larger I
-COLLAPSE_RATIO = 0.5    # power law: the smallest alpha keeps at most half of uniform's accuracy
-COLLAPSE_DROP = 0.20    # ... and loses at least this much
-MONOTONE_SLACK = 0.05   # ... accuracy may rise by this much when alpha falls (noise)
-NO_TRANSFER = 0.20      # semantic: a family "does not transfer" below this accuracy
-TRANSFER = 0.50         # ... "transfers" from this accuracy
-MARGIN = 0.02           # occurrences / fine-tune: a win must be at least this large
-NO_HURT = 0.05          # fine-tune: halving uniformly "does not hurt" within this
+FIG2A_FLOOR = 0.05  # unseen-rule accuracy at the fewest rules: "does not generalise"
+FIG2A_CEILING = 0.85  # ... at the most rules: "generalises"
+FIG2A_TRAIN = 0.90  # train-rule accuracy in every cell: the budget is enough to learn
+LEVEL = 0.5  # "generalises" for thresholds in I (has-op accuracy)
+SHARE_SPREAD = 0.10  # no-op study: above threshold, shares may differ by this much
+FLAT = 0.10  # power law: "barely moves" at the larger I
+COLLAPSE_RATIO = 0.5  # power law: the smallest alpha keeps at most half of uniform's accuracy
+COLLAPSE_DROP = 0.20  # ... and loses at least this much
+MONOTONE_SLACK = 0.05  # ... accuracy may rise by this much when alpha falls (noise)
+NO_TRANSFER = 0.20  # semantic: a family "does not transfer" below this accuracy
+TRANSFER = 0.50  # ... "transfers" from this accuracy
+MARGIN = 0.02  # occurrences / fine-tune: a win must be at least this large
+NO_HURT = 0.05  # fine-tune: halving uniformly "does not hurt" within this
 THRESHOLD_SAVING = 3.0  # threshold search: at most a third of the equivalent grid's trials
 
 
@@ -135,18 +135,22 @@ def fig2a(cells: Sequence[Cell], metric: str = "test_acc_op") -> Verdict:
     a_lo, a_hi = mean(lo, metric), mean(hi, metric)
     train = [mean(c, "train_acc") for c in cs]
     train_min = min(train) if not any(math.isnan(t) for t in train) else math.nan
-    jumps = [(mean(b, metric) - mean(a, metric), std(a, metric) + std(b, metric), a, b)
-             for a, b in zip(cs, cs[1:], strict=False)]
+    jumps = [
+        (mean(b, metric) - mean(a, metric), std(a, metric) + std(b, metric), a, b)
+        for a, b in zip(cs, cs[1:], strict=False)
+    ]
     d, spread, a, b = max(jumps, key=lambda j: (j[0] - j[1], j[0]))
     one_seed = min(int(c.get("n", 0)) for c in cs) < 2
     low_ok, high_ok = a_lo <= FIG2A_FLOOR, a_hi >= FIG2A_CEILING
     train_ok = train_min >= FIG2A_TRAIN
     jump_ok = d > spread and d > 0 and not one_seed
-    reason = (f"unseen-rule has-op accuracy {_f(a_lo)} at I={lo['I']} (<= {FIG2A_FLOOR} "
-              f"{_yes(low_ok)}) and {_f(a_hi)} at I={hi['I']} (>= {FIG2A_CEILING} "
-              f"{_yes(high_ok)}); train-rule accuracy >= {_f(train_min)} everywhere "
-              f"(>= {FIG2A_TRAIN:.2f} {_yes(train_ok)}); largest jump I={a['I']}->{b['I']}: "
-              f"{d:+.2f}, seed spread {spread:.2f} (exceeds it: {_yes(jump_ok)})")
+    reason = (
+        f"unseen-rule has-op accuracy {_f(a_lo)} at I={lo['I']} (<= {FIG2A_FLOOR} "
+        f"{_yes(low_ok)}) and {_f(a_hi)} at I={hi['I']} (>= {FIG2A_CEILING} "
+        f"{_yes(high_ok)}); train-rule accuracy >= {_f(train_min)} everywhere "
+        f"(>= {FIG2A_TRAIN:.2f} {_yes(train_ok)}); largest jump I={a['I']}->{b['I']}: "
+        f"{d:+.2f}, seed spread {spread:.2f} (exceeds it: {_yes(jump_ok)})"
+    )
     if one_seed:
         reason += "; one seed per cell, so the spread is unknown"
     ok = low_ok and high_ok and train_ok and jump_ok
@@ -161,13 +165,17 @@ def noops(cells: Sequence[Cell], level: float = LEVEL) -> Verdict:
     shares = _by(cells, "share")
     if len(shares) < 2 or len(grid) < 2:
         return Verdict("not shown", "needs at least two no-op shares and two values of I")
-    thr = {s: threshold_of([(c["I"], mean(c, "test_acc_op")) for c in cs], level)
-           for s, cs in shares.items()}
+    thr = {
+        s: threshold_of([(c["I"], mean(c, "test_acc_op")) for c in cs], level)
+        for s, cs in shares.items()
+    }
     shown = ", ".join(f"{s}: {t if t is not None else 'none'}" for s, t in sorted(thr.items()))
     found = [t for t in thr.values() if t is not None]
     if not found:
-        return Verdict("not shown", f"no share reaches has-op accuracy {level} at any I "
-                       f"(threshold by share {shown})")
+        return Verdict(
+            "not shown",
+            f"no share reaches has-op accuracy {level} at any I (threshold by share {shown})",
+        )
     steps = [grid.index(t) for t in found]
     same = len(found) == len(thr) and max(steps) - min(steps) <= 1
     at_floor = min(found) == grid[0]
@@ -180,9 +188,11 @@ def noops(cells: Sequence[Cell], level: float = LEVEL) -> Verdict:
             spreads.append(max(vals) - min(vals))
     spread = max(spreads) if spreads else math.nan
     little = spread <= SHARE_SPREAD
-    reason = (f"threshold in I (has-op >= {level}) by no-op share {shown} (within one grid "
-              f"step: {_yes(same)}); above it the share moves has-op accuracy by "
-              f"{_f(spread)} (<= {SHARE_SPREAD} {_yes(little)})")
+    reason = (
+        f"threshold in I (has-op >= {level}) by no-op share {shown} (within one grid "
+        f"step: {_yes(same)}); above it the share moves has-op accuracy by "
+        f"{_f(spread)} (<= {SHARE_SPREAD} {_yes(little)})"
+    )
     if at_floor:
         reason += f"; a threshold at the grid's smallest I={grid[0]} is only an upper bound"
     partly = len(found) == len(thr) and (same or little)
@@ -212,10 +222,12 @@ def powerlaw(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
     monotone = all(b <= a + MONOTONE_SLACK for a, b in zip(small, small[1:], strict=False))
     flat = _top(large) - _bottom(large) <= FLAT
     d_small, d_large = u - low, large[0] - large[-1]
-    reason = (f"at I={grid[0]} accuracy goes {' -> '.join(_f(v) for v in small)} from uniform "
-              f"to alpha={alphas[-1]} (collapse: {_yes(collapse)}, falls with alpha: "
-              f"{_yes(monotone)}); at I={grid[-1]} {' -> '.join(_f(v) for v in large)} "
-              f"(range <= {FLAT} {_yes(flat)})")
+    reason = (
+        f"at I={grid[0]} accuracy goes {' -> '.join(_f(v) for v in small)} from uniform "
+        f"to alpha={alphas[-1]} (collapse: {_yes(collapse)}, falls with alpha: "
+        f"{_yes(monotone)}); at I={grid[-1]} {' -> '.join(_f(v) for v in large)} "
+        f"(range <= {FLAT} {_yes(flat)})"
+    )
     partly = collapse or d_small - d_large >= 0.1
     return Verdict(_pick(collapse and monotone and flat, partly), reason)
 
@@ -236,9 +248,11 @@ def semantic(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
     single_hi = _top(mean(c, metric) for c in singles if c["I"] == grid[-1])
     singles_fail, mix_does = single_best < NO_TRANSFER, mix_hi >= TRANSFER
     mix_few_fails = mix_lo < NO_TRANSFER
-    reason = (f"best single family {_f(single_best)} (< {NO_TRANSFER} {_yes(singles_fail)}); "
-              f"mix {_f(mix_hi)} at I={grid[-1]} (>= {TRANSFER} {_yes(mix_does)}) and "
-              f"{_f(mix_lo)} at I={grid[0]} (< {NO_TRANSFER} {_yes(mix_few_fails)})")
+    reason = (
+        f"best single family {_f(single_best)} (< {NO_TRANSFER} {_yes(singles_fail)}); "
+        f"mix {_f(mix_hi)} at I={grid[-1]} (>= {TRANSFER} {_yes(mix_does)}) and "
+        f"{_f(mix_lo)} at I={grid[0]} (< {NO_TRANSFER} {_yes(mix_few_fails)})"
+    )
     ok = singles_fail and mix_does and mix_few_fails
     return Verdict(_pick(ok, mix_hi - single_hi >= 0.2), reason)
 
@@ -260,8 +274,9 @@ def occurrences(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
         margin = mean(m, metric) - mean(s, metric)
         win = margin > max(MARGIN, std(m, metric) + std(s, metric))
         wins.append(win)
-        parts.append(f"I={i}: mix {_f(mean(m, metric))} vs best single "
-                     f"{_f(mean(s, metric))} ({_yes(win)})")
+        parts.append(
+            f"I={i}: mix {_f(mean(m, metric))} vs best single {_f(mean(s, metric))} ({_yes(win)})"
+        )
     if not wins:
         return Verdict("not shown", "no I has both the mix and a single count")
     reason = "mix beats every single count: " + "; ".join(parts)
@@ -274,16 +289,20 @@ def finetune(cells: Sequence[Cell], metric: str = "test_acc") -> Verdict:
     by = {c["data"]: c for c in cells}
     need = ("full", "half uniform", "half skewed")
     if any(k not in by for k in need):
-        return Verdict("not shown", f"needs the cells {', '.join(need)}; got "
-                       f"{', '.join(map(str, by)) or 'none'}")
+        return Verdict(
+            "not shown",
+            f"needs the cells {', '.join(need)}; got {', '.join(map(str, by)) or 'none'}",
+        )
     full, half_u, half_s = (by[k] for k in need)
     a_full = mean(full, metric)
     cost_u, cost_s = a_full - mean(half_u, metric), a_full - mean(half_s, metric)
     spread = std(half_u, metric) + std(half_s, metric)
-    reason = (f"full data {_f(a_full)}; halving uniformly costs {cost_u:+.2f} "
-              f"(<= {NO_HURT} {_yes(cost_u <= NO_HURT)}), halving skewed costs {cost_s:+.2f} "
-              f"(more, beyond the spread {spread:.2f}: "
-              f"{_yes(cost_s - cost_u > max(MARGIN, spread))})")
+    reason = (
+        f"full data {_f(a_full)}; halving uniformly costs {cost_u:+.2f} "
+        f"(<= {NO_HURT} {_yes(cost_u <= NO_HURT)}), halving skewed costs {cost_s:+.2f} "
+        f"(more, beyond the spread {spread:.2f}: "
+        f"{_yes(cost_s - cost_u > max(MARGIN, spread))})"
+    )
     if not a_full >= 0.1:
         return Verdict("not shown", reason + "; the full data learns too little to lose any")
     ok = cost_u <= NO_HURT and cost_s - cost_u > max(MARGIN, spread)
@@ -320,12 +339,17 @@ def threshold(cells: Sequence[Cell], run: ThresholdRun, metric: str = "test_acc_
     i_star = threshold_of(probes, run.level)
     grid = grid_trials(run)
     cheap = run.n_trials * THRESHOLD_SAVING <= grid
-    trials = (f"{run.n_trials} trials against {grid} for the grid at the same step "
-              f"(x{run.resolution:g}; <= 1/{THRESHOLD_SAVING:g} {_yes(cheap)})")
+    trials = (
+        f"{run.n_trials} trials against {grid} for the grid at the same step "
+        f"(x{run.resolution:g}; <= 1/{THRESHOLD_SAVING:g} {_yes(cheap)})"
+    )
     if i_star is None:
         return Verdict("not shown", f"no probed I reaches {metric} {run.level}; {trials}")
     below = [x for x, _ in probes if x < i_star]
-    interval = (f"in ({below[-1]:g}, {i_star:g}]" if below
-                else f"at or below the bracket's low end {run.low:g}")
+    interval = (
+        f"in ({below[-1]:g}, {i_star:g}]"
+        if below
+        else f"at or below the bracket's low end {run.low:g}"
+    )
     reason = f"I* = {i_star:g} ({metric} >= {run.level}), {interval}; {trials}"
     return Verdict(_pick(cheap and bool(below), bool(below) or cheap), reason)

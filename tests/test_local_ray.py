@@ -34,8 +34,16 @@ def test_a_killed_service_leaves_its_head_running_and_the_next_one_adopts_it(tmp
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"DIVSWEEP_STATE_DIR": str(tmp_path), "DIVSWEEP_TOKENS": json.dumps({"t": "tok-123456"})}
-    cmd = [str(Path(sys.executable).with_name("divsweep")), "serve", "--port", str(port),
-           "--num-cpus", "1", "--log-level", "warning"]
+    cmd = [
+        str(Path(sys.executable).with_name("divsweep")),
+        "serve",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     record = tmp_path / "ray-head.json"
 
     def start(log_name: str) -> subprocess.Popen[bytes]:

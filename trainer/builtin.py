@@ -49,7 +49,13 @@ BUILTIN_PREFIX = "divsweep:"
 BUILTINS: dict[str, PretrainSpec] = {
     "tiny-lm": PretrainSpec(),
     "smoke-lm": PretrainSpec(
-        n_layer=1, n_head=2, n_embd=32, n_positions=64, z_len=(2, 8), n_examples=512, steps=20,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        n_positions=64,
+        z_len=(2, 8),
+        n_examples=512,
+        steps=20,
         warmup_steps=5,
     ),
 }
@@ -95,8 +101,9 @@ def ensure_built(name: str, spec: PretrainSpec, cache_dir: str | Path | None = N
             shutil.rmtree(final)
         log.info("building the builtin model %s into %s (once per machine)", name, final)
         info = build_atomically(spec, final)
-    log.info("built %s in %.0f s: held-out accuracy %s", name, info["train_s"],
-             info["held_out_accuracy"])
+    log.info(
+        "built %s in %.0f s: held-out accuracy %s", name, info["train_s"], info["held_out_accuracy"]
+    )
     return final
 
 
@@ -136,8 +143,10 @@ def builtin_model_size(init: str) -> tuple[int, int, int, str]:
     tok = build_tokenizer()
     with torch.device("meta"):
         model = build_lm(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
-    label = (f"builtin {init}: {spec.arch}, {spec.n_layer} layers, {spec.n_head} heads, hidden "
-             f"{spec.n_embd}; vocab {len(tok)} (LoRA adapters not counted)")
+    label = (
+        f"builtin {init}: {spec.arch}, {spec.n_layer} layers, {spec.n_head} heads, hidden "
+        f"{spec.n_embd}; vocab {len(tok)} (LoRA adapters not counted)"
+    )
     return count_params(model), spec.n_layer, spec.n_embd, label
 
 

@@ -107,10 +107,17 @@ def pretrain_main(argv: list[str]) -> int:
     )
     p.add_argument("--name", default="tiny-lm", choices=sorted(BUILTINS), help="the builtin")
     p.add_argument("--out", help="write a plain checkpoint directory here instead of the cache")
-    p.add_argument("--cache-dir", help="model cache (default $DIVSWEEP_MODEL_CACHE or "
-                   "~/.cache/divsweep/models)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one PretrainSpec field (repeatable; needs --out)")
+    p.add_argument(
+        "--cache-dir",
+        help="model cache (default $DIVSWEEP_MODEL_CACHE or ~/.cache/divsweep/models)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one PretrainSpec field (repeatable; needs --out)",
+    )
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(

@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from data.errors import FieldRuleError
 from data.spec import exactly_one_of
 from trainer.builtin import builtin_spec, is_builtin
 from trainer.errors import ConfigError, format_validation_error
@@ -67,8 +68,12 @@ class TrainConfig(BaseModel):
     """One training run. See the module docstring for an example."""
 
     # exactly one of epochs/max_steps (`_check`), stated in the JSON Schema too
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
-                              json_schema_extra=exactly_one_of("epochs", "max_steps"))
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra=exactly_one_of("epochs", "max_steps"),
+    )
 
     # --- model -------------------------------------------------------------------------------
     model: Literal["paper", "small", "tiny", "nano"] | None = "paper"
@@ -144,7 +149,9 @@ class TrainConfig(BaseModel):
         if self.init == "scratch":
             dims = self.dims
             if dims.n_embd % dims.n_head:
-                raise ValueError(f"n_embd: {dims.n_embd} is not divisible by n_head={dims.n_head}")
+                raise FieldRuleError(
+                    "n_embd", f"{dims.n_embd} is not divisible by n_head={dims.n_head}"
+                )
         elif self._explicit_dims():
             raise ValueError(
                 f"n_layer/n_head/n_embd: cannot resize a pretrained init={self.init!r}"
@@ -152,13 +159,17 @@ class TrainConfig(BaseModel):
         if is_builtin(self.init):
             builtin_spec(self.init)  # unknown names fail here, not when the sweep starts
         if self.lora is not None and self.init == "scratch":
-            raise ValueError("lora: needs a pretrained checkpoint in init, got init='scratch'")
+            raise FieldRuleError(
+                "lora", "needs a pretrained checkpoint in init, got init='scratch'"
+            )
         if not (0 <= self.betas[0] < 1 and 0 <= self.betas[1] < 1):
-            raise ValueError(f"betas: each must be in [0, 1), got {self.betas}")
+            raise FieldRuleError("betas", f"each must be in [0, 1), got {self.betas}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise FieldRuleError(
+                "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+            )
         if self.device == "cpu" and self.precision == "bf16":
-            raise ValueError("precision: bf16 autocast needs CUDA, but device='cpu'")
+            raise FieldRuleError("precision", "bf16 autocast needs CUDA, but device='cpu'")
         return self
 
     def _explicit_dims(self) -> bool:

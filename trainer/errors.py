@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from data.errors import error_details, format_details
+
 
 class TrainerError(Exception):
     """Base class of every error the trainer raises on purpose."""
@@ -34,10 +36,5 @@ class CheckpointError(TrainerError):
 
 
 def format_validation_error(e: ValidationError) -> str:
-    """Render pydantic errors as ``field: message`` lines (our rules already name the field)."""
-    lines = []
-    for err in e.errors():
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(f"{loc}:") else msg)
-    return "; ".join(lines)
+    """Render pydantic errors as ``field: message; ...`` (`data.errors.error_details`)."""
+    return format_details(error_details(e.errors()))

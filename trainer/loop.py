@@ -1,4 +1,4 @@
-"""`train`: the training loop, top to bottom in one function, with small pure helpers beside it.
+"""`train`: the training loop, top to bottom on one screen, with small named pieces beside it.
 
 Setup (device, codec, encoded splits, model, optimiser, resume) → loop over length-bucketed
 batches (lr from `lr_at`, forward, masked loss, backward, clip, step) → at each evaluation point
@@ -160,6 +160,81 @@ def _cap_gpu_memory(device: torch.device, fraction: float | None) -> float | Non
     return fraction * total / 1e9
 
 
+# --- what one run carries -------------------------------------------------------------------
+
+
+@dataclass
+class Counters:
+    """How far training got; with the config it is the checkpoint's metadata, so a resumed run
+    continues exactly (the data order is a pure function of the seed and the epoch)."""
+
+    step: int = 0
+    examples_seen: int = 0
+    tokens_seen: int = 0
+    wall_s: float = 0.0  # wall time of the run up to the last checkpoint (earlier processes)
+    history: list[dict[str, float | int]] = field(default_factory=list)
+
+    def meta(self, cfg: TrainConfig, wall_s: float) -> dict[str, Any]:
+        """The checkpoint metadata at total wall time ``wall_s``."""
+        return {
+            "step": self.step,
+            "examples_seen": self.examples_seen,
+            "tokens_seen": self.tokens_seen,
+            "wall_s": wall_s,
+            "history": self.history,
+            "config": cfg.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Counters:
+        return cls(
+            meta["step"],
+            meta["examples_seen"],
+            meta["tokens_seen"],
+            meta["wall_s"],
+            meta["history"],
+        )
+
+
+@dataclass
+class _Window:
+    """Training since the last evaluation: the loss sum (kept on the device, so a step never
+    waits for the GPU) and the tokens and seconds behind ``tokens_per_s``."""
+
+    loss_sum: torch.Tensor
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.steps, self.tokens, self.seconds = 0, 0, 0.0
+        self.started = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything the loop reads and nothing it changes: set up once by `train`."""
+
+    cfg: TrainConfig
+    dataset: Any
+    codec: Any
+    train_seqs: Any
+    test_seqs: Any
+    lengths: np.ndarray
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    total_steps: int
+    plans: EpochPlans
+    test_idx: np.ndarray
+    train_idx: np.ndarray
+    flops_tok: float
+    peak_flops: float | None
+    share_gb: float | None
+    t_start: float
+
+
 # --- the loop -------------------------------------------------------------------------------
 
 
@@ -186,7 +261,56 @@ def train(
     """
     if gpu_memory_fraction is not None and not 0 < gpu_memory_fraction <= 1:  # NaN fails too
         raise ConfigError(f"gpu_memory_fraction: must be in (0, 1], got {gpu_memory_fraction}")
-    # --- setup ---
+    run, model = _setup(cfg, dataset, gpu_memory_fraction)
+    optimizer = make_optimizer(model, cfg)
+    plans = run.plans
+    counters, last_path = _resume(checkpoint_dir, cfg, model, optimizer)
+    fwd = torch.compile(model) if cfg.compile else model
+
+    model.train()
+    window = _Window(torch.zeros((), device=run.device))
+    failures: list[dict[str, str]] = []
+    epoch, k = plans.locate(counters.step)
+    bar = tqdm(
+        total=run.total_steps, initial=counters.step, disable=not progress, unit="step", leave=False
+    )
+    while counters.step < run.total_steps:
+        plan = plans.plan(epoch)
+        for b in range(k, len(plan)):
+            _step(run, model, fwd, optimizer, plan[b], counters, window)
+            bar.update(1)
+            if _due(run, counters.step, end_of_epoch=b == len(plan) - 1):
+                metrics, failures = _evaluate(
+                    run, model, counters, window, epoch + (b + 1) / len(plan)
+                )
+                counters.history.append(metrics)
+                if checkpoint_dir is not None:
+                    state = {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_state(),
+                    }
+                    meta = counters.meta(cfg, metrics["wall_s"])
+                    last_path = str(save_checkpoint(checkpoint_dir, counters.step, state, meta))
+                _log_evaluation(run, metrics, bar)
+                if report is not None:
+                    report(metrics, last_path)
+                window.reset()
+                model.train()
+            if counters.step >= run.total_steps:
+                break
+        epoch, k = epoch + 1, 0
+    bar.close()
+
+    final = counters.history[-1] if counters.history else {}
+    return TrainResult(final, counters.history, failures, last_path, model)
+
+
+def _setup(
+    cfg: TrainConfig, dataset: Any, gpu_memory_fraction: float | None
+) -> tuple[_Run, torch.nn.Module]:
+    """Device, codec, encoded splits, the model on its device, the step count, the samples the
+    evaluations decode, and what throughput figures need."""
     t_start = time.perf_counter()
     device, amp_dtype = resolve_device(cfg)
     share_gb = _cap_gpu_memory(device, gpu_memory_fraction)
@@ -199,34 +323,13 @@ def train(
     if n_pos is not None and longest > n_pos:
         raise ConfigError(f"n_positions: {n_pos} is shorter than the longest sequence ({longest})")
     model = build_model(cfg, vocab).to(device)
-    optimizer = make_optimizer(model, cfg)
     plans = EpochPlans(lengths, cfg)
     total_steps = cfg.max_steps or sum(plans.size(e) for e in range(cfg.epochs or 0))
-    test_idx = sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=0)
-    train_idx = sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=1)
     n_params = count_params(model)
     hf_cfg = cast(Any, model).config  # the real dims, also for pretrained checkpoints
     flops_tok = flops_per_token(
         n_params, hf_cfg.num_hidden_layers, hf_cfg.hidden_size, float(lengths.mean())
     )
-    peak = device_peak_flops(device)
-
-    step, examples_seen, tokens_seen, wall_before = 0, 0, 0, 0.0
-    history: list[dict[str, float | int]] = []
-    ckpt = find_checkpoint(checkpoint_dir)
-    if ckpt is not None:
-        state, meta = load_checkpoint(ckpt)
-        if meta["config"] != cfg.model_dump(mode="json"):
-            raise CheckpointError(f"checkpoint_dir: {ckpt} was written by a different TrainConfig")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step, examples_seen, tokens_seen = meta["step"], meta["examples_seen"], meta["tokens_seen"]
-        wall_before, history = meta["wall_s"], meta["history"]
-        log.info("resumed from %s at step %d", ckpt, step)
-    else:
-        torch.manual_seed(cfg.seed)  # dropout draws, when dropout > 0
-    fwd = torch.compile(model) if cfg.compile else model
     log.info(
         "training %d params on %s (%s) for %d steps, %d train / %d test examples",
         n_params,
@@ -236,137 +339,160 @@ def train(
         len(lengths),
         dataset.test.num_rows,
     )
+    run = _Run(
+        cfg,
+        dataset,
+        codec,
+        train_seqs,
+        test_seqs,
+        lengths,
+        device,
+        amp_dtype,
+        total_steps,
+        plans,
+        sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=0),
+        sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=1),
+        flops_tok,
+        device_peak_flops(device),
+        share_gb,
+        t_start,
+    )
+    return run, model
 
-    # --- loop ---
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    loss_steps, tok_window, t_window, t_train = 0, 0, 0.0, time.perf_counter()
-    last_path: str | None = str(ckpt) if ckpt is not None else None
-    failures: list[dict[str, str]] = []
-    epoch, k = plans.locate(step)
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step", leave=False)
-    while step < total_steps:
-        plan = plans.plan(epoch)
-        for b in range(k, len(plan)):
-            idx = plan[b]
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, cfg, total_steps)
-            inputs, targets = collate(train_seqs, idx, codec.pad_id, cfg.loss_on)
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device)
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
-            ):
-                logits = fwd(input_ids=inputs).logits  # (B, T, V)
-            loss = masked_loss(logits, targets)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            loss_sum += loss.detach()
-            loss_steps += 1
-            examples_seen += len(idx)
-            n_tok = int(lengths[idx].sum())
-            tokens_seen += n_tok
-            tok_window += n_tok
 
-            end_of_epoch = b == len(plan) - 1
-            due = (
-                step == total_steps
-                or (cfg.eval_every is not None and step % cfg.eval_every == 0)
-                or (cfg.eval_per_epoch and end_of_epoch)
-            )
-            if due:
-                # --- evaluate, checkpoint, report ---
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t_window += time.perf_counter() - t_train
-                metrics: dict[str, float | int] = {
-                    "step": step,
-                    "epoch": epoch + (b + 1) / len(plan),
-                    "examples_seen": examples_seen,
-                    "tokens_seen": tokens_seen,
-                    "train_loss": float(loss_sum) / max(1, loss_steps),
-                    "lr": lr_at(step - 1, cfg, total_steps),
-                    "tokens_per_s": tok_window / max(t_window, 1e-9),
-                }
-                if peak is not None:
-                    metrics["mfu"] = mfu(metrics["tokens_per_s"], flops_tok, peak)
-                test_res = evaluate_split(
-                    model,
-                    dataset.test,
-                    test_seqs,
-                    codec,
-                    test_idx,
-                    "test",
-                    cfg.eval_batch_size,
-                    cfg.n_failures,
-                    autocast_dtype=amp_dtype,
-                )
-                metrics.update(test_res.metrics)
-                failures = test_res.failures
-                if len(train_idx):
-                    metrics.update(
-                        evaluate_split(
-                            model,
-                            dataset.train,
-                            train_seqs,
-                            codec,
-                            train_idx,
-                            "train",
-                            cfg.eval_batch_size,
-                            0,
-                            by_occurrence=False,
-                            autocast_dtype=amp_dtype,
-                        ).metrics
-                    )
-                if (mem := peak_memory_gb(device)) is not None:
-                    metrics["peak_mem_gb"] = mem
-                    if share_gb is not None:
-                        metrics["mem_share_gb"] = share_gb
-                        metrics["peak_mem_of_share"] = mem / share_gb
-                metrics["wall_s"] = wall_before + time.perf_counter() - t_start
-                history.append(metrics)
-                if checkpoint_dir is not None:
-                    meta = {
-                        "step": step,
-                        "examples_seen": examples_seen,
-                        "tokens_seen": tokens_seen,
-                        "wall_s": metrics["wall_s"],
-                        "history": history,
-                        "config": cfg.model_dump(mode="json"),
-                    }
-                    state = {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng_state(),
-                    }
-                    last_path = str(save_checkpoint(checkpoint_dir, step, state, meta))
-                log.info(
-                    "step %d/%d loss %.4f test_acc %.3f train_acc %s (%.0f tok/s)",
-                    step,
-                    total_steps,
-                    metrics["train_loss"],
-                    metrics.get("test_acc", float("nan")),
-                    f"{metrics['train_acc']:.3f}" if "train_acc" in metrics else "-",
-                    metrics["tokens_per_s"],
-                )
-                bar.set_postfix(
-                    loss=f"{metrics['train_loss']:.3f}",
-                    test_acc=f"{metrics.get('test_acc', float('nan')):.3f}",
-                )
-                if report is not None:
-                    report(metrics, last_path)
-                loss_sum.zero_()
-                loss_steps, tok_window, t_window = 0, 0, 0.0
-                model.train()
-                t_train = time.perf_counter()
-            if step >= total_steps:
-                break
-        epoch, k = epoch + 1, 0
-    bar.close()
+def _resume(
+    checkpoint_dir: str | Path | None,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[Counters, str | None]:
+    """Restore model, optimiser, RNG and counters from the latest checkpoint of this config;
+    fresh counters (and the seed) when there is none."""
+    ckpt = find_checkpoint(checkpoint_dir)
+    if ckpt is None:
+        torch.manual_seed(cfg.seed)  # dropout draws, when dropout > 0
+        return Counters(), None
+    state, meta = load_checkpoint(ckpt)
+    if meta["config"] != cfg.model_dump(mode="json"):
+        raise CheckpointError(f"checkpoint_dir: {ckpt} was written by a different TrainConfig")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    counters = Counters.from_meta(meta)
+    log.info("resumed from %s at step %d", ckpt, counters.step)
+    return counters, str(ckpt)
 
-    final = history[-1] if history else {}
-    return TrainResult(final, history, failures, last_path, model)
+
+def _step(
+    run: _Run,
+    model: torch.nn.Module,
+    fwd: Any,
+    optimizer: torch.optim.Optimizer,
+    idx: np.ndarray,
+    counters: Counters,
+    window: _Window,
+) -> None:
+    """One optimiser step on batch ``idx``: lr, forward, masked loss, backward, clip, step."""
+    cfg = run.cfg
+    for g in optimizer.param_groups:
+        g["lr"] = lr_at(counters.step, cfg, run.total_steps)
+    inputs, targets = collate(run.train_seqs, idx, run.codec.pad_id, cfg.loss_on)
+    inputs, targets = inputs.to(run.device, non_blocking=True), targets.to(run.device)
+    with torch.autocast(
+        run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None
+    ):
+        logits = fwd(input_ids=inputs).logits  # (B, T, V)
+    loss = masked_loss(logits, targets)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    n_tok = int(run.lengths[idx].sum())
+    counters.step += 1
+    counters.examples_seen += len(idx)
+    counters.tokens_seen += n_tok
+    window.loss_sum += loss.detach()
+    window.steps += 1
+    window.tokens += n_tok
+
+
+def _due(run: _Run, step: int, end_of_epoch: bool) -> bool:
+    """Evaluate now: at the last step, every ``eval_every`` steps, or at an epoch's end."""
+    cfg = run.cfg
+    return (
+        step == run.total_steps
+        or (cfg.eval_every is not None and step % cfg.eval_every == 0)
+        or (cfg.eval_per_epoch and end_of_epoch)
+    )
+
+
+def _evaluate(
+    run: _Run, model: torch.nn.Module, counters: Counters, window: _Window, epoch: float
+) -> tuple[dict[str, float | int], list[dict[str, str]]]:
+    """The metrics of this evaluation point (training window, test set, train-rule sample,
+    memory, wall time) and a few failed test examples."""
+    cfg, device = run.cfg, run.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    window.seconds += time.perf_counter() - window.started
+    metrics: dict[str, float | int] = {
+        "step": counters.step,
+        "epoch": epoch,
+        "examples_seen": counters.examples_seen,
+        "tokens_seen": counters.tokens_seen,
+        "train_loss": float(window.loss_sum) / max(1, window.steps),
+        "lr": lr_at(counters.step - 1, cfg, run.total_steps),
+        "tokens_per_s": window.tokens / max(window.seconds, 1e-9),
+    }
+    if run.peak_flops is not None:
+        metrics["mfu"] = mfu(metrics["tokens_per_s"], run.flops_tok, run.peak_flops)
+    test = evaluate_split(
+        model,
+        run.dataset.test,
+        run.test_seqs,
+        run.codec,
+        run.test_idx,
+        "test",
+        cfg.eval_batch_size,
+        cfg.n_failures,
+        autocast_dtype=run.amp_dtype,
+    )
+    metrics.update(test.metrics)
+    if len(run.train_idx):
+        metrics.update(
+            evaluate_split(
+                model,
+                run.dataset.train,
+                run.train_seqs,
+                run.codec,
+                run.train_idx,
+                "train",
+                cfg.eval_batch_size,
+                0,
+                by_occurrence=False,
+                autocast_dtype=run.amp_dtype,
+            ).metrics
+        )
+    if (mem := peak_memory_gb(device)) is not None:
+        metrics["peak_mem_gb"] = mem
+        if run.share_gb is not None:
+            metrics["mem_share_gb"] = run.share_gb
+            metrics["peak_mem_of_share"] = mem / run.share_gb
+    metrics["wall_s"] = counters.wall_s + time.perf_counter() - run.t_start
+    return metrics, test.failures
+
+
+def _log_evaluation(run: _Run, metrics: dict[str, float | int], bar: Any) -> None:
+    log.info(
+        "step %d/%d loss %.4f test_acc %.3f train_acc %s (%.0f tok/s)",
+        metrics["step"],
+        run.total_steps,
+        metrics["train_loss"],
+        metrics.get("test_acc", float("nan")),
+        f"{metrics['train_acc']:.3f}" if "train_acc" in metrics else "-",
+        metrics["tokens_per_s"],
+    )
+    bar.set_postfix(
+        loss=f"{metrics['train_loss']:.3f}", test_acc=f"{metrics.get('test_acc', float('nan')):.3f}"
+    )

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from data.spec import canonical_json
 from trainer.batching import IGNORE, collate, epoch_plan
 from trainer.errors import ConfigError, format_validation_error
 
@@ -150,8 +151,7 @@ class PretrainSpec(BaseModel):
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the spec and `PRETRAIN_VERSION`."""
         payload = {"spec": self.model_dump(mode="json"), "version": PRETRAIN_VERSION}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 # --- corpus ---------------------------------------------------------------------------------
@@ -333,7 +333,8 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
                     inputs, targets = collate(seqs, idx, tok.pad_token_id, "output")
                     logits = model(input_ids=inputs).logits  # (B, T, V)
                     loss = F.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                        logits.reshape(-1, logits.shape[-1]),
+                        targets.reshape(-1),
                         ignore_index=IGNORE,
                     )
                     loss.backward()

@@ -30,8 +30,9 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import get_results, get_service, get_settings
 from service.experiments import ExperimentService
 from service.results import ResultsView
-from service.routes.experiments import _ERRORS, ExpId, _out
+from service.routes.params import ERRORS, ExpId
 from service.settings import Settings
+from service.views import experiment_out
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
@@ -47,7 +48,7 @@ def _last_seq(header: str | None, query: int | None) -> int:
 
 @router.get(
     "/{exp_id}/events",
-    responses=_ERRORS | {200: {"content": {"text/event-stream": {}}}},
+    responses=ERRORS | {200: {"content": {"text/event-stream": {}}}},
     response_class=StreamingResponse,
 )
 async def experiment_events(
@@ -85,7 +86,7 @@ async def experiment_events(
                 for ev in tail:
                     last = ev.seq
                     yield f"id: {ev.seq}\nevent: result\ndata: {ev.as_json()}\n\n"
-                out = await run_in_threadpool(_out, exp, svc, settings, state)
+                out = await run_in_threadpool(experiment_out, exp, svc, settings, state)
                 yield f"event: status\ndata: {out.model_dump_json()}\n\n"
                 return
             if time.monotonic() - last_sent > settings.sse_keepalive_s:
@@ -94,6 +95,7 @@ async def experiment_events(
             await asyncio.sleep(settings.sse_poll_s)
 
     return StreamingResponse(
-        stream(), media_type="text/event-stream",
+        stream(),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -8,10 +8,9 @@ The event stream lives in :mod:`service.routes.events`.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -21,19 +20,13 @@ from service.auth import require_token
 from service.deps import get_results, get_service, get_settings
 from service.errors import SpecValidationError
 from service.experiments import ExperimentService
-from service.jobs import JobState
-from service.registry import ID_PATTERN, Experiment
 from service.results import ResultsView, table_bytes, table_records
-from service.routes.links import links_for
+from service.routes.params import ERRORS, ExpId
 from service.schemas import (
-    DemandOut,
-    ErrorOut,
     ExperimentOut,
     ExperimentPage,
     PresetSubmission,
-    Progress,
     SubmitOut,
-    WaitingOut,
 )
 from service.settings import Settings
 from service.specs import (
@@ -44,63 +37,16 @@ from service.specs import (
     prepare,
     prepare_preset,
 )
+from service.views import experiment_out, links_for
+from sweeps.lifecycle import ExperimentStatus
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 
-ExpId = Annotated[
-    str, Path(pattern=ID_PATTERN, description="experiment id, e.g. x0123456789abcdef")
-]
 Svc = Annotated[ExperimentService, Depends(get_service)]
 Conf = Annotated[Settings, Depends(get_settings)]
 Results = Annotated[ResultsView, Depends(get_results)]
-
-StatusName = Literal["submitted", "pending", "running", "complete", "failed", "cancelled"]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
-}
-
-
-def _out(exp: Experiment, svc: ExperimentService, settings: Settings,
-         state: JobState | None = None, with_progress: bool = True) -> ExperimentOut:
-    progress = waiting = None
-    if with_progress:
-        tc = svc.progress(exp)
-        counts = dict(tc.counts)
-        started = sum(v for k, v in counts.items() if k != "pending")
-        # Trials not yet in the store are pending too; none are once the experiment ended.
-        pending = 0 if exp.is_terminal else max(counts.get("pending", 0), exp.n_trials - started)
-        metric, _ = _metric(exp)
-        progress = Progress(
-            n_trials=exp.n_trials, pending=pending, running=counts.get("running", 0),
-            complete=counts.get("complete", 0), failed=counts.get("failed", 0),
-            pruned=counts.get("pruned", 0), cancelled=counts.get("cancelled", 0),
-            results=tc.results, metric=metric, best=tc.best, best_trial=tc.best_trial,
-        )
-        waiting = _waiting(svc, exp, progress)
-    return ExperimentOut(
-        id=exp.id, name=exp.name, status=exp.status, submitter=exp.submitter,
-        spec_hash=exp.spec_hash, ray_job_id=exp.ray_job_id,
-        ray_status=state.value if state else None, error=exp.error, created_at=exp.created_at,
-        updated_at=exp.updated_at, progress=progress, waiting=waiting,
-        links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
-    )
-
-
-def _waiting(svc: ExperimentService, exp: Experiment, progress: Progress) -> WaitingOut | None:
-    w = svc.waiting(exp, running=progress.running, pending=progress.pending)
-    if w is None:
-        return None
-    return WaitingOut(since=datetime.fromtimestamp(w.since, UTC), seconds=round(w.seconds, 1),
-                      request=w.request, infeasible=w.infeasible,
-                      demands=[DemandOut(**d) for d in w.demands], detail=w.detail)
-
-
-def _metric(exp: Experiment) -> tuple[str, str]:
-    from service.experiments import metric_of
-
-    return metric_of(exp.spec_json)
 
 
 def _parse_submission(raw: bytes, settings: Settings) -> PreparedSpec:
@@ -113,7 +59,8 @@ def _parse_submission(raw: bytes, settings: Settings) -> PreparedSpec:
             fields = field_errors(e)
             raise SpecValidationError(
                 "invalid preset submission: "
-                + "; ".join(f"{f.field}: {f.message}" for f in fields), fields,
+                + "; ".join(f"{f.field}: {f.message}" for f in fields),
+                fields,
             ) from None
         return prepare_preset(presets.find(sub.preset), sub.preset, sub.overrides, quotas)
     return prepare(body, quotas)
@@ -122,16 +69,22 @@ def _parse_submission(raw: bytes, settings: Settings) -> PreparedSpec:
 _SUBMIT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"oneOf": [
-            {"$ref": "#/components/schemas/ExperimentSpec"},
-            {"$ref": "#/components/schemas/PresetSubmission"},
-        ]}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ExperimentSpec"},
+                        {"$ref": "#/components/schemas/PresetSubmission"},
+                    ]
+                }
+            }
+        },
     }
 }
 
 
 @router.post(
-    "", status_code=202, response_model=SubmitOut, responses=_ERRORS, openapi_extra=_SUBMIT_BODY
+    "", status_code=202, response_model=SubmitOut, responses=ERRORS, openapi_extra=_SUBMIT_BODY
 )
 async def submit_experiment(
     request: Request,
@@ -148,18 +101,23 @@ async def submit_experiment(
     await run_in_threadpool(svc.check_feasible, prepared)
     exp, created = await run_in_threadpool(svc.submit, prepared, submitter, idempotency_key)
     out = SubmitOut(
-        id=exp.id, status=exp.status, created=created,
+        id=exp.id,
+        status=exp.status,
+        created=created,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
     )
-    return JSONResponse(out.model_dump(mode="json"), status_code=202 if created else 200,
-                        headers={"Location": out.links.status})
+    return JSONResponse(
+        out.model_dump(mode="json"),
+        status_code=202 if created else 200,
+        headers={"Location": out.links.status},
+    )
 
 
-@router.get("", response_model=ExperimentPage, responses=_ERRORS)
+@router.get("", response_model=ExperimentPage, responses=ERRORS)
 def list_experiments(
     svc: Svc,
     settings: Conf,
-    status: Annotated[StatusName | None, Query()] = None,
+    status: Annotated[ExperimentStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -176,33 +134,42 @@ def list_experiments(
 
             q.append(f"name={quote(name)}")
         nxt = "/v1/experiments?" + "&".join(q)
-    items = [_out(r, svc, settings, with_progress=False) for r in rows]
+    items = [experiment_out(r, svc, settings, with_progress=False) for r in rows]
     return ExperimentPage(items=items, total=total, limit=limit, offset=offset, next=nxt)
 
 
-@router.get("/{exp_id}", response_model=ExperimentOut, responses=_ERRORS)
+@router.get("/{exp_id}", response_model=ExperimentOut, responses=ERRORS)
 def get_experiment(exp_id: ExpId, svc: Svc, settings: Conf) -> Response:
     """Status from the Ray job, trial counts by state and the best metric so far."""
     exp, state = svc.refresh(exp_id)
-    # Serialised here: the model was built and validated once in `_out`; FastAPI would
+    # Serialised here: the model was built and validated once in `experiment_out`; FastAPI would
     # validate it again against response_model (which still documents the schema).
-    return Response(_out(exp, svc, settings, state).model_dump_json(),
-                    media_type="application/json")
+    return Response(
+        experiment_out(exp, svc, settings, state).model_dump_json(), media_type="application/json"
+    )
 
 
-@router.post("/{exp_id}/cancel", response_model=ExperimentOut, responses=_ERRORS)
+@router.post("/{exp_id}/cancel", response_model=ExperimentOut, responses=ERRORS)
 def cancel_experiment(
     exp_id: ExpId, svc: Svc, settings: Conf, _: Annotated[str, Depends(require_token)]
 ) -> ExperimentOut:
     """Stop the Ray job; unfinished trials end ``cancelled``; stored results are kept."""
     exp = svc.cancel(exp_id)
-    return _out(exp, svc, settings)
+    return experiment_out(exp, svc, settings)
 
 
 @router.get(
     "/{exp_id}/results",
-    responses=_ERRORS | {200: {"content": {
-        "application/json": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}}},
+    responses=ERRORS
+    | {
+        200: {
+            "content": {
+                "application/json": {},
+                "text/csv": {},
+                "application/vnd.apache.parquet": {},
+            }
+        }
+    },
 )
 def get_results_table(
     exp_id: ExpId,
@@ -217,19 +184,21 @@ def get_results_table(
         return JSONResponse({"experiment_id": exp_id, "rows": table_records(table)})
     data, media = table_bytes(table, format)
     ext = "parquet" if format == "parquet" else "csv"
-    return Response(data, media_type=media, headers={
-        "Content-Disposition": f'attachment; filename="{exp_id}.{ext}"'})
+    return Response(
+        data,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{exp_id}.{ext}"'},
+    )
 
 
-@router.get("/{exp_id}/summary", responses=_ERRORS)
+@router.get("/{exp_id}/summary", responses=ERRORS)
 def get_summary(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
     """Per grid cell: mean, spread and count of the metrics across seeds."""
     svc.registry.get(exp_id)
-    return JSONResponse({"experiment_id": exp_id,
-                         "rows": table_records(results.summary(exp_id))})
+    return JSONResponse({"experiment_id": exp_id, "rows": table_records(results.summary(exp_id))})
 
 
-@router.get("/{exp_id}/charts", responses=_ERRORS)
+@router.get("/{exp_id}/charts", responses=ERRORS)
 def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
     """What the results page draws, as JSON (`sweeps.charts`): the phase diagram's cells (mean
     and std over seeds of the metric and its train-rule twin, running trials with their latest
@@ -240,7 +209,8 @@ def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
 
 
 @router.get(
-    "/{exp_id}/plot.png", responses=_ERRORS | {200: {"content": {"image/png": {}}}},
+    "/{exp_id}/plot.png",
+    responses=ERRORS | {200: {"content": {"image/png": {}}}},
     response_class=Response,
 )
 def get_plot(exp_id: ExpId, svc: Svc, results: Results) -> Response:

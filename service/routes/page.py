@@ -13,7 +13,7 @@ import functools
 import html
 import logging
 from importlib import resources
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query
@@ -23,9 +23,11 @@ from service.deps import get_service, get_settings
 from service.experiments import ExperimentService
 from service.registry import Experiment
 from service.results import table_records
-from service.routes.experiments import ExpId, StatusName, _out
+from service.routes.params import ExpId
 from service.schemas import ExperimentOut
 from service.settings import Settings
+from service.views import experiment_out
+from sweeps.lifecycle import ExperimentStatus
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,14 @@ def _row(out: ExperimentOut) -> str:
 
 def _safe_out(exp: Experiment, svc: ExperimentService, settings: Settings) -> ExperimentOut:
     try:
-        return _out(exp, svc, settings)
+        return experiment_out(exp, svc, settings)
     except Exception as e:  # one unreadable experiment must not break the page
         log.warning("progress of %s unavailable: %s", exp.id, e)
-        return _out(exp, svc, settings, with_progress=False)
+        return experiment_out(exp, svc, settings, with_progress=False)
 
 
 PAGE_SIZE = 50
-_STATUSES = get_args(StatusName)
+_STATUSES = tuple(s.value for s in ExperimentStatus)
 
 
 def _page_link(status: str | None, name: str | None, offset: int, limit: int) -> str:
@@ -99,26 +101,36 @@ def _page_link(status: str | None, name: str | None, offset: int, limit: int) ->
 
 @router.get("/", response_class=HTMLResponse)
 def index(
-    svc: Svc, settings: Conf,
-    status: Annotated[StatusName | None, Query()] = None,
+    svc: Svc,
+    settings: Conf,
+    status: Annotated[ExperimentStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=100)] = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE,
 ) -> HTMLResponse:
     """Newest first, ``limit`` a page, filtered like ``GET /v1/experiments``."""
-    rows, total = svc.registry.query(status=status, name=name or None, limit=limit,
-                                     offset=offset)
+    rows, total = svc.registry.query(status=status, name=name or None, limit=limit, offset=offset)
     body = "".join(_row(_safe_out(r, svc, settings)) for r in rows)
     filtered = status is not None or bool(name)
-    empty = "" if rows else (
-        "<p id=empty>No experiment matches.</p>" if filtered else
-        "<p id=empty>No experiments yet. Submit one with <code>divsweep submit smoke</code>.</p>")
-    options = "".join(f"<option{' selected' if s == status else ''}>{s}</option>"
-                      for s in _STATUSES)
-    form = (f"<form class=filters method=get action='/'><label>status <select name=status>"
-            f"<option value=''>any</option>{options}</select></label> "
-            f"<label>name <input name=name value='{_e(name)}' maxlength=100></label> "
-            f"<input type=hidden name=limit value='{limit}'><button>filter</button></form>")
+    empty = (
+        ""
+        if rows
+        else (
+            "<p id=empty>No experiment matches.</p>"
+            if filtered
+            else "<p id=empty>No experiments yet. Submit one with "
+            "<code>divsweep submit smoke</code>.</p>"
+        )
+    )
+    options = "".join(
+        f"<option{' selected' if s == status else ''}>{s}</option>" for s in _STATUSES
+    )
+    form = (
+        f"<form class=filters method=get action='/'><label>status <select name=status>"
+        f"<option value=''>any</option>{options}</select></label> "
+        f"<label>name <input name=name value='{_e(name)}' maxlength=100></label> "
+        f"<input type=hidden name=limit value='{limit}'><button>filter</button></form>"
+    )
     links = []
     if offset > 0:
         newer = _page_link(status, name, max(offset - limit, 0), limit)
@@ -127,12 +139,15 @@ def index(
         older = _page_link(status, name, offset + limit, limit)
         links.append(f"<a id=next href='{_e(older)}'>older &rarr;</a>")
     shown = f"{offset + 1}&ndash;{offset + len(rows)} of {total}" if rows else f"0 of {total}"
-    return _doc("divsweep", (
-        f"<h1>divsweep experiments</h1>{form}<p id=shown>{shown} experiment(s)</p>{empty}"
-        "<table id=experiments><thead><tr><th>name</th><th>id</th><th>status</th>"
-        "<th>progress</th><th>best</th><th>submitted (UTC)</th></tr></thead>"
-        f"<tbody>{body}</tbody></table><nav class=pages>{''.join(links)}</nav>"
-    ))
+    return _doc(
+        "divsweep",
+        (
+            f"<h1>divsweep experiments</h1>{form}<p id=shown>{shown} experiment(s)</p>{empty}"
+            "<table id=experiments><thead><tr><th>name</th><th>id</th><th>status</th>"
+            "<th>progress</th><th>best</th><th>submitted (UTC)</th></tr></thead>"
+            f"<tbody>{body}</tbody></table><nav class=pages>{''.join(links)}</nav>"
+        ),
+    )
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -144,8 +159,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else _e(v)
 
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows
+    )
     return f"<table id=summary><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -173,7 +189,7 @@ _CHARTS = (
 @router.get("/experiments/{exp_id}", response_class=HTMLResponse)
 def experiment_page(exp_id: ExpId, svc: Svc, settings: Conf) -> HTMLResponse:
     exp, state = svc.refresh(exp_id)
-    out = _out(exp, svc, settings, state)
+    out = experiment_out(exp, svc, settings, state)
     summary = "<p>No results yet.</p>"
     if out.progress and out.progress.results:
         try:
@@ -183,17 +199,21 @@ def experiment_page(exp_id: ExpId, svc: Svc, settings: Conf) -> HTMLResponse:
             summary = f"<p>Summary not available yet ({_e(type(e).__name__)}).</p>"
     dash = out.links.dashboard
     dash_html = f" &middot; <a href='{_e(dash)}'>Ray dashboard</a>" if dash else ""
-    return _doc(f"divsweep {exp.name}", (
-        f"<p><a href='/'>&larr; all experiments</a>{dash_html}</p>"
-        f"<h1>{_e(exp.name)} <code>{_e(exp.id)}</code></h1>"
-        f"<table id=experiments><tbody>{_row(out)}</tbody></table>"
-        f"{_waiting(out)}{_CHARTS.format(id=_e(exp.id), status=_e(exp.status))}"
-        f"<h2>Summary</h2>{summary}"
-        f"<p>Download: <a href='{_e(out.links.results)}?format=csv'>CSV</a> &middot; "
-        f"<a href='{_e(out.links.results)}?format=parquet'>Parquet</a> &middot; "
-        f"<a href='/v1/experiments/{_e(exp.id)}/charts'>chart data (JSON)</a> &middot; "
-        f"<a href='/v1/experiments/{_e(exp.id)}/plot.png'>phase diagram (PNG)</a></p>"
-    ), scripts=("/static/plotly.min.js", "/static/app.js", "/static/charts.js"))
+    return _doc(
+        f"divsweep {exp.name}",
+        (
+            f"<p><a href='/'>&larr; all experiments</a>{dash_html}</p>"
+            f"<h1>{_e(exp.name)} <code>{_e(exp.id)}</code></h1>"
+            f"<table id=experiments><tbody>{_row(out)}</tbody></table>"
+            f"{_waiting(out)}{_CHARTS.format(id=_e(exp.id), status=_e(exp.status))}"
+            f"<h2>Summary</h2>{summary}"
+            f"<p>Download: <a href='{_e(out.links.results)}?format=csv'>CSV</a> &middot; "
+            f"<a href='{_e(out.links.results)}?format=parquet'>Parquet</a> &middot; "
+            f"<a href='/v1/experiments/{_e(exp.id)}/charts'>chart data (JSON)</a> &middot; "
+            f"<a href='/v1/experiments/{_e(exp.id)}/plot.png'>phase diagram (PNG)</a></p>"
+        ),
+        scripts=("/static/plotly.min.js", "/static/app.js", "/static/charts.js"),
+    )
 
 
 @functools.cache
@@ -213,9 +233,14 @@ def static_js(name: str) -> Response:
 
         bundle = _plotly_js()
         # versioned by the installed package: browsers may keep it for a day
-        return Response(bundle, media_type="text/javascript",
-                        headers={"Cache-Control": "public, max-age=86400",
-                                 "ETag": f'"plotly-{plotly.__version__}"'})
+        return Response(
+            bundle,
+            media_type="text/javascript",
+            headers={
+                "Cache-Control": "public, max-age=86400",
+                "ETag": f'"plotly-{plotly.__version__}"',
+            },
+        )
     if name not in _OWN_JS:
         return Response("not found", status_code=404, media_type="text/plain")
     js = resources.files("service").joinpath(f"static/{name}").read_text()

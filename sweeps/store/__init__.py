@@ -31,9 +31,17 @@ from sweeps.store.memory import MemoryStore
 from sweeps.store.parquet import ParquetStore
 
 __all__ = [
-    "EXPERIMENT_STATUSES", "FINISHED_TRIAL_STATES", "TRIAL_STATES", "ExperimentRecord",
-    "MemoryStore", "MetricRecord", "ParquetStore", "ResultsStore", "TrialRecord",
-    "default_store_uri", "open_store",
+    "EXPERIMENT_STATUSES",
+    "FINISHED_TRIAL_STATES",
+    "TRIAL_STATES",
+    "ExperimentRecord",
+    "MemoryStore",
+    "MetricRecord",
+    "ParquetStore",
+    "ResultsStore",
+    "TrialRecord",
+    "default_store_uri",
+    "open_store",
 ]
 
 _MEMORY: dict[str, MemoryStore] = {}
@@ -61,4 +69,3 @@ def open_store(uri: str | None = None) -> ResultsStore:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as e:
         raise StoreError(f"store: cannot open {uri!r}: {e}") from None
     return ParquetStore(path, fs)
-

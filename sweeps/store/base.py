@@ -47,17 +47,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
 from sweeps.errors import StoreError, UnknownExperimentError
+from sweeps.lifecycle import TRIAL_STATES, ExperimentStatus, TrialState
 
-ExperimentStatus = Literal["pending", "running", "complete", "failed", "cancelled"]
-TrialState = Literal["pending", "running", "complete", "pruned", "failed", "cancelled"]
-EXPERIMENT_STATUSES: tuple[str, ...] = ("pending", "running", "complete", "failed", "cancelled")
-TRIAL_STATES: tuple[str, ...] = ("pending", "running", "complete", "pruned", "failed", "cancelled")
-FINISHED_TRIAL_STATES = frozenset({"complete", "pruned", "failed", "cancelled"})
+#: what the store records of the lifecycles (`sweeps.lifecycle` defines them)
+EXPERIMENT_STATUSES: tuple[str, ...] = tuple(ExperimentStatus.stored())
+FINISHED_TRIAL_STATES = frozenset(s for s in TrialState if s.is_terminal)
 #: Columns of every metric row; metric names equal to these stay in `metrics_json` only.
 METRIC_BASE_COLUMNS = ("experiment_id", "trial_id", "seq", "time", "metrics_json")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -129,17 +128,34 @@ class MetricRecord:
         return out
 
 
-EXPERIMENT_SCHEMA = pa.schema([
-    ("experiment_id", pa.string()), ("name", pa.string()), ("spec_json", pa.string()),
-    ("spec_hash", pa.string()), ("status", pa.string()), ("created_at", pa.float64()),
-    ("updated_at", pa.float64()), ("error", pa.string()), ("version", pa.int64()),
-])
-TRIAL_SCHEMA = pa.schema([
-    ("experiment_id", pa.string()), ("trial_id", pa.string()), ("trial_key", pa.string()),
-    ("params_json", pa.string()), ("data_hash", pa.string()), ("state", pa.string()),
-    ("error", pa.string()), ("started_at", pa.float64()), ("ended_at", pa.float64()),
-    ("version", pa.int64()), ("reused_from", pa.string()),
-])
+EXPERIMENT_SCHEMA = pa.schema(
+    [
+        ("experiment_id", pa.string()),
+        ("name", pa.string()),
+        ("spec_json", pa.string()),
+        ("spec_hash", pa.string()),
+        ("status", pa.string()),
+        ("created_at", pa.float64()),
+        ("updated_at", pa.float64()),
+        ("error", pa.string()),
+        ("version", pa.int64()),
+    ]
+)
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("experiment_id", pa.string()),
+        ("trial_id", pa.string()),
+        ("trial_key", pa.string()),
+        ("params_json", pa.string()),
+        ("data_hash", pa.string()),
+        ("state", pa.string()),
+        ("error", pa.string()),
+        ("started_at", pa.float64()),
+        ("ended_at", pa.float64()),
+        ("version", pa.int64()),
+        ("reused_from", pa.string()),
+    ]
+)
 
 
 def records_to_table(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
@@ -175,8 +191,10 @@ def metrics_to_table(records: Sequence[MetricRecord]) -> pa.Table:
         cols["time"].append(r.time)
         cols["metrics_json"].append(r.metrics_json)
     arrays: list[pa.Array] = [
-        pa.array(cols["experiment_id"], pa.string()), pa.array(cols["trial_id"], pa.string()),
-        pa.array(cols["seq"], pa.int64()), pa.array(cols["time"], pa.float64()),
+        pa.array(cols["experiment_id"], pa.string()),
+        pa.array(cols["trial_id"], pa.string()),
+        pa.array(cols["seq"], pa.int64()),
+        pa.array(cols["time"], pa.float64()),
         pa.array(cols["metrics_json"], pa.string()),
     ]
     for n in names:
@@ -196,8 +214,10 @@ def _json_default(v: Any) -> Any:
 
 def dumps_metrics(metrics: Mapping[str, Any]) -> str:
     """Metrics as JSON; NaN/inf become null so every reader can parse the text."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in metrics.items()}
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in metrics.items()
+    }
     return json.dumps(clean, sort_keys=True, default=_json_default)
 
 
@@ -256,7 +276,12 @@ class ResultsStore(ABC):
 
     # --- experiments -----------------------------------------------------------------------------
     def create_experiment(
-        self, experiment_id: str, *, name: str, spec_json: str, spec_hash: str,
+        self,
+        experiment_id: str,
+        *,
+        name: str,
+        spec_json: str,
+        spec_hash: str,
         exist_ok: bool = False,
     ) -> ExperimentRecord:
         """Create a ``pending`` experiment (see contract rule 1)."""
@@ -269,8 +294,9 @@ class ResultsStore(ABC):
                 why = "spec differs" if existing.spec_hash != spec_hash else "exist_ok=False"
                 raise StoreError(f"experiment_id: {experiment_id!r} already exists ({why})")
             now = time.time()
-            rec = ExperimentRecord(experiment_id, name, spec_json, spec_hash, "pending", now, now,
-                                   None, time.time_ns())
+            rec = ExperimentRecord(
+                experiment_id, name, spec_json, spec_hash, "pending", now, now, None, time.time_ns()
+            )
             self._write_experiment(rec)
             return rec
 
@@ -306,8 +332,13 @@ class ResultsStore(ABC):
             cur = self.get_experiment(experiment_id)
             if cur.status == "cancelled":
                 return cur
-            rec = replace(cur, status=status, error=error, updated_at=time.time(),
-                          version=_next_version(cur.version))
+            rec = replace(
+                cur,
+                status=status,
+                error=error,
+                updated_at=time.time(),
+                version=_next_version(cur.version),
+            )
             self._write_experiment(rec)
             return rec
 
@@ -316,17 +347,24 @@ class ResultsStore(ABC):
         with self._lock:
             cur = self.get_experiment(experiment_id)
             now = time.time()
-            open_trials = [t for t in self.get_trials(experiment_id)
-                           if t.state not in FINISHED_TRIAL_STATES]
+            open_trials = [
+                t for t in self.get_trials(experiment_id) if t.state not in FINISHED_TRIAL_STATES
+            ]
             if open_trials:
-                self._write_trials(experiment_id, [
-                    replace(t, state="cancelled", ended_at=now, version=_next_version(t.version))
-                    for t in open_trials
-                ])
+                self._write_trials(
+                    experiment_id,
+                    [
+                        replace(
+                            t, state="cancelled", ended_at=now, version=_next_version(t.version)
+                        )
+                        for t in open_trials
+                    ],
+                )
             if cur.status == "cancelled":
                 return cur
-            rec = replace(cur, status="cancelled", updated_at=now,
-                          version=_next_version(cur.version))
+            rec = replace(
+                cur, status="cancelled", updated_at=now, version=_next_version(cur.version)
+            )
             self._write_experiment(rec)
             return rec
 
@@ -386,14 +424,18 @@ class ResultsStore(ABC):
 
     # --- metrics ---------------------------------------------------------------------------------
     def append_metrics(
-        self, experiment_id: str, trial_id: str, metrics: Mapping[str, Any],
+        self,
+        experiment_id: str,
+        trial_id: str,
+        metrics: Mapping[str, Any],
         time_s: float | None = None,
     ) -> MetricRecord:
         """Store one report and return its row (with its new ``seq``)."""
         return self.append_metrics_batch(experiment_id, [(trial_id, metrics, time_s)])[0]
 
     def append_metrics_batch(
-        self, experiment_id: str,
+        self,
+        experiment_id: str,
         rows: Iterable[tuple[str, Mapping[str, Any], float | None]],
     ) -> list[MetricRecord]:
         """Store several reports in one write; seqs are consecutive in the given order."""
@@ -407,8 +449,15 @@ class ResultsStore(ABC):
             recs = []
             for trial_id, metrics, t in rows:
                 check_id("trial_id", trial_id)
-                recs.append(MetricRecord(experiment_id, trial_id, seq, now if t is None else t,
-                                         dumps_metrics(metrics)))
+                recs.append(
+                    MetricRecord(
+                        experiment_id,
+                        trial_id,
+                        seq,
+                        now if t is None else t,
+                        dumps_metrics(metrics),
+                    )
+                )
                 seq += 1
             if recs:
                 self._write_metrics(experiment_id, recs)

@@ -57,9 +57,11 @@ class MemoryStore(ResultsStore):
 
     def state_token(self, experiment_id: str) -> Hashable | None:
         # append-only lists: their lengths change with every write
-        return (len(self._experiments.get(experiment_id, ())),
-                len(self._trials.get(experiment_id, ())),
-                len(self._metrics.get(experiment_id, ())))
+        return (
+            len(self._experiments.get(experiment_id, ())),
+            len(self._trials.get(experiment_id, ())),
+            len(self._metrics.get(experiment_id, ())),
+        )
 
     def _max_seq(self, experiment_id: str) -> int:
         rows = self._metrics.get(experiment_id)

@@ -127,7 +127,8 @@ class ParquetStore(ResultsStore):
     def _list(self, directory: str) -> list[str]:
         sel = pafs.FileSelector(directory, allow_not_found=True)
         return sorted(
-            i.path for i in self.fs.get_file_info(sel)
+            i.path
+            for i in self.fs.get_file_info(sel)
             if i.type == pafs.FileType.File and i.path.endswith(".parquet")
         )
 
@@ -151,8 +152,9 @@ class ParquetStore(ResultsStore):
     def _read(self, path: str, cls: type[Any], columns: Sequence[str] | None = None) -> list[Any]:
         cached = self._cache.get(path)
         if cached is None:
-            table = pq.read_table(path, filesystem=self.fs,
-                                  columns=list(columns) if columns else None)
+            table = pq.read_table(
+                path, filesystem=self.fs, columns=list(columns) if columns else None
+            )
             cached = table_to_records(table, cls)
             self._cache[path] = cached
         return cached
@@ -163,8 +165,11 @@ class ParquetStore(ResultsStore):
 
     # --- primitives --------------------------------------------------------------------------
     def _write_experiment(self, record: ExperimentRecord) -> None:
-        self._write_table(self._dir(record.experiment_id, "experiment"), self._name(record.version),
-                          records_to_table([record], EXPERIMENT_SCHEMA))
+        self._write_table(
+            self._dir(record.experiment_id, "experiment"),
+            self._name(record.version),
+            records_to_table([record], EXPERIMENT_SCHEMA),
+        )
 
     def _read_experiment_versions(self, experiment_id: str) -> list[ExperimentRecord]:
         out: list[ExperimentRecord] = []
@@ -174,19 +179,25 @@ class ParquetStore(ResultsStore):
 
     def _experiment_ids(self) -> list[str]:
         sel = pafs.FileSelector(f"{self.root}/experiments", allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory)
+        return sorted(
+            i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory
+        )
 
     def state_token(self, experiment_id: str) -> Hashable | None:
         # Files are written once under unique names and never changed (compaction replaces
         # files by new names): the same names mean the same rows.
-        return tuple(tuple(self._list(self._dir(experiment_id, kind)))
-                     for kind in ("experiment", "trials", "metrics"))
+        return tuple(
+            tuple(self._list(self._dir(experiment_id, kind)))
+            for kind in ("experiment", "trials", "metrics")
+        )
 
     def _write_trials(self, experiment_id: str, records: Sequence[TrialRecord]) -> None:
         version = max(r.version for r in records)
-        self._write_table(self._dir(experiment_id, "trials"), self._name(version),
-                          records_to_table(records, TRIAL_SCHEMA))
+        self._write_table(
+            self._dir(experiment_id, "trials"),
+            self._name(version),
+            records_to_table(records, TRIAL_SCHEMA),
+        )
 
     def _read_trial_versions(self, experiment_id: str) -> list[TrialRecord]:
         out: list[TrialRecord] = []
@@ -235,8 +246,9 @@ class ParquetStore(ResultsStore):
         them are of one size class or smaller."""
         while tail := _mergeable_tail([_size_class(last - first + 1) for first, last, _ in files]):
             merge = files[-tail:]
-            table = pa.concat_tables([self._merge_input(p) for _, _, p in merge],
-                                     promote_options="default")
+            table = pa.concat_tables(
+                [self._merge_input(p) for _, _, p in merge], promote_options="default"
+            )
             first, last = merge[0][0], merge[-1][1]
             name = self._metric_name(first, last)
             self._write_table(directory, name, table)

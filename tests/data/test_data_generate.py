@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data import DataSpec, RewriteDataset, generate
+from data.counting import n_noops
 from data.encode import encode_rewrite_table
-from data.generate import n_noops
 
 REQUIRED = {
     "x": pa.string(),

@@ -107,8 +107,15 @@ def test_long_length_ranges_validate_at_once(family: dict[str, object]) -> None:
     submission the service's schema fuzzing found); counts now stop at `COUNT_CAP`."""
     from data.families import COUNT_CAP, n_strings
 
-    spec = DataSpec(n_instructions=10, examples_per_instruction=5, family=family,
-                    x_len=(2, 10_000), y_len=(2, 10_000), z_len=(10, 10_000), seed=0)
+    spec = DataSpec(
+        n_instructions=10,
+        examples_per_instruction=5,
+        family=family,
+        x_len=(2, 10_000),
+        y_len=(2, 10_000),
+        z_len=(10, 10_000),
+        seed=0,
+    )
     assert spec.x_len == (2, 10_000)
     assert n_strings(1, 1, 10_000, 26) == COUNT_CAP
     assert n_strings(1, 1, 3, 2) == 2 + 4 + 8 and n_strings(2, 2, 7, 3) == 3 + 9 + 27
@@ -156,13 +163,21 @@ def test_rule_capacity_is_exact_for_small_families() -> None:
     """The capacity the validation quotes is what the family holds: rules with ``x == y`` do
     not count, and strings that several families share (``aaaa`` is repeated, periodic and
     mirror) count once. 3 letters, one-letter rules: 3 * 2 = 6 rules."""
-    base = {"alphabet": "abc", "x_len": (1, 1), "y_len": (1, 1), "z_len": (4, 4),
-            "n_examples": 60, "test": {"n_test": 10, "n_instructions": 1}}
+    base = {
+        "alphabet": "abc",
+        "x_len": (1, 1),
+        "y_len": (1, 1),
+        "z_len": (4, 4),
+        "n_examples": 60,
+        "test": {"n_test": 10, "n_instructions": 1},
+    }
     with pytest.raises(SpecError, match="at most 6"):
         DataSpec(**base, n_instructions=7)
     assert RuleFamily(kind="free").capacity((1, 1), (1, 1), 3) == 6
-    families = ({"aaaa", "bbbb", "aabb", "bbaa"},   # repeated, k=2, 2 letters
-                {"aaaa", "bbbb", "abab", "baba"},   # periodic
-                {"aaaa", "bbbb", "abba", "baab"})   # mirror
+    families = (
+        {"aaaa", "bbbb", "aabb", "bbaa"},  # repeated, k=2, 2 letters
+        {"aaaa", "bbbb", "abab", "baba"},  # periodic
+        {"aaaa", "bbbb", "abba", "baab"},
+    )  # mirror
     rules = {(x, y) for fam in families for x in fam for y in fam if x != y}
     assert RuleFamily(kind="mix", k=(2, 2)).capacity((4, 4), (4, 4), 2) == len(rules) == 32

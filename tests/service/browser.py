@@ -32,14 +32,22 @@ class Browser:
     def __init__(self, browser: Any) -> None:
         self.browser = browser
 
-    def html_when(self, url: str, selector: str, ready: str, timeout_s: float = 60,
-                  screenshot: Path | None = None) -> str:
+    def html_when(
+        self,
+        url: str,
+        selector: str,
+        ready: str,
+        timeout_s: float = 60,
+        screenshot: Path | None = None,
+    ) -> str:
         """Open ``url``; return the outerHTML of ``selector`` once the JS expression ``ready``
         (with ``el`` bound to the element) is true; save a full-page PNG to ``screenshot``."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-        expr = (f"() => {{ const el = document.querySelector({json.dumps(selector)}); "
-                f"return el && ({ready}) ? el.outerHTML : null; }}")
+        expr = (
+            f"() => {{ const el = document.querySelector({json.dumps(selector)}); "
+            f"return el && ({ready}) ? el.outerHTML : null; }}"
+        )
         page = self.browser.new_page(viewport={"width": 1280, "height": 900})
         try:
             page.goto(url)
@@ -55,8 +63,7 @@ class Browser:
         finally:
             page.close()
 
-    def evaluate_when(self, url: str, ready: str, expression: str,
-                      timeout_s: float = 60) -> Any:
+    def evaluate_when(self, url: str, ready: str, expression: str, timeout_s: float = 60) -> Any:
         """Open ``url``, wait until ``ready`` is true, then return ``expression``'s value."""
         page = self.browser.new_page()
         try:
@@ -76,8 +83,9 @@ def open_browser() -> Iterator[Browser]:
     if path is None:
         raise RuntimeError("Debian package `chromium` is not installed")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(
+            executable_path=path, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             yield Browser(browser)
         finally:

@@ -56,7 +56,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from uvicorn_proc import stop_process, wait_healthy
+from service_fakes import small_spec
+from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
+
+from service.local_ray import free_port
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -79,8 +82,11 @@ def trial_id(i: int) -> str:
 
 def metric_values(i: int, step: int) -> dict[str, Any]:
     """The metrics trial ``i`` reports at ``step`` (exact binary fractions: JSON/Parquet safe)."""
-    return {"step": step, "test_acc": ((7 * i + 3 * step) % 64) / 64,
-            "train_loss": 1.0 / 2 ** min(step, 20) + i / 1024}
+    return {
+        "step": step,
+        "test_acc": ((7 * i + 3 * step) % 64) / 64,
+        "train_loss": 1.0 / 2 ** min(step, 20) + i / 1024,
+    }
 
 
 def row_position(seq: int, n_trials: int) -> tuple[int, int]:
@@ -99,12 +105,21 @@ def write_job(job: dict[str, Any], stop: threading.Event | None = None) -> None:
 
     store = open_store(job["store_uri"])
     eid = job["experiment_id"]
-    store.create_experiment(eid, name=job["name"], spec_json=job["spec_json"],
-                            spec_hash=job["spec_hash"], exist_ok=True)
+    store.create_experiment(
+        eid, name=job["name"], spec_json=job["spec_json"], spec_hash=job["spec_hash"], exist_ok=True
+    )
     store.set_experiment_status(eid, "running")
-    trials = [TrialRecord(eid, t["trial_id"], trial_key=t["trial_key"],
-                          params_json=t["params_json"], data_hash=t["data_hash"], state="pending")
-              for t in job["trials"]]
+    trials = [
+        TrialRecord(
+            eid,
+            t["trial_id"],
+            trial_key=t["trial_key"],
+            params_json=t["params_json"],
+            data_hash=t["data_hash"],
+            state="pending",
+        )
+        for t in job["trials"]
+    ]
     store.put_trials(trials)
     n_trials, reports = len(trials), int(job["reports"])
     n_rows = n_trials * reports
@@ -122,8 +137,9 @@ def write_job(job: dict[str, Any], stop: threading.Event | None = None) -> None:
         if rec.seq != seq:
             raise RuntimeError(f"{eid}: append_metrics gave seq {rec.seq}, expected {seq}")
         if step == reports - 1:
-            store.put_trial(replace(trials[i], state="complete", started_at=started[i],
-                                    ended_at=time.time()))
+            store.put_trial(
+                replace(trials[i], state="complete", started_at=started[i], ended_at=time.time())
+            )
         delay = t0 + seq * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -150,8 +166,9 @@ class SimulatedRunner:
 
     dashboard_url: str | None = None
 
-    def __init__(self, store_uri: str, jobs_dir: Path, write_s: float = 4.0,
-                 writer: str = "process") -> None:
+    def __init__(
+        self, store_uri: str, jobs_dir: Path, write_s: float = 4.0, writer: str = "process"
+    ) -> None:
         if writer not in ("process", "thread"):
             raise ValueError(f"writer={writer!r} must be 'process' or 'thread'")
         self.store_uri = store_uri
@@ -166,13 +183,22 @@ class SimulatedRunner:
 
         spec = ExperimentSpec.model_validate_json(spec_json)
         return {
-            "store_uri": self.store_uri, "experiment_id": exp_id, "name": spec.name,
-            "spec_json": spec_json, "spec_hash": spec.spec_hash, "reports": spec.train.epochs,
+            "store_uri": self.store_uri,
+            "experiment_id": exp_id,
+            "name": spec.name,
+            "spec_json": spec_json,
+            "spec_hash": spec.spec_hash,
+            "reports": spec.train.epochs,
             "write_s": self.write_s,
-            "trials": [{"trial_id": trial_id(i), "trial_key": p.trial_key,
-                        "params_json": json.dumps(p.params, sort_keys=True),
-                        "data_hash": p.data.content_hash}
-                       for i, p in enumerate(spec.trials())],
+            "trials": [
+                {
+                    "trial_id": trial_id(i),
+                    "trial_key": p.trial_key,
+                    "params_json": json.dumps(p.params, sort_keys=True),
+                    "data_hash": p.data.content_hash,
+                }
+                for i, p in enumerate(spec.trials())
+            ],
         }
 
     def submit(self, exp_id: str, spec_json: str) -> str:
@@ -182,6 +208,7 @@ class SimulatedRunner:
         spec = self._job_file(exp_id, spec_json)
         job = _Job()
         if self.writer == "thread":
+
             def run() -> None:
                 try:
                     write_job(spec, job.stop)
@@ -197,8 +224,11 @@ class SimulatedRunner:
             path = workdir / "job.json"
             path.write_text(json.dumps(spec))
             with open(workdir / "writer.log", "wb") as log:
-                job.proc = subprocess.Popen([sys.executable, __file__, "write", str(path)],
-                                            stdout=log, stderr=subprocess.STDOUT)
+                job.proc = subprocess.Popen(
+                    [sys.executable, __file__, "write", str(path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         with self._lock:
             self._jobs[job_id] = job
         return job_id
@@ -261,9 +291,12 @@ def app_from_env() -> FastAPI:
     from service.settings import Settings
 
     settings = Settings()
-    runner = SimulatedRunner(settings.store_uri, settings.jobs_dir,
-                             write_s=float(os.environ.get("LOADGEN_WRITE_S", "4")),
-                             writer=os.environ.get("LOADGEN_WRITER", "process"))
+    runner = SimulatedRunner(
+        settings.store_uri,
+        settings.jobs_dir,
+        write_s=float(os.environ.get("LOADGEN_WRITE_S", "4")),
+        writer=os.environ.get("LOADGEN_WRITER", "process"),
+    )
     atexit.register(runner.close)
     return create_app(settings, runner=runner)
 
@@ -273,19 +306,18 @@ def app_from_env() -> FastAPI:
 # ------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LoadServer:
     """The real app in a uvicorn subprocess on a free loopback port, state under ``state_dir``."""
 
-    def __init__(self, state_dir: Path, *, write_s: float = 4.0, writer: str = "process",
-                 max_concurrent: int = 1000, sse_poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        write_s: float = 4.0,
+        writer: str = "process",
+        max_concurrent: int = 1000,
+        sse_poll_s: float = 0.5,
+    ) -> None:
         self.state_dir = state_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -308,16 +340,30 @@ class LoadServer:
         env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "loadgen:app_from_env",
-                 "--app-dir", str(Path(__file__).parent), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning", "--no-access-log",
-                 "--timeout-graceful-shutdown", "5"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                uvicorn_command(
+                    "loadgen:app_from_env",
+                    self.port,
+                    "--app-dir",
+                    str(Path(__file__).parent),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.startup_s = wait_healthy(self.proc, self.url, timeout_s, self.log_text)
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+    def __enter__(self) -> LoadServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def log_text(self) -> str:
         try:
@@ -344,19 +390,19 @@ class LoadServer:
 class LoadConfig:
     """Shape and bounds of one load run (every loop stops at ``duration_s`` + ``drain_s``)."""
 
-    duration_s: float = 20.0        # readers run this long (longer only to drain, see drain_s)
-    submit_window_s: float = 10.0   # submissions are spread over the first submit_window_s
-    drain_s: float = 20.0           # after duration_s, wait at most this long for writers
+    duration_s: float = 20.0  # readers run this long (longer only to drain, see drain_s)
+    submit_window_s: float = 10.0  # submissions are spread over the first submit_window_s
+    drain_s: float = 20.0  # after duration_s, wait at most this long for writers
     submitters: int = 3
-    submissions_each: int = 4       # bound on submissions per submitter
+    submissions_each: int = 4  # bound on submissions per submitter
     status_readers: int = 8
     results_readers: int = 4
     listers: int = 1
-    sse_followers: bool = True      # one per accepted experiment, resuming once half-way
-    think_s: float = 0.02           # pause between a reader's requests
-    max_requests: int = 20_000      # bound on reader requests in all
-    max_concurrent: int = 1000      # the server's quota (a 409 beyond it is counted, not failed)
-    write_s: float = 4.0            # how long each simulated sweep writes
+    sse_followers: bool = True  # one per accepted experiment, resuming once half-way
+    think_s: float = 0.02  # pause between a reader's requests
+    max_requests: int = 20_000  # bound on reader requests in all
+    max_concurrent: int = 1000  # the server's quota (a 409 beyond it is counted, not failed)
+    write_s: float = 4.0  # how long each simulated sweep writes
     seed: int = 0
 
 
@@ -369,9 +415,9 @@ class Expected:
     seeds: tuple[int, ...]
     epochs: int
     accepted_at: float
-    first_ok_at: float | None = None          # first 200 from /results (store exists)
-    complete_at: float | None = None          # first status answer 'complete' received
-    max_rows: tuple[int, float] = (0, 0.0)    # most rows a results read saw, when received
+    first_ok_at: float | None = None  # first 200 from /results (store exists)
+    complete_at: float | None = None  # first status answer 'complete' received
+    max_rows: tuple[int, float] = (0, 0.0)  # most rows a results read saw, when received
     sse_seqs: list[int] = field(default_factory=list)
     sse_final: str | None = None
     sse_connects: int = 0
@@ -390,16 +436,12 @@ class Expected:
 
 
 def submission_body(name: str, seeds: tuple[int, ...], epochs: int) -> dict[str, Any]:
-    """A small valid grid spec: 2 axis values x ``len(seeds)`` trials, ``epochs`` reports each."""
-    return {
-        "name": name,
-        "data": {"n_instructions": 10, "examples_per_instruction": 10, "z_len": [4, 8],
-                 "x_len": [2, 3], "y_len": [1, 2], "test": {"n_test": 100}},
-        "train": {"model": "nano", "epochs": epochs},
-        "axes": [{"field": AXIS_FIELD, "values": list(AXIS_VALUES)}],
-        "budget": {"total_examples": 1000},
-        "seeds": list(seeds),
-    }
+    """A small valid grid spec: 2 axis values x ``len(seeds)`` trials, ``epochs`` reports each
+    (the unit tests' `service_fakes.small_spec`, whose axis is `AXIS_FIELD` over `AXIS_VALUES`)."""
+    spec = small_spec(name, seeds=list(seeds))
+    spec["train"] = {**spec["train"], "epochs": epochs}
+    assert spec["axes"] == [{"field": AXIS_FIELD, "values": list(AXIS_VALUES)}]
+    return spec
 
 
 @dataclass
@@ -415,14 +457,14 @@ class LoadReport:
     stats: dict[str, EndpointStats]
     experiments: dict[str, Expected]
     problems: list[str]
-    load_s: float                 # first request to last reader request
-    total_s: float                # including the final verification
+    load_s: float  # first request to last reader request
+    total_s: float  # including the final verification
     sse_lag_s: list[float]
     quota_refusals: int = 0
-    results_not_yet: int = 0      # 404 from /results before the writer created the experiment
+    results_not_yet: int = 0  # 404 from /results before the writer created the experiment
     rows_verified: int = 0
     server_log: str = ""
-    startup_s: float = 0.0        # server start to first /healthz answer
+    startup_s: float = 0.0  # server start to first /healthz answer
 
     @property
     def n_5xx(self) -> int:
@@ -467,17 +509,21 @@ def format_report(rep: LoadReport) -> str:
         lines.append(
             f"{name:<22} {n:>6} {ok:>6} {c4:>5} {c5:>4} {len(s.transport_errors):>8} "
             f"{percentile(ms, 50):>8.1f} {percentile(ms, 95):>8.1f} {percentile(ms, 99):>8.1f} "
-            f"{max(ms):>8.1f} {n / max(rep.load_s, 1e-9):>7.1f}")
+            f"{max(ms):>8.1f} {n / max(rep.load_s, 1e-9):>7.1f}"
+        )
     if rep.sse_lag_s:
         lag = [x * 1e3 for x in rep.sse_lag_s]
-        lines.append(f"SSE row lag (row written -> event received): n={len(lag)} p50 "
-                     f"{percentile(lag, 50):.0f} ms, p95 {percentile(lag, 95):.0f} ms, "
-                     f"max {max(lag):.0f} ms")
+        lines.append(
+            f"SSE row lag (row written -> event received): n={len(lag)} p50 "
+            f"{percentile(lag, 50):.0f} ms, p95 {percentile(lag, 95):.0f} ms, "
+            f"max {max(lag):.0f} ms"
+        )
     lines.append(
         f"total {rep.n_requests} requests, {rep.n_requests / max(rep.load_s, 1e-9):.1f} req/s; "
         f"5xx: {rep.n_5xx}; connection errors: {rep.n_transport_errors}; "
         f"quota 409s: {rep.quota_refusals}; results 404 before the writer started: "
-        f"{rep.results_not_yet}; rows verified: {rep.rows_verified}; problems: {len(rep.problems)}")
+        f"{rep.results_not_yet}; rows verified: {rep.rows_verified}; problems: {len(rep.problems)}"
+    )
     lines.extend(f"  PROBLEM: {p}" for p in rep.problems[:20])
     return "\n".join(lines)
 
@@ -490,10 +536,19 @@ class _Load:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.stats: dict[str, EndpointStats] = {
-            k: EndpointStats() for k in ("POST submit", "POST submit (retry)", "GET status",
-                                         "GET results", "GET list", "GET events (connect)",
-                                         "GET status (final)", "GET results (final)",
-                                         "GET list (final)")}
+            k: EndpointStats()
+            for k in (
+                "POST submit",
+                "POST submit (retry)",
+                "GET status",
+                "GET results",
+                "GET list",
+                "GET events (connect)",
+                "GET status (final)",
+                "GET results (final)",
+                "GET list (final)",
+            )
+        }
         self.exps: dict[str, Expected] = {}
         self.problems: list[str] = []
         self.sse_lag: list[float] = []
@@ -545,8 +600,12 @@ class _Load:
         for n in range(self.cfg.submissions_each):
             # Paced to spread the submissions over the window; all of them are made unless the
             # whole run is over (a slow server delays them instead of dropping them).
-            await asyncio.sleep(max(0.0, self.t0 + n * interval * (0.75 + 0.5 * self.rng.random())
-                                    - time.monotonic()))
+            await asyncio.sleep(
+                max(
+                    0.0,
+                    self.t0 + n * interval * (0.75 + 0.5 * self.rng.random()) - time.monotonic(),
+                )
+            )
             if time.monotonic() - self.t0 > self.cfg.duration_s:
                 self.problem(f"submitter {who}: submission {n} not made by duration_s")
                 return
@@ -554,10 +613,14 @@ class _Load:
             epochs = 2 + (3 * who + n) % 5
             name = f"load-{who}-{n}"
             body = json.dumps(submission_body(name, seeds, epochs))
-            headers = {**auth, "Content-Type": "application/json",
-                       "Idempotency-Key": f"{name}-{self.cfg.seed}"}
-            r = await self.timed("POST submit",
-                                 c.post("/v1/experiments", content=body, headers=headers))
+            headers = {
+                **auth,
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"{name}-{self.cfg.seed}",
+            }
+            r = await self.timed(
+                "POST submit", c.post("/v1/experiments", content=body, headers=headers)
+            )
             if r is None:
                 continue
             if r.status_code == 409 and "max_concurrent" in r.text:
@@ -574,13 +637,17 @@ class _Load:
                     self.followers.append(asyncio.create_task(self.follower(c, exp)))
                 # A client retry with the same key must get the same experiment back.
                 again = await self.timed(
-                    "POST submit (retry)",
-                    c.post("/v1/experiments", content=body, headers=headers))
-                if again is not None and (again.status_code != 200
-                                          or again.json().get("id") != exp_id
-                                          or again.json().get("created") is not False):
-                    self.problem(f"idempotent retry of {name} ({exp_id}): "
-                                 f"{again.status_code} {again.text[:300]}")
+                    "POST submit (retry)", c.post("/v1/experiments", content=body, headers=headers)
+                )
+                if again is not None and (
+                    again.status_code != 200
+                    or again.json().get("id") != exp_id
+                    or again.json().get("created") is not False
+                ):
+                    self.problem(
+                        f"idempotent retry of {name} ({exp_id}): "
+                        f"{again.status_code} {again.text[:300]}"
+                    )
 
     async def status_reader(self, c: httpx.AsyncClient) -> None:
         while self.reader_may_go():
@@ -601,17 +668,26 @@ class _Load:
         body = r.json()
         status, prog = body["status"], body["progress"]
         if body["id"] != exp.exp_id or status not in ("pending", "running", "complete"):
-            self.problem(f"status of {exp.exp_id}: id {body['id']}, status {status!r} "
-                         f"error {body.get('error')!r}")
+            self.problem(
+                f"status of {exp.exp_id}: id {body['id']}, status {status!r} "
+                f"error {body.get('error')!r}"
+            )
             return
         if prog["n_trials"] != exp.n_trials or prog["results"] > exp.n_rows:
-            self.problem(f"status of {exp.exp_id}: n_trials {prog['n_trials']} (want "
-                         f"{exp.n_trials}), results {prog['results']} (of {exp.n_rows})")
+            self.problem(
+                f"status of {exp.exp_id}: n_trials {prog['n_trials']} (want "
+                f"{exp.n_trials}), results {prog['results']} (of {exp.n_rows})"
+            )
         if status == "complete":
-            if (prog["results"], prog["complete"], prog["pending"]) != (exp.n_rows,
-                                                                         exp.n_trials, 0):
-                self.problem(f"{exp.exp_id} complete but progress {prog} (want "
-                             f"{exp.n_rows} results, {exp.n_trials} complete trials)")
+            if (prog["results"], prog["complete"], prog["pending"]) != (
+                exp.n_rows,
+                exp.n_trials,
+                0,
+            ):
+                self.problem(
+                    f"{exp.exp_id} complete but progress {prog} (want "
+                    f"{exp.n_rows} results, {exp.n_trials} complete trials)"
+                )
             if exp.complete_at is None:
                 exp.complete_at = time.monotonic()
         elif final:
@@ -624,19 +700,22 @@ class _Load:
                 await asyncio.sleep(0.05)
                 continue
             sent = time.monotonic()
-            r = await self.timed("GET results",
-                                 c.get(f"/v1/experiments/{exp.exp_id}/results"))
+            r = await self.timed("GET results", c.get(f"/v1/experiments/{exp.exp_id}/results"))
             self.last_request = time.monotonic()
             if r is not None:
                 self.check_results(exp, r, sent)
             await asyncio.sleep(self.cfg.think_s)
 
-    def check_results(self, exp: Expected, r: httpx.Response, sent: float,
-                      final: bool = False) -> int:
+    def check_results(
+        self, exp: Expected, r: httpx.Response, sent: float, final: bool = False
+    ) -> int:
         """Check one JSON results answer against what the writer writes; returns its rows."""
         received = time.monotonic()
-        if r.status_code == 404 and not final and (exp.first_ok_at is None
-                                                   or exp.first_ok_at > sent):
+        if (
+            r.status_code == 404
+            and not final
+            and (exp.first_ok_at is None or exp.first_ok_at > sent)
+        ):
             self.results_not_yet += 1  # the writer has not created the experiment yet
             return 0
         if r.status_code != 200:
@@ -649,16 +728,23 @@ class _Load:
         seqs = [row["seq"] for row in rows]
         if seqs != list(range(1, n + 1)):
             dup = [s for s, k in Counter(seqs).items() if k > 1]
-            self.problem(f"results of {exp.exp_id}: seqs not 1..{n} (duplicates {dup[:5]}, "
-                         f"first {seqs[:10]})")
+            self.problem(
+                f"results of {exp.exp_id}: seqs not 1..{n} (duplicates {dup[:5]}, "
+                f"first {seqs[:10]})"
+            )
             return 0
         if n > exp.n_rows:
             self.problem(f"results of {exp.exp_id}: {n} rows, only {exp.n_rows} written")
-        must = exp.n_rows if (final or (exp.complete_at is not None and exp.complete_at < sent)) \
+        must = (
+            exp.n_rows
+            if (final or (exp.complete_at is not None and exp.complete_at < sent))
             else (exp.max_rows[0] if exp.max_rows[1] < sent else 0)
+        )
         if n < must:
-            self.problem(f"results of {exp.exp_id}: {n} rows, an earlier answer (or the final "
-                         f"status) showed {must}: rows lost")
+            self.problem(
+                f"results of {exp.exp_id}: {n} rows, an earlier answer (or the final "
+                f"status) showed {must}: rows lost"
+            )
         if n > exp.max_rows[0]:
             exp.max_rows = (n, received)
         for row in rows:
@@ -666,13 +752,28 @@ class _Load:
             want = metric_values(i, step)
             axis, seed = exp.params(i)
             # .get: a missing column is a finding to report, not a crash of the checker
-            got = (row.get("trial_id"), row.get("step"), row.get("test_acc"),
-                   row.get("train_loss"), row.get(AXIS_FIELD), row.get("seed"),
-                   row.get("experiment_id"))
-            if got != (trial_id(i), want["step"], want["test_acc"], want["train_loss"], axis,
-                       seed, exp.exp_id):
-                self.problem(f"results of {exp.exp_id} seq {row['seq']}: got {got}, want "
-                             f"{(trial_id(i), *want.values(), axis, seed)}")
+            got = (
+                row.get("trial_id"),
+                row.get("step"),
+                row.get("test_acc"),
+                row.get("train_loss"),
+                row.get(AXIS_FIELD),
+                row.get("seed"),
+                row.get("experiment_id"),
+            )
+            if got != (
+                trial_id(i),
+                want["step"],
+                want["test_acc"],
+                want["train_loss"],
+                axis,
+                seed,
+                exp.exp_id,
+            ):
+                self.problem(
+                    f"results of {exp.exp_id} seq {row['seq']}: got {got}, want "
+                    f"{(trial_id(i), *want.values(), axis, seed)}"
+                )
                 return 0
         return n
 
@@ -705,13 +806,18 @@ class _Load:
             if not resumed and exp.sse_final is None:
                 return
 
-    async def _stream(self, c: httpx.AsyncClient, exp: Expected, headers: dict[str, str],
-                      leave_after: int | None) -> bool:
+    async def _stream(
+        self, c: httpx.AsyncClient, exp: Expected, headers: dict[str, str], leave_after: int | None
+    ) -> bool:
         """One connection; True when it left early on purpose (to resume)."""
         t = time.perf_counter()
         st = self.stats["GET events (connect)"]
-        async with c.stream("GET", f"/v1/experiments/{exp.exp_id}/events", headers=headers,
-                            timeout=httpx.Timeout(60, read=30)) as r:
+        async with c.stream(
+            "GET",
+            f"/v1/experiments/{exp.exp_id}/events",
+            headers=headers,
+            timeout=httpx.Timeout(60, read=30),
+        ) as r:
             st.latencies.append(time.perf_counter() - t)
             st.codes[r.status_code] += 1
             if r.status_code != 200:
@@ -741,8 +847,9 @@ class _Load:
         exp.sse_seqs.append(seq)
         self.sse_lag.append(max(0.0, time.time() - ev["time"]))
         if seq != want_seq:
-            self.problem(f"events of {exp.exp_id}: seq {seq} after {want_seq - 1} "
-                         "(lost or repeated)")
+            self.problem(
+                f"events of {exp.exp_id}: seq {seq} after {want_seq - 1} (lost or repeated)"
+            )
             return
         i, step = row_position(seq, exp.n_trials)
         if (ev["trial_id"], ev["metrics"]) != (trial_id(i), metric_values(i, step)):
@@ -753,23 +860,26 @@ class _Load:
         """Every experiment complete, its rows exactly the written ones, listed exactly once."""
         verified = 0
         for exp in self.exps.values():
-            r = await self.timed("GET status (final)",
-                                 c.get(f"/v1/experiments/{exp.exp_id}"))
+            r = await self.timed("GET status (final)", c.get(f"/v1/experiments/{exp.exp_id}"))
             if r is not None:
                 self.check_status(exp, r, final=True)
             sent = time.monotonic()
-            r = await self.timed("GET results (final)",
-                                 c.get(f"/v1/experiments/{exp.exp_id}/results"))
+            r = await self.timed(
+                "GET results (final)", c.get(f"/v1/experiments/{exp.exp_id}/results")
+            )
             if r is not None:
                 n = self.check_results(exp, r, sent, final=True)
                 if n != exp.n_rows:
-                    self.problem(f"results of {exp.exp_id}: {n} rows read back, "
-                                 f"{exp.n_rows} written")
+                    self.problem(
+                        f"results of {exp.exp_id}: {n} rows read back, {exp.n_rows} written"
+                    )
                 verified += n
             if self.cfg.sse_followers:
                 if exp.sse_seqs != list(range(1, exp.n_rows + 1)) or exp.sse_final != "complete":
-                    self.problem(f"events of {exp.exp_id}: {len(exp.sse_seqs)} events (want "
-                                 f"seqs 1..{exp.n_rows} once each), final {exp.sse_final!r}")
+                    self.problem(
+                        f"events of {exp.exp_id}: {len(exp.sse_seqs)} events (want "
+                        f"seqs 1..{exp.n_rows} once each), final {exp.sse_final!r}"
+                    )
         listed: list[str] = []
         url: str | None = "/v1/experiments?limit=200"
         total = -1
@@ -786,9 +896,11 @@ class _Load:
         missing = set(self.exps) - set(counts)
         extra = set(counts) - set(self.exps)
         if dups or missing or extra or total != len(self.exps):
-            self.problem(f"registry listing: total {total} for {len(self.exps)} accepted; "
-                         f"duplicated {dups[:5]}, missing {sorted(missing)[:5]}, "
-                         f"unknown {sorted(extra)[:5]}")
+            self.problem(
+                f"registry listing: total {total} for {len(self.exps)} accepted; "
+                f"duplicated {dups[:5]}, missing {sorted(missing)[:5]}, "
+                f"unknown {sorted(extra)[:5]}"
+            )
         return verified
 
 
@@ -797,30 +909,31 @@ async def run_load(base_url: str, cfg: LoadConfig) -> LoadReport:
     load = _Load(base_url, cfg)
     # Idle connections are dropped by the client (2 s) before uvicorn drops them (its keep-alive
     # timeout is 5 s), so a request never races the server closing the connection it reuses.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=128,
-                          keepalive_expiry=2.0)
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(60),
-                                 limits=limits) as c:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=128, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(60), limits=limits) as c:
         submitters = [asyncio.create_task(load.submitter(c, k)) for k in range(cfg.submitters)]
-        readers = ([asyncio.create_task(load.status_reader(c))
-                    for _ in range(cfg.status_readers)]
-                   + [asyncio.create_task(load.results_reader(c))
-                      for _ in range(cfg.results_readers)]
-                   + [asyncio.create_task(load.lister(c)) for _ in range(cfg.listers)])
+        readers = (
+            [asyncio.create_task(load.status_reader(c)) for _ in range(cfg.status_readers)]
+            + [asyncio.create_task(load.results_reader(c)) for _ in range(cfg.results_readers)]
+            + [asyncio.create_task(load.lister(c)) for _ in range(cfg.listers)]
+        )
         await asyncio.gather(*submitters)
         end = load.t0 + cfg.duration_s
         hard = end + cfg.drain_s
         # Readers run for duration_s, and on (to at most hard) until every writer has finished.
         while time.monotonic() < hard and (
-                time.monotonic() < end
-                or any(e.complete_at is None for e in load.exps.values())):
+            time.monotonic() < end or any(e.complete_at is None for e in load.exps.values())
+        ):
             await asyncio.sleep(0.1)
         load.stop.set()
         await asyncio.gather(*readers)
         load_s = load.last_request - load.t0
         remaining = max(1.0, hard - time.monotonic())
-        done, pending = await asyncio.wait(load.followers, timeout=remaining) \
-            if load.followers else (set(), set())
+        done, pending = (
+            await asyncio.wait(load.followers, timeout=remaining)
+            if load.followers
+            else (set(), set())
+        )
         for task in pending:
             task.cancel()
             load.problem("an event stream did not finish by the deadline")
@@ -828,16 +941,25 @@ async def run_load(base_url: str, cfg: LoadConfig) -> LoadReport:
             if task.exception() is not None:
                 load.problem(f"an SSE follower crashed: {task.exception()!r}")
         verified = await load.verify(c)
-    return LoadReport(cfg, load.stats, load.exps, load.problems, load_s,
-                      time.monotonic() - load.t0, load.sse_lag, load.quota_refusals,
-                      load.results_not_yet, verified)
+    return LoadReport(
+        cfg,
+        load.stats,
+        load.exps,
+        load.problems,
+        load_s,
+        time.monotonic() - load.t0,
+        load.sse_lag,
+        load.quota_refusals,
+        load.results_not_yet,
+        verified,
+    )
 
 
-def run_against_new_server(state_dir: Path, cfg: LoadConfig, writer: str = "process"
-                           ) -> LoadReport:
+def run_against_new_server(state_dir: Path, cfg: LoadConfig, writer: str = "process") -> LoadReport:
     """Start a :class:`LoadServer`, run the load, stop it; server errors become problems."""
-    server = LoadServer(state_dir, write_s=cfg.write_s, writer=writer,
-                        max_concurrent=cfg.max_concurrent)
+    server = LoadServer(
+        state_dir, write_s=cfg.write_s, writer=writer, max_concurrent=cfg.max_concurrent
+    )
     server.start()
     try:
         report = asyncio.run(run_load(server.url, cfg))
@@ -848,8 +970,9 @@ def run_against_new_server(state_dir: Path, cfg: LoadConfig, writer: str = "proc
     # The server logs at WARNING: an unhandled error (a 500) or a failed writer thread shows
     # as an "unhandled error in ..." line and a traceback ending in the exception's line.
     for line in report.server_log.splitlines():
-        if (line.startswith(("unhandled error", "ERROR:", "Exception in thread"))
-                or re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b", line)):
+        if line.startswith(("unhandled error", "ERROR:", "Exception in thread")) or re.match(
+            r"^[A-Za-z_][\w.]*(Error|Exception)\b", line
+        ):
             report.problems.append(f"server log: {line[:300]}")
     for exp_id, text in server.writer_logs().items():
         report.problems.append(f"writer of {exp_id} printed: {text[-500:]}")

@@ -25,8 +25,14 @@ def small_spec(name: str = "toy", **extra: Any) -> dict[str, Any]:
     """A valid four-trial grid spec (the sweeps module's own worked example)."""
     spec: dict[str, Any] = {
         "name": name,
-        "data": {"n_instructions": 10, "examples_per_instruction": 10, "z_len": [4, 8],
-                 "x_len": [2, 3], "y_len": [1, 2], "test": {"n_test": 100}},
+        "data": {
+            "n_instructions": 10,
+            "examples_per_instruction": 10,
+            "z_len": [4, 8],
+            "x_len": [2, 3],
+            "y_len": [1, 2],
+            "test": {"n_test": 100},
+        },
         "train": {"model": "nano", "epochs": 1},
         "axes": [{"field": "data.n_instructions", "values": [10, 100]}],
         "budget": {"total_examples": 1000},
@@ -95,11 +101,15 @@ class FakeResults:
         counts = dict.fromkeys(TRIAL_STATES, 0)
         for state in self.trials.get(exp_id, {}).values():
             counts[state] += 1
-        vals = [(r.metrics[metric], r.trial_id) for r in self.rows.get(exp_id, [])
-                if metric in r.metrics]
+        vals = [
+            (r.metrics[metric], r.trial_id)
+            for r in self.rows.get(exp_id, [])
+            if metric in r.metrics
+        ]
         best = max(vals) if vals else (None, None)
-        return TrialCounts(counts, len(self.rows.get(exp_id, [])), best[0], best[1],
-                           self.status.get(exp_id))
+        return TrialCounts(
+            counts, len(self.rows.get(exp_id, [])), best[0], best[1], self.status.get(exp_id)
+        )
 
     def events(self, exp_id: str, since_seq: int, limit: int) -> list[ResultEvent]:
         return [r for r in self.rows.get(exp_id, []) if r.seq > since_seq][:limit]
@@ -107,9 +117,9 @@ class FakeResults:
     def table(self, exp_id: str) -> pa.Table:
         if exp_id not in self.rows:
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        return pa.Table.from_pylist([
-            {"seq": r.seq, "trial_id": r.trial_id, **r.metrics} for r in self.rows[exp_id]
-        ])
+        return pa.Table.from_pylist(
+            [{"seq": r.seq, "trial_id": r.trial_id, **r.metrics} for r in self.rows[exp_id]]
+        )
 
     def summary(self, exp_id: str) -> pa.Table:
         return self.table(exp_id).group_by("trial_id").aggregate([("test_acc", "mean")])
@@ -120,9 +130,16 @@ class FakeResults:
 
     def charts(self, exp_id: str) -> dict[str, Any]:
         self.table(exp_id)
-        return {"metric": "test_acc", "curves": [
-            {"trial_id": t, "step": [r.metrics.get("step") for r in self.rows[exp_id]
-                                     if r.trial_id == t]} for t in self.trials[exp_id]]}
+        return {
+            "metric": "test_acc",
+            "curves": [
+                {
+                    "trial_id": t,
+                    "step": [r.metrics.get("step") for r in self.rows[exp_id] if r.trial_id == t],
+                }
+                for t in self.trials[exp_id]
+            ],
+        }
 
     def cancel(self, exp_id: str) -> None:
         self.cancelled.append(exp_id)
@@ -154,6 +171,8 @@ class Harness:
 
     def submit(self, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         raw = json.dumps(small_spec() if body is None else body)
-        return self.client.post("/v1/experiments", content=raw,
-                                headers={**AUTH, "Content-Type": "application/json",
-                                         **(headers or {})})
+        return self.client.post(
+            "/v1/experiments",
+            content=raw,
+            headers={**AUTH, "Content-Type": "application/json", **(headers or {})},
+        )

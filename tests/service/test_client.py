@@ -18,24 +18,17 @@ from service.client import DivsweepClient, Event, ServiceError
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadServer]:
-    srv = LoadServer(tmp_path_factory.mktemp("client"), write_s=3.0, writer="thread",
-                     sse_poll_s=0.2)
-    srv.start()
-    try:
+    with LoadServer(
+        tmp_path_factory.mktemp("client"), write_s=3.0, writer="thread", sse_poll_s=0.2
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
 def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadServer]:
     """Writers take 120 s here: an experiment is surely still running when it is cancelled."""
-    srv = LoadServer(tmp_path_factory.mktemp("slow"), write_s=120.0, writer="thread")
-    srv.start()
-    try:
+    with LoadServer(tmp_path_factory.mktemp("slow"), write_s=120.0, writer="thread") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -55,7 +48,8 @@ def test_submit_watch_results_summary(client: DivsweepClient) -> None:
     assert first["metrics"]["test_acc"] == metric_values(*row_position(1, 4))["test_acc"]
     table = client.results(sub.id)
     assert table.num_rows == 12 and {"data.n_instructions", "seed", "test_acc"} <= set(
-        table.column_names)
+        table.column_names
+    )
     frame = client.results_frame(sub.id)
     assert list(frame["seq"]) == list(range(1, 13))
     summary = client.summary(sub.id)
@@ -102,8 +96,10 @@ def test_errors_carry_the_services_json(server: LoadServer, client: DivsweepClie
     with pytest.raises(ServiceError) as err:
         client.status("x0000000000000000")
     assert err.value.status_code == 404
-    with DivsweepClient(server.url, "wrong-token-123") as intruder, \
-            pytest.raises(ServiceError) as err:
+    with (
+        DivsweepClient(server.url, "wrong-token-123") as intruder,
+        pytest.raises(ServiceError) as err,
+    ):
         intruder.submit(preset="smoke")
     assert err.value.status_code == 403 and err.value.error == "forbidden"
     with pytest.raises(ValueError, match="exactly one"):
@@ -150,8 +146,10 @@ def test_load_body_spec_file_and_preset(tmp_path: Path) -> None:
     f.write_text(json.dumps(submission_body("b", (0,), 1)))
     body = cli._load_body(str(f), ["train.epochs=3", "description=hello"])
     assert body["train"] == {"model": "nano", "epochs": 3} and body["description"] == "hello"
-    assert cli._load_body("smoke", ["seeds=[0,1]"]) == {"preset": "smoke",
-                                                        "overrides": {"seeds": [0, 1]}}
+    assert cli._load_body("smoke", ["seeds=[0,1]"]) == {
+        "preset": "smoke",
+        "overrides": {"seeds": [0, 1]},
+    }
 
 
 def test_cli_names_the_field_it_refuses(cli_env: LoadServer, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from uvicorn_proc import wait_healthy
+from uvicorn_proc import stop_group, wait_healthy
 
 from service.local_ray import free_port
 from sweeps.store import open_store
@@ -40,14 +40,29 @@ OVERRIDES = {
 
 
 def _serve(state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))
+    }
     env |= {"DIVSWEEP_STATE_DIR": str(state)}
     log = open(state / "serve.log", "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
-        [str(Path(sys.executable).with_name("divsweep")), "serve", "--port", str(port),
-         "--num-cpus", "2", "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).with_name("divsweep")),
+            "serve",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _kill_head(state: Path, exp_id: str) -> None:
@@ -63,16 +78,6 @@ def _kill_head(state: Path, exp_id: str) -> None:
             os.kill(int(proc.name), signal.SIGKILL)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -84,8 +89,12 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
     try:
         wait_healthy(first, url, 180, log)
         auth = {"Authorization": f"Bearer {(state / 'token').read_text().strip()}"}
-        r = httpx.post(f"{url}/v1/experiments", headers=auth, timeout=60,
-                       json={"preset": "smoke", "overrides": OVERRIDES})
+        r = httpx.post(
+            f"{url}/v1/experiments",
+            headers=auth,
+            timeout=60,
+            json={"preset": "smoke", "overrides": OVERRIDES},
+        )
         assert r.status_code == 202, r.text
         exp_id = r.json()["id"]
         store = open_store(str(state / "results"))
@@ -116,7 +125,7 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
     finally:
         for p in (first, second):
             if p is not None:
-                _stop(p)
+                stop_group(p)
     trials = store.get_trials(exp_id)
     assert len(trials) == 4 and {t.state for t in trials} == {"complete"}
     metrics = store.get_metrics(exp_id)
@@ -126,5 +135,6 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
     # The trials complete before the kill stored nothing after it: they were not run again.
     for trial_id in done:
         assert all(m.time < killed_at for m in metrics if m.trial_id == trial_id)
-        assert ([m.metrics for m in metrics if m.trial_id == trial_id]
-                == [m.metrics for m in before if m.trial_id == trial_id])
+        assert [m.metrics for m in metrics if m.trial_id == trial_id] == [
+            m.metrics for m in before if m.trial_id == trial_id
+        ]

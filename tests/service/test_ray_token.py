@@ -56,8 +56,9 @@ def test_jobs_api_refuses_clients_without_the_token(served: Served) -> None:
 def test_the_service_still_runs_experiments(served: Served) -> None:
     auth = {"Authorization": f"Bearer {served.token}"}
     assert httpx.get(f"{served.url}/readyz", timeout=10).status_code == 200
-    r = httpx.post(f"{served.url}/v1/experiments", json={"preset": "smoke"}, headers=auth,
-                   timeout=60)
+    r = httpx.post(
+        f"{served.url}/v1/experiments", json={"preset": "smoke"}, headers=auth, timeout=60
+    )
     assert r.status_code == 202, r.text
     exp_id = r.json()["id"]
     deadline = time.monotonic() + 240

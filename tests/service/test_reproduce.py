@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from typer.testing import CliRunner
-from uvicorn_proc import stop_process, wait_healthy
+from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
 
 from service.cli import app
 from service.local_ray import free_port
@@ -49,15 +49,21 @@ def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     state = tmp_path_factory.mktemp("svc")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DIVSWEEP_STATE_DIR=str(state),
-               DIVSWEEP_DASHBOARD_URL=ray_head.dashboard_url,
-               DIVSWEEP_TOKENS=json.dumps({"repro": TOKEN}), DIVSWEEP_JOB_PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        DIVSWEEP_STATE_DIR=str(state),
+        DIVSWEEP_DASHBOARD_URL=ray_head.dashboard_url,
+        DIVSWEEP_TOKENS=json.dumps({"repro": TOKEN}),
+        DIVSWEEP_JOB_PYTHON=sys.executable,
+    )
     log_path = state / "uvicorn.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+            uvicorn_command("service.app:app_from_env", port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_healthy(proc, url, 120, lambda: log_path.read_text(errors="replace"))
         _wait_ready(url, 120)
@@ -76,8 +82,10 @@ def _wait_ready(url: str, timeout_s: float) -> None:
 
 def _reproduce(url: str, out: Path, *args: str) -> tuple[int, str, float]:
     t0 = time.monotonic()
-    result = CliRunner().invoke(app, ["reproduce", "--out", str(out), "--url", url,
-                                      "--token", TOKEN, "--poll", "0.3", *args])
+    result = CliRunner().invoke(
+        app,
+        ["reproduce", "--out", str(out), "--url", url, "--token", TOKEN, "--poll", "0.3", *args],
+    )
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output, time.monotonic() - t0
@@ -129,8 +137,9 @@ def test_smoke_reproduce_of_every_study(smoke_run: SmokeRun) -> None:
         assert f"| [{name}](#{name}) | `{rec['experiment_id']}` | complete (smoke) |" in doc
 
 
-def test_render_only_redraws_the_same_document_from_the_store(service: str,
-                                                              smoke_run: SmokeRun) -> None:
+def test_render_only_redraws_the_same_document_from_the_store(
+    service: str, smoke_run: SmokeRun
+) -> None:
     code, output, _ = _reproduce(service, smoke_run.out, "--render-only")
     assert code == 0, output
     assert smoke_run.out.read_text() == smoke_run.doc
@@ -154,8 +163,9 @@ def test_rerunning_one_study_keeps_the_other_sections(service: str, smoke_run: S
             assert _section(doc, name) == _section(smoke_run.doc, name), name
 
 
-@pytest.mark.skipif(FINETUNE_PROBLEM is not None,
-                    reason=f"finetune-mini smoke cannot run here: {FINETUNE_PROBLEM}")
+@pytest.mark.skipif(
+    FINETUNE_PROBLEM is not None, reason=f"finetune-mini smoke cannot run here: {FINETUNE_PROBLEM}"
+)
 def test_finetune_smoke_section(smoke_run: SmokeRun) -> None:
     sec = _section(smoke_run.doc, "finetune-mini")
     assert "![finetune-mini](img/results/finetune-mini.png)" in sec
@@ -167,8 +177,9 @@ def test_seed_offset_runs_other_seeds_and_says_so(service: str, smoke_run: Smoke
     spec's seeds are shifted (nothing is reused: other seeds are other trials), and both the
     header and the study's section say so."""
     out = smoke_run.out.parent / "offset" / "RESULTS.md"
-    code, output, _ = _reproduce(service, out, "--smoke", "--studies", "fig2a-mini",
-                                 "--seed-offset", "3")
+    code, output, _ = _reproduce(
+        service, out, "--smoke", "--studies", "fig2a-mini", "--seed-offset", "3"
+    )
     assert code == 0, output
     rec = json.loads((out.parent / "results.json").read_text())["studies"]["fig2a-mini"]
     smoke_seed = prepare_study(STUDIES["fig2a-mini"], smoke=True)[1].spec.seeds

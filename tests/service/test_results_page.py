@@ -29,13 +29,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadServer]:
     # 4 trials x 12 reports written over 24 s: the page sees the experiment run for a while
-    srv = LoadServer(tmp_path_factory.mktemp("page"), write_s=24.0, writer="thread",
-                     sse_poll_s=0.3)
-    srv.start()
-    try:
+    with LoadServer(
+        tmp_path_factory.mktemp("page"), write_s=24.0, writer="thread", sse_poll_s=0.3
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +42,12 @@ def browser() -> Iterator[Browser]:
 
 
 def _submit(server: LoadServer, name: str, epochs: int) -> str:
-    r = httpx.post(f"{server.url}/v1/experiments", json=submission_body(name, (0, 1), epochs),
-                   headers=AUTH, timeout=30)
+    r = httpx.post(
+        f"{server.url}/v1/experiments",
+        json=submission_body(name, (0, 1), epochs),
+        headers=AUTH,
+        timeout=30,
+    )
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
 
@@ -58,8 +59,9 @@ def _screenshot_dir(tmp_path: Path) -> Path:
     return out
 
 
-def test_charts_render_and_update_while_results_arrive(server: LoadServer, browser: Browser,
-                                                       tmp_path: Path) -> None:
+def test_charts_render_and_update_while_results_arrive(
+    server: LoadServer, browser: Browser, tmp_path: Path
+) -> None:
     exp_id = _submit(server, "page-live", epochs=12)
     url = f"{server.url}/experiments/{exp_id}"
     # One page, watched until it has redrawn with more points than its first drawing had.
@@ -77,17 +79,26 @@ def test_charts_render_and_update_while_results_arrive(server: LoadServer, brows
     # Once complete: both cells of the phase diagram with n = 2 seeds, 4 trials complete.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if httpx.get(f"{server.url}/v1/experiments/{exp_id}",
-                     timeout=30).json()["status"] == "complete":
+        if (
+            httpx.get(f"{server.url}/v1/experiments/{exp_id}", timeout=30).json()["status"]
+            == "complete"
+        ):
             break
         time.sleep(0.5)
     done = _screenshot_dir(tmp_path) / "results-page-complete.png"
-    browser.html_when(url, "#charts", "document.querySelectorAll('#trials tr.state-complete')"
-                      ".length === 4 && Number(el.dataset.points) === 48", screenshot=done)
+    browser.html_when(
+        url,
+        "#charts",
+        "document.querySelectorAll('#trials tr.state-complete')"
+        ".length === 4 && Number(el.dataset.points) === 48",
+        screenshot=done,
+    )
     phase = browser.evaluate_when(
-        url, "document.querySelectorAll('#trials tr.state-complete').length === 4 && "
-             "document.getElementById('phase').data?.length > 0",
-        "document.getElementById('phase').data.map(t => ({x: t.x, n: t.text}))")
+        url,
+        "document.querySelectorAll('#trials tr.state-complete').length === 4 && "
+        "document.getElementById('phase').data?.length > 0",
+        "document.getElementById('phase').data.map(t => ({x: t.x, n: t.text}))",
+    )
     assert phase == [{"x": [10, 100], "n": ["n=2", "n=2"]}]
     assert done.stat().st_size > 20_000  # every report of every trial drawn (48 points)
 

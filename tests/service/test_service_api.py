@@ -51,8 +51,11 @@ def test_idempotency_key_returns_the_same_experiment(harness: Harness) -> None:
     other = harness.submit(small_spec(name="other"), headers={"Idempotency-Key": "k-1"})
     assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
     # Keys are per submitter: bob's k-1 is a new experiment.
-    bob = harness.client.post("/v1/experiments", json=small_spec(), headers={
-        "Authorization": "Bearer bob-token-4567", "Idempotency-Key": "k-1"})
+    bob = harness.client.post(
+        "/v1/experiments",
+        json=small_spec(),
+        headers={"Authorization": "Bearer bob-token-4567", "Idempotency-Key": "k-1"},
+    )
     assert bob.status_code == 202 and bob.json()["id"] != first.json()["id"]
     assert harness.registry_rows() == 2
 
@@ -92,8 +95,9 @@ def test_concurrent_submissions_cannot_overrun_the_quota(harness: Harness) -> No
 
     registry.count_active = slow_count
     with ThreadPoolExecutor(6) as pool:
-        codes = list(pool.map(lambda i: harness.submit(small_spec(name=f"c{i}")).status_code,
-                              range(6)))
+        codes = list(
+            pool.map(lambda i: harness.submit(small_spec(name=f"c{i}")).status_code, range(6))
+        )
     assert sorted(codes) == [202, 202, 202, 409, 409, 409]  # max_concurrent=3
     assert harness.registry_rows() == 3
 
@@ -182,8 +186,9 @@ def test_events_stream_resumes_and_ends_with_status(harness: Harness) -> None:
     assert [e["id"] for e in events[:-1]] == ["1", "2", "3", "4"]
     assert events[-1]["event"] == "status"
     assert json.loads(events[-1]["data"])["status"] == "complete"
-    resumed = _sse(harness.client.get(f"/v1/experiments/{exp_id}/events",
-                                      headers={"Last-Event-ID": "2"}).text)
+    resumed = _sse(
+        harness.client.get(f"/v1/experiments/{exp_id}/events", headers={"Last-Event-ID": "2"}).text
+    )
     assert [e.get("id") for e in resumed] == ["3", "4", None]
 
 

@@ -21,7 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 from browser import Browser, chromium_path, open_browser
-from uvicorn_proc import stop_process, wait_healthy
+from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
 
 from service.local_ray import free_port
 
@@ -42,17 +42,20 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ,
-                   DIVSWEEP_STATE_DIR=str(self.state_dir),
-                   DIVSWEEP_DASHBOARD_URL=self.dashboard_url,
-                   DIVSWEEP_TOKENS=json.dumps({"e2e": TOKEN}),
-                   DIVSWEEP_JOB_PYTHON=sys.executable,
-                   DIVSWEEP_SSE_POLL_S="0.3")
+        env = dict(
+            os.environ,
+            DIVSWEEP_STATE_DIR=str(self.state_dir),
+            DIVSWEEP_DASHBOARD_URL=self.dashboard_url,
+            DIVSWEEP_TOKENS=json.dumps({"e2e": TOKEN}),
+            DIVSWEEP_JOB_PYTHON=sys.executable,
+            DIVSWEEP_SSE_POLL_S="0.3",
+        )
         log = open(self.state_dir / f"uvicorn-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_from_env",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            uvicorn_command("service.app:app_from_env", self.port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         wait_healthy(self.proc, self.url, 60, self.log_text)
 
@@ -66,8 +69,9 @@ class ServiceProcess:
             self.proc.wait()
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:]
-                         for p in self.state_dir.glob("uvicorn-*.log"))
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:] for p in self.state_dir.glob("uvicorn-*.log")
+        )
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(self.url + path, timeout=60, **kw)
@@ -86,12 +90,17 @@ def service(ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         svc.stop()
 
 
-def _events(svc: ServiceProcess, exp_id: str, timeout_s: float = 300,
-            last_event_id: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _events(
+    svc: ServiceProcess, exp_id: str, timeout_s: float = 300, last_event_id: int | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) pairs from the SSE stream until it ends (after ``last_event_id``)."""
     headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
-    with httpx.stream("GET", f"{svc.url}/v1/experiments/{exp_id}/events", headers=headers,
-                      timeout=httpx.Timeout(10, read=timeout_s)) as r:
+    with httpx.stream(
+        "GET",
+        f"{svc.url}/v1/experiments/{exp_id}/events",
+        headers=headers,
+        timeout=httpx.Timeout(10, read=timeout_s),
+    ) as r:
         assert r.status_code == 200
         event = ""
         for line in r.iter_lines():
@@ -137,8 +146,9 @@ def test_submit_stream_and_download(service: ServiceProcess) -> None:
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
 
-def test_cancel_running_experiment(service: ServiceProcess, ray_head: Any,
-                                   browser: Browser | None) -> None:
+def test_cancel_running_experiment(
+    service: ServiceProcess, ray_head: Any, browser: Browser | None
+) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     # Long enough (many epochs) that it is still running when cancelled.
@@ -153,10 +163,13 @@ def test_cancel_running_experiment(service: ServiceProcess, ray_head: Any,
         # once on load and again whenever its event stream delivers a new result, so a second
         # refresh with more results than the page was rendered with proves the live path.
         row = browser.html_when(
-            f"{service.url}/", f'tr[data-id="{exp_id}"]',
+            f"{service.url}/",
+            f'tr[data-id="{exp_id}"]',
             "(el.dataset.initial ??= el.dataset.results) && "
             "Number(el.dataset.refreshed) >= 2 && el.dataset.status === 'running' && "
-            "Number(el.dataset.results) > Number(el.dataset.initial)", timeout_s=120)
+            "Number(el.dataset.results) > Number(el.dataset.initial)",
+            timeout_s=120,
+        )
         assert " running, " in row and "trials done" in row, row
     r = service.post(f"/v1/experiments/{exp_id}/cancel")
     assert r.status_code == 200, r.text
@@ -181,8 +194,7 @@ def test_restart_keeps_experiments(service: ServiceProcess) -> None:
     service.start()
     for k, old in before.items():
         new = service.get(f"/v1/experiments/{STATE[k]}").json()
-        for field in ("id", "name", "status", "spec_hash", "ray_job_id", "submitter",
-                      "created_at"):
+        for field in ("id", "name", "status", "spec_hash", "ray_job_id", "submitter", "created_at"):
             assert new[field] == old[field], (k, field)
     rows = service.get(f"/v1/experiments/{STATE['cancelled']}/results").json()["rows"]
     assert len(rows) == STATE["cancelled_rows"]
@@ -226,19 +238,26 @@ def test_killed_service_restarts_with_registry_rows_and_stream_intact(
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="Debian package `chromium` is not installed")
-def test_results_page_in_headless_chromium(service: ServiceProcess, browser: Browser | None,
-                                           tmp_path: Path) -> None:
+def test_results_page_in_headless_chromium(
+    service: ServiceProcess, browser: Browser | None, tmp_path: Path
+) -> None:
     assert "done" in STATE and browser is not None, "needs test_submit_stream_and_download"
     exp_id = STATE["done"]
-    row = browser.html_when(f"{service.url}/", f'tr[data-id="{exp_id}"]',
-                            "el.dataset.refreshed && el.dataset.status === 'complete'")
+    row = browser.html_when(
+        f"{service.url}/",
+        f'tr[data-id="{exp_id}"]',
+        "el.dataset.refreshed && el.dataset.status === 'complete'",
+    )
     assert "smoke" in row and "2/2 trials done" in row, row
     # The experiment's own page: Plotly's charts drawn from the real sweep's results.
     shot = tmp_path / "smoke-page.png"
     charts = browser.html_when(
-        f"{service.url}/experiments/{exp_id}", "#charts",
+        f"{service.url}/experiments/{exp_id}",
+        "#charts",
         "Number(el.dataset.points) > 0 && document.querySelectorAll('#trials tbody tr').length"
-        " === 2 && document.getElementById('phase').data?.length > 0", screenshot=shot)
+        " === 2 && document.getElementById('phase').data?.length > 0",
+        screenshot=shot,
+    )
     assert "state-complete" in charts and shot.stat().st_size > 10_000
     table = browser.html_when(f"{service.url}/experiments/{exp_id}", "#summary", "true")
     assert table.count("<tr>") == 1 + 2  # header + two grid cells

@@ -27,8 +27,9 @@ def _with(path: str, value: Any, spec: dict[str, Any] | None = None) -> dict[str
 
 
 def _post(h: Harness, raw: bytes | str) -> Any:
-    return h.client.post("/v1/experiments", content=raw,
-                         headers={**AUTH, "Content-Type": "application/json"})
+    return h.client.post(
+        "/v1/experiments", content=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
 
 
 def _refused(h: Harness, raw: bytes | str, status: int, field: str) -> dict[str, Any]:
@@ -119,15 +120,24 @@ SIZE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "path", "value", "field"), SIZE_CASES,
-                         ids=[c[0] for c in SIZE_CASES])
+@pytest.mark.parametrize(
+    ("case", "path", "value", "field"), SIZE_CASES, ids=[c[0] for c in SIZE_CASES]
+)
 def test_size_quotas(tmp_path: Path, case: str, path: str, value: Any, field: str) -> None:
-    h = Harness(tmp_path, max_trials=16, max_examples=100_000, max_test_examples=100_000,
-                max_seq_len=2048, max_params=10**9, max_layers=64)
+    h = Harness(
+        tmp_path,
+        max_trials=16,
+        max_examples=100_000,
+        max_test_examples=100_000,
+        max_seq_len=2048,
+        max_params=10**9,
+        max_layers=64,
+    )
     spec = _with(path, value)
     if path.startswith("train.n_"):
         spec["train"] |= {"model": None, "n_layer": 2, "n_head": 2, "n_embd": 32} | {
-            path.split(".")[1]: value}
+            path.split(".")[1]: value
+        }
     if path == "data.z_len":
         spec["train"]["n_positions"] = 20_000
     with h.client:
@@ -154,7 +164,8 @@ def roots(tmp_path: Path) -> dict[str, Path]:
     allowed = tmp_path / "models"
     (allowed / "gpt").mkdir(parents=True)
     GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=50).save_pretrained(
-        allowed / "gpt")
+        allowed / "gpt"
+    )
     outside = tmp_path / "secret"
     outside.mkdir()
     (allowed / "escape").symlink_to(outside, target_is_directory=True)
@@ -168,20 +179,27 @@ def _init_spec(init: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("which", ["/etc", "outside", "dotdot", "symlink", "relative", "home"])
-def test_paths_outside_the_model_roots_are_422(tmp_path: Path, roots: dict[str, Path],
-                                               which: str) -> None:
+def test_paths_outside_the_model_roots_are_422(
+    tmp_path: Path, roots: dict[str, Path], which: str
+) -> None:
     allowed = roots["allowed"]
-    init = {"/etc": "/etc", "outside": str(roots["outside"]),
-            "dotdot": f"{allowed}/gpt/../../secret", "symlink": str(allowed / "escape"),
-            "relative": "models/gpt", "home": "~/.ssh"}[which]
+    init = {
+        "/etc": "/etc",
+        "outside": str(roots["outside"]),
+        "dotdot": f"{allowed}/gpt/../../secret",
+        "symlink": str(allowed / "escape"),
+        "relative": "models/gpt",
+        "home": "~/.ssh",
+    }[which]
     h = Harness(tmp_path / "svc", max_trials=16, model_roots=[str(allowed)])
     with h.client:
         body = _refused(h, json.dumps(_init_spec(init)), 422, "train.init")
         assert "DIVSWEEP_MODEL_ROOTS" in body["detail"]
 
 
-def test_paths_in_axes_and_preset_overrides_are_checked(tmp_path: Path,
-                                                        roots: dict[str, Path]) -> None:
+def test_paths_in_axes_and_preset_overrides_are_checked(
+    tmp_path: Path, roots: dict[str, Path]
+) -> None:
     h = Harness(tmp_path / "svc", max_trials=16, model_roots=[str(roots["allowed"])])
     spec = _init_spec(str(roots["allowed"] / "gpt"))
     spec["axes"] = [{"field": "train.init", "values": [str(roots["allowed"] / "gpt"), "/etc"]}]
@@ -195,8 +213,7 @@ def test_paths_in_axes_and_preset_overrides_are_checked(tmp_path: Path,
 def test_no_roots_means_only_builtin_models(tmp_path: Path, roots: dict[str, Path]) -> None:
     h = Harness(tmp_path / "svc", max_trials=16)
     with h.client:
-        body = _refused(h, json.dumps(_init_spec(str(roots["allowed"] / "gpt"))), 422,
-                        "train.init")
+        body = _refused(h, json.dumps(_init_spec(str(roots["allowed"] / "gpt"))), 422, "train.init")
         assert "only builtin models" in body["detail"]
         spec = _init_spec("divsweep:smoke-lm")
         spec["train"]["max_steps"], spec["train"]["epochs"] = 2, None
@@ -210,8 +227,9 @@ def test_a_path_inside_a_root_is_accepted(tmp_path: Path, roots: dict[str, Path]
         assert r.status_code == 202, r.text
         (roots["allowed"] / "junk").mkdir()
         (roots["allowed"] / "junk" / "config.json").write_text("{}")
-        body = _refused(h, json.dumps(_init_spec(str(roots["allowed"] / "junk"))), 422,
-                        "train.init")
+        body = _refused(
+            h, json.dumps(_init_spec(str(roots["allowed"] / "junk"))), 422, "train.init"
+        )
         assert "config.json" in body["detail"]
     assert os.path.realpath(roots["allowed"] / "escape") == str(roots["outside"])
 
@@ -221,15 +239,20 @@ RESOURCE_CASES = [
     ("more CPUs than any node", {"resources": {"cpus": 64}}, "resources.cpus"),
     ("a GPU on a cluster without", {"resources": {"gpu": 1}}, "resources.gpu"),
     ("gpu auto without GPUs", {"resources": {"gpu": "auto"}}, "resources.gpu"),
-    ("cuda without a GPU share", {"train": {"model": "nano", "epochs": 1, "device": "cuda"}},
-     "train.device"),
+    (
+        "cuda without a GPU share",
+        {"train": {"model": "nano", "epochs": 1, "device": "cuda"}},
+        "train.device",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "extra", "field"), RESOURCE_CASES,
-                         ids=[c[0] for c in RESOURCE_CASES])
-def test_infeasible_resources_are_422(harness: Harness, case: str, extra: dict[str, Any],
-                                      field: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "extra", "field"), RESOURCE_CASES, ids=[c[0] for c in RESOURCE_CASES]
+)
+def test_infeasible_resources_are_422(
+    harness: Harness, case: str, extra: dict[str, Any], field: str
+) -> None:
     body = _refused(harness, json.dumps(small_spec(**extra)), 422, field)
     assert "node" in body["detail"] or "GPU" in body["detail"]
 
@@ -239,8 +262,7 @@ def test_autoscaler_node_types_make_a_request_feasible(tmp_path: Path) -> None:
     with h.client:
         assert h.submit(small_spec(resources={"cpus": 4, "gpu": 0.5})).status_code == 202
         _refused(h, json.dumps(small_spec(resources={"cpus": 16})), 422, "resources.cpus")
-        _refused(h, json.dumps(small_spec(resources={"cpus": 4, "gpu": 2})), 422,
-                 "resources.gpu")
+        _refused(h, json.dumps(small_spec(resources={"cpus": 4, "gpu": 2})), 422, "resources.gpu")
 
 
 def test_unknown_cluster_does_not_refuse(harness: Harness) -> None:

@@ -24,14 +24,25 @@ from pathlib import Path
 import pytest
 from loadgen import LoadConfig, format_report, run_against_new_server
 
-CONFIG = LoadConfig(duration_s=20, submit_window_s=10, drain_s=15, submitters=3,
-                    submissions_each=4, status_readers=8, results_readers=4, listers=1,
-                    think_s=0.02, max_requests=20_000, write_s=4.0)
+CONFIG = LoadConfig(
+    duration_s=20,
+    submit_window_s=10,
+    drain_s=15,
+    submitters=3,
+    submissions_each=4,
+    status_readers=8,
+    results_readers=4,
+    listers=1,
+    think_s=0.02,
+    max_requests=20_000,
+    write_s=4.0,
+)
 
 
 @pytest.mark.timeout(120)
-def test_concurrent_readers_and_submitters(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_concurrent_readers_and_submitters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     t0 = time.monotonic()
     report = run_against_new_server(tmp_path / "state", CONFIG, writer="thread")
     with capsys.disabled():
@@ -43,8 +54,14 @@ def test_concurrent_readers_and_submitters(tmp_path: Path,
     assert report.quota_refusals == 0  # the server's quota is set above the load
     assert len(report.experiments) == CONFIG.submitters * CONFIG.submissions_each
     assert report.rows_verified == sum(e.n_rows for e in report.experiments.values())
-    for name in ("POST submit", "POST submit (retry)", "GET status", "GET results", "GET list",
-                 "GET events (connect)"):
+    for name in (
+        "POST submit",
+        "POST submit (retry)",
+        "GET status",
+        "GET results",
+        "GET list",
+        "GET events (connect)",
+    ):
         assert report.stats[name].latencies, f"no {name} requests were made"
     # Only the expected 4xx: 404 from /results before a writer created its experiment.
     n_4xx = sum(n for s in report.stats.values() for c, n in s.codes.items() if 400 <= c < 500)

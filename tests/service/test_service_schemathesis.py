@@ -33,14 +33,18 @@ def test_no_server_errors(tmp_path: Path, mode: schemathesis.GenerationMode, tar
     source = schema if target == "all" else schema["/v1/experiments"]["POST"]
 
     @given(case=source.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case: schemathesis.Case) -> None:
         seen.add(f"{case.method} {case.path}")
         for headers in (AUTH, {}):
             response = case.call(headers=headers)
-            assert response.status_code < 500, (case.method, case.formatted_path,
-                                                response.text[:500])
+            assert response.status_code < 500, (
+                case.method,
+                case.formatted_path,
+                response.text[:500],
+            )
             if response.status_code >= 400:
                 body = response.json()
                 assert {"error", "detail", "fields"} <= body.keys(), body
@@ -49,22 +53,28 @@ def test_no_server_errors(tmp_path: Path, mode: schemathesis.GenerationMode, tar
     assert len(seen) >= (5 if target == "all" else 1), seen
 
 
-@pytest.mark.parametrize(("data", "train", "accepted"), [
-    ({"examples_per_instruction": 10}, {"epochs": 1}, True),
-    ({"n_examples": 100}, {"max_steps": 5}, True),
-    ({"examples_per_instruction": 10, "n_examples": 100}, {"epochs": 1}, False),
-    ({}, {"epochs": 1}, False),
-    ({"examples_per_instruction": 10}, {"epochs": 1, "max_steps": 5}, False),
-    ({"examples_per_instruction": 10}, {}, False),
-])
-def test_schema_states_the_exactly_one_rules(tmp_path: Path, data: dict[str, int],
-                                             train: dict[str, int], accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("data", "train", "accepted"),
+    [
+        ({"examples_per_instruction": 10}, {"epochs": 1}, True),
+        ({"n_examples": 100}, {"max_steps": 5}, True),
+        ({"examples_per_instruction": 10, "n_examples": 100}, {"epochs": 1}, False),
+        ({}, {"epochs": 1}, False),
+        ({"examples_per_instruction": 10}, {"epochs": 1, "max_steps": 5}, False),
+        ({"examples_per_instruction": 10}, {}, False),
+    ],
+)
+def test_schema_states_the_exactly_one_rules(
+    tmp_path: Path, data: dict[str, int], train: dict[str, int], accepted: bool
+) -> None:
     """The published schema accepts a spec exactly when the service does (budget: one of
     examples_per_instruction / n_examples; length: one of epochs / max_steps)."""
     h = Harness(tmp_path, max_trials=16, max_examples=100_000)
     openapi = h.client.get("/openapi.json").json()
-    schema = {**openapi["components"]["schemas"]["ExperimentSpec"],
-              "components": openapi["components"]}
+    schema = {
+        **openapi["components"]["schemas"]["ExperimentSpec"],
+        "components": openapi["components"],
+    }
     spec = small_spec()
     for k in ("examples_per_instruction", "n_examples"):
         spec["data"].pop(k, None)

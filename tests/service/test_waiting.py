@@ -26,24 +26,43 @@ from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_st
 RAY_STATUS: dict[str, Any] = {
     "autoscalingStatus": "Cluster status: 0 nodes\n - ResourceUsage: 1.0/1.0 CPU ...",
     "autoscalingError": None,
-    "clusterStatus": {"loadMetricsReport": {
-        "usage": {"memory": [0.0, 17387254170.0], "node:InternalHead": [0.0, 1.0],
-                  "objectStoreMemory": [0.0, 7451680358.0], "node:192.0.2.2": [0.0, 1.0],
-                  "CPU": [1.0, 1.0]},
-        "resourceDemand": [[{"CPU": 1.0}, 1], [{"CPU": 4.0}, 1]],
-        "pgDemand": [[{"bundles": [[{"CPU": 1.0}, 2]], "strategy": "PACK"}, 1]],
-        "requestDemand": [],
-        "nodeTypes": [[{"object_store_memory": 7451680358.0, "node:192.0.2.2": 1.0,
-                        "memory": 17387254170.0, "node:__internal_head__": 1.0, "CPU": 1.0}, 1]],
-    }},
+    "clusterStatus": {
+        "loadMetricsReport": {
+            "usage": {
+                "memory": [0.0, 17387254170.0],
+                "node:InternalHead": [0.0, 1.0],
+                "objectStoreMemory": [0.0, 7451680358.0],
+                "node:192.0.2.2": [0.0, 1.0],
+                "CPU": [1.0, 1.0],
+            },
+            "resourceDemand": [[{"CPU": 1.0}, 1], [{"CPU": 4.0}, 1]],
+            "pgDemand": [[{"bundles": [[{"CPU": 1.0}, 2]], "strategy": "PACK"}, 1]],
+            "requestDemand": [],
+            "nodeTypes": [
+                [
+                    {
+                        "object_store_memory": 7451680358.0,
+                        "node:192.0.2.2": 1.0,
+                        "memory": 17387254170.0,
+                        "node:__internal_head__": 1.0,
+                        "CPU": 1.0,
+                    },
+                    1,
+                ]
+            ],
+        }
+    },
 }
 
 
 def test_ray_status_parsed_into_demands_with_infeasibility() -> None:
     view = parse_cluster_status(RAY_STATUS)
     got = [(d.kind, d.resources, d.count, d.infeasible) for d in view.demands]
-    assert got == [("task", {"CPU": 1.0}, 1, False), ("task", {"CPU": 4.0}, 1, True),
-                   ("placement_group", {"CPU": 1.0}, 2, False)]
+    assert got == [
+        ("task", {"CPU": 1.0}, 1, False),
+        ("task", {"CPU": 4.0}, 1, True),
+        ("placement_group", {"CPU": 1.0}, 2, False),
+    ]
     assert view.usage == {"memory": (0.0, 17387254170.0), "CPU": (1.0, 1.0)}
     # a node type the autoscaler may add makes the 4-CPU request feasible
     grown = parse_cluster_status(RAY_STATUS, node_types=[{"CPU": 8.0}])
@@ -60,8 +79,15 @@ def test_own_demands_match_the_trial_shape() -> None:
     assert [d.count for d in own_demands(view, {"CPU": 1.0})] == [1, 2]
     assert [d.count for d in own_demands(view, {"CPU": 4.0})] == [1]
     assert own_demands(view, {"CPU": 2.0}) == []
-    gpu = parse_cluster_status({"clusterStatus": {"loadMetricsReport": {
-        "pgDemand": [[{"bundles": [[{"CPU": 1.0, "GPU": 0.25}, 1]]}, 3]]}}})
+    gpu = parse_cluster_status(
+        {
+            "clusterStatus": {
+                "loadMetricsReport": {
+                    "pgDemand": [[{"bundles": [[{"CPU": 1.0, "GPU": 0.25}, 1]]}, 3]]
+                }
+            }
+        }
+    )
     assert own_demands(gpu, {"CPU": 1.0, "GPU": 1.0}) == []
     assert [d.count for d in own_demands(gpu, {"CPU": 1.0, "GPU": 1.0}, gpu_auto=True)] == [3]
 
@@ -73,8 +99,7 @@ def test_describe_wait_names_the_reason() -> None:
     assert "1 other queued request(s)" in queued and "CPU 1/1" in queued
     assert "cannot place a trial's request {CPU: 4}" in describe_wait({"CPU": 4.0}, 9, view)
     assert "none of this experiment's shape {CPU: 2}" in describe_wait({"CPU": 2.0}, 9, view)
-    assert "reports no queued request" in describe_wait({"CPU": 1.0}, 9,
-                                                        parse_cluster_status({}))
+    assert "reports no queued request" in describe_wait({"CPU": 1.0}, 9, parse_cluster_status({}))
     assert "cluster status is unavailable" in describe_wait({"CPU": 1.0}, 9, None)
 
 
@@ -101,8 +126,12 @@ def test_status_reports_waiting_with_rays_reason(waiting_harness: Harness) -> No
     assert body["status"] == "running" and body["progress"]["running"] == 0
     w = body["waiting"]
     assert w["request"] == {"CPU": 1.0} and w["infeasible"] is False
-    assert {"kind": "placement_group", "resources": {"CPU": 1.0}, "count": 2,
-            "infeasible": False} in w["demands"]
+    assert {
+        "kind": "placement_group",
+        "resources": {"CPU": 1.0},
+        "count": 2,
+        "infeasible": False,
+    } in w["demands"]
     assert "Ray queues 3 requests of {CPU: 1}" in w["detail"]
     assert "Waiting for resources" in h.client.get(f"/experiments/{exp_id}").text
 
@@ -169,8 +198,9 @@ time.sleep(600)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve(tmp_path_factory.mktemp("serve"), num_cpus=2,
-               env={"DIVSWEEP_RESOURCE_WAIT_S": "3"}) as s:
+    with serve(
+        tmp_path_factory.mktemp("serve"), num_cpus=2, env={"DIVSWEEP_RESOURCE_WAIT_S": "3"}
+    ) as s:
         yield s
 
 
@@ -182,8 +212,13 @@ def test_real_cluster_reports_queued_trials_then_runs_them(served: Served) -> No
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(served.state / "ray-token")}
     out = served.state / "holder.log"
     with open(out, "wb") as f:
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, served.ray_address], env=env,
-                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, served.ray_address],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 90
         while "held\n" not in out.read_text() and time.monotonic() < deadline:
@@ -191,8 +226,9 @@ def test_real_cluster_reports_queued_trials_then_runs_them(served: Served) -> No
             time.sleep(0.5)
         assert "held\n" in out.read_text(), out.read_text()
         auth = {"Authorization": f"Bearer {served.token}"}
-        r = httpx.post(f"{served.url}/v1/experiments", json={"preset": "smoke"}, headers=auth,
-                       timeout=60)
+        r = httpx.post(
+            f"{served.url}/v1/experiments", json={"preset": "smoke"}, headers=auth, timeout=60
+        )
         assert r.status_code == 202, r.text
         exp_id = r.json()["id"]
         waiting = None

@@ -59,6 +59,37 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait()
 
 
+def uvicorn_command(factory: str, port: int, *extra: str) -> list[str]:
+    """``python -m uvicorn --factory FACTORY`` on 127.0.0.1:``port`` with warnings only, plus
+    ``extra`` options (``--app-dir``, ``--no-access-log``, ...)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM a process started in a session of its own (`divsweep serve` stops its Ray head
+    on the way out), SIGKILL to its whole group after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @dataclass(frozen=True)
 class Served:
     """A running ``divsweep serve`` with its own Ray head (`serve`)."""
@@ -76,26 +107,40 @@ def serve(state: Path, num_cpus: int, env: dict[str, str] | None = None) -> Iter
     token mode); stopped with SIGTERM (which stops the head), SIGKILL to the group after 60 s.
     ``env`` adds ``DIVSWEEP_*`` settings."""
     port = free_port()
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DIVSWEEP_", "RAY_AUTH", "RAY_ADDRESS"))
+    }
     full |= {"DIVSWEEP_STATE_DIR": str(state), "DIVSWEEP_SSE_POLL_S": "0.3", **(env or {})}
     log = open(state / "serve.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("divsweep")), "serve", "--port", str(port),
-         "--num-cpus", str(num_cpus), "--log-level", "warning"],
-        env=full, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).with_name("divsweep")),
+            "serve",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(num_cpus),
+            "--log-level",
+            "warning",
+        ],
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, url, 180, lambda: (state / "serve.log").read_text(errors="replace"))
         head = json.loads((state / "ray-head.json").read_text())
-        yield Served(url, state, (state / "token").read_text().strip(), head["dashboard_url"],
-                     head["address"])
+        yield Served(
+            url,
+            state,
+            (state / "token").read_text().strip(),
+            head["dashboard_url"],
+            head["address"],
+        )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
         log.close()

@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 TINY_DATA: dict[str, Any] = {
-    "alphabet": "abcdefgh", "z_len": [4, 10], "x_len": [2, 3], "y_len": [1, 3],
-    "n_instructions": 10, "examples_per_instruction": 10, "test": {"n_test": 20},
+    "alphabet": "abcdefgh",
+    "z_len": [4, 10],
+    "x_len": [2, 3],
+    "y_len": [1, 3],
+    "n_instructions": 10,
+    "examples_per_instruction": 10,
+    "test": {"n_test": 20},
 }
 TINY_TRAIN: dict[str, Any] = {"model": "nano", "epochs": 1, "device": "cpu"}
 
@@ -35,8 +40,13 @@ def in_process_ray(num_cpus: int, num_gpus: int = 0, ship: tuple[Any, ...] = ())
     for module in ship:
         cloudpickle.register_pickle_by_value(module)
     saved = os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-             log_to_driver=False, object_store_memory=128 * 1024 * 1024)
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=128 * 1024 * 1024,
+    )
     try:
         yield
     finally:

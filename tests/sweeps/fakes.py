@@ -31,8 +31,9 @@ def learning_curve(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_d
         report({"step": i, "score": quality * i / 8}, None)
 
 
-def fail_on_many_rules(plan: TrialPlan, report: Report, checkpoint_dir: str,
-                       cache_dir: str) -> None:
+def fail_on_many_rules(
+    plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str
+) -> None:
     """n_instructions >= 100: report once, then always raise (to test failed rows).
 
     Otherwise: the first attempt writes a checkpoint, reports it and crashes; the retry must find
@@ -62,8 +63,9 @@ def metrics_of(rows: list[Mapping[str, Any]], key: str) -> list[Any]:
     return [r[key] for r in rows if key in r]
 
 
-def generate_then_report(plan: TrialPlan, report: Report, checkpoint_dir: str,
-                         cache_dir: str) -> None:
+def generate_then_report(
+    plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str
+) -> None:
     """Gets the data set the way the real trial does, then reports its size (no training)."""
     from data import cached_generate
 
@@ -80,8 +82,15 @@ def slow_reports(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir
         report({"step": i, "test_acc": 0.0}, None)
 
 
-def paced_trainer(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str, *,
-                  markers: str, pace_s: float = 0.5) -> None:
+def paced_trainer(
+    plan: TrialPlan,
+    report: Report,
+    checkpoint_dir: str,
+    cache_dir: str,
+    *,
+    markers: str,
+    pace_s: float = 0.5,
+) -> None:
     """The real trial (data + `trainer.train`), with a pause after each report.
 
     The pause changes no number; it only widens the window in which a fault test kills things
@@ -104,8 +113,14 @@ def paced_trainer(plan: TrialPlan, report: Report, checkpoint_dir: str, cache_di
             resumed = int(json.load(f)["step"])
     os.makedirs(markers, exist_ok=True)
     with open(os.path.join(markers, f"{plan.trial_key[:12]}-{os.getpid()}.json"), "w") as f:
-        json.dump({"resumed_from": resumed, "time": time.time(),
-                   "node_id": ray.get_runtime_context().get_node_id()}, f)
+        json.dump(
+            {
+                "resumed_from": resumed,
+                "time": time.time(),
+                "node_id": ray.get_runtime_context().get_node_id(),
+            },
+            f,
+        )
 
     def paced(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
         report(metrics, checkpoint)

@@ -23,8 +23,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     cloudpickle.register_pickle_by_value(fakes)  # Ray workers cannot import the test modules
     spec = ExperimentSpec.model_validate_json(Path(spec_file).read_text())
-    run_experiment(spec, exp_id, uri, trial_fn=partial(fakes.paced_trainer, markers=markers),
-                   verbose=0)
+    run_experiment(
+        spec, exp_id, uri, trial_fn=partial(fakes.paced_trainer, markers=markers), verbose=0
+    )
 
 
 if __name__ == "__main__":

@@ -15,19 +15,30 @@ from sweeps.store import ResultsStore, TrialRecord, open_store
 
 def _store(spec: ExperimentSpec) -> ResultsStore:
     store = open_store(f"memory://charts-{uuid.uuid4().hex}")
-    store.create_experiment("e", name=spec.name, spec_json=spec.spec_json,
-                            spec_hash=spec.spec_hash)
+    store.create_experiment("e", name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash)
     return store
 
 
-def _put(store: ResultsStore, tid: str, params: dict[str, object], state: str,
-         accs: list[float], **extra: object) -> None:
-    store.put_trial(TrialRecord("e", tid, f"k-{tid}", json.dumps(params), "", state,
-                                **extra))  # type: ignore[arg-type]
+def _put(
+    store: ResultsStore,
+    tid: str,
+    params: dict[str, object],
+    state: str,
+    accs: list[float],
+    **extra: object,
+) -> None:
+    store.put_trial(TrialRecord("e", tid, f"k-{tid}", json.dumps(params), "", state, **extra))  # type: ignore[arg-type]
     for step, acc in enumerate(accs, 1):
-        store.append_metrics("e", tid, {"step": step * 10, "test_acc": acc,
-                                        "train_acc": min(1.0, acc + 0.2),
-                                        "train_loss": 1.0 / step})
+        store.append_metrics(
+            "e",
+            tid,
+            {
+                "step": step * 10,
+                "test_acc": acc,
+                "train_acc": min(1.0, acc + 0.2),
+                "train_loss": 1.0 / step,
+            },
+        )
 
 
 def _charts(store: ResultsStore, spec: ExperimentSpec) -> dict[str, object]:
@@ -35,12 +46,18 @@ def _charts(store: ResultsStore, spec: ExperimentSpec) -> dict[str, object]:
 
 
 def test_grid_phase_curves_trials_with_errors_and_reuse() -> None:
-    spec = spec_from_dict(tiny_spec(
-        axes=[{"field": "data.n_instructions", "values": [10, 40]}],
-        budget={"total_examples": 400}, seeds=[0, 1]))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[{"field": "data.n_instructions", "values": [10, 40]}],
+            budget={"total_examples": 400},
+            seeds=[0, 1],
+        )
+    )
     st = _store(spec)
-    p = lambda n, s: {"data.n_instructions": n,  # noqa: E731
-                      "data.examples_per_instruction": 400 // n, "seed": s}
+
+    def p(n: int, s: int) -> dict[str, object]:
+        return {"data.n_instructions": n, "data.examples_per_instruction": 400 // n, "seed": s}
+
     _put(st, "a", p(10, 0), "complete", [0.1, 0.2])
     _put(st, "b", p(10, 1), "complete", [0.2, 0.4], reused_from="old/t7")
     _put(st, "c", p(40, 0), "running", [0.5])
@@ -64,27 +81,60 @@ def test_grid_phase_curves_trials_with_errors_and_reuse() -> None:
 
 
 def test_two_axes_give_a_heat_map() -> None:
-    spec = spec_from_dict(tiny_spec(axes=[
-        {"field": "data.noop_fraction", "values": [0.1, 0.5]},
-        {"field": "data.n_instructions", "values": [10, 40]}], seeds=[0]))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[
+                {"field": "data.noop_fraction", "values": [0.1, 0.5]},
+                {"field": "data.n_instructions", "values": [10, 40]},
+            ],
+            seeds=[0],
+        )
+    )
     st = _store(spec)
     acc = {(0.1, 10): 0.2, (0.1, 40): 0.9, (0.5, 10): 0.1, (0.5, 40): 0.6}
     for i, ((f, n), a) in enumerate(acc.items()):
-        _put(st, f"t{i}", {"data.noop_fraction": f, "data.n_instructions": n, "seed": 0},
-             "complete", [a])
+        _put(
+            st,
+            f"t{i}",
+            {"data.noop_fraction": f, "data.n_instructions": n, "seed": 0},
+            "complete",
+            [a],
+        )
     hm = _charts(st, spec)["heatmap"]
-    assert hm == {"x_axis": "data.n_instructions", "y_axis": "data.noop_fraction",
-                  "x": [10, 40], "y": [0.1, 0.5], "z": [[0.2, 0.9], [0.1, 0.6]]}
+    assert hm == {
+        "x_axis": "data.n_instructions",
+        "y_axis": "data.noop_fraction",
+        "x": [10, 40],
+        "y": [0.1, 0.5],
+        "z": [[0.2, 0.9], [0.1, 0.6]],
+    }
 
 
 def test_threshold_estimate_and_interval_from_finished_probes() -> None:
-    spec = spec_from_dict(tiny_spec(search={
-        "kind": "threshold", "axis": "data.n_instructions", "low": 8, "high": 128,
-        "level": 0.5, "metric": "test_acc", "integer": True}, seeds=[0]))
+    spec = spec_from_dict(
+        tiny_spec(
+            search={
+                "kind": "threshold",
+                "axis": "data.n_instructions",
+                "low": 8,
+                "high": 128,
+                "level": 0.5,
+                "metric": "test_acc",
+                "integer": True,
+            },
+            seeds=[0],
+        )
+    )
     st = _store(spec)
-    for i, (n, a, state) in enumerate([(8, 0.1, "complete"), (32, 0.3, "complete"),
-                                       (45, 0.6, "complete"), (128, 0.9, "complete"),
-                                       (40, 0.9, "running")]):
+    for i, (n, a, state) in enumerate(
+        [
+            (8, 0.1, "complete"),
+            (32, 0.3, "complete"),
+            (45, 0.6, "complete"),
+            (128, 0.9, "complete"),
+            (40, 0.9, "running"),
+        ]
+    ):
         _put(st, f"t{i}", {"data.n_instructions": n, "seed": 0}, state, [a])
     th = _charts(st, spec)["threshold"]
     assert th["estimate"] == 45 and th["low"] == 32 and th["high"] == 45  # type: ignore[index]

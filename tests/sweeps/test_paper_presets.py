@@ -64,38 +64,93 @@ class Study:
 STUDIES = (
     # docs/PAPER.md "Experiments" 1 (P1 §4.1, Fig. 2a): I x S = 10^6, every input contains x;
     # settings table: input length 50, pattern length 20.
-    Study("fig2a", "1. Fig. 2a",
-          {"I": (10, 20, 50, 100, 200, 300, 400, 500, 600, 1_000, 2_000, 2_500, 5_000, 10_000,
-                 100_000, 1_000_000)},
-          budget="IxS", noop=0.0, z_max=50, x_max=20, extra={"test_noop": 0.0}),
+    Study(
+        "fig2a",
+        "1. Fig. 2a",
+        {
+            "I": (
+                10,
+                20,
+                50,
+                100,
+                200,
+                300,
+                400,
+                500,
+                600,
+                1_000,
+                2_000,
+                2_500,
+                5_000,
+                10_000,
+                100_000,
+                1_000_000,
+            )
+        },
+        budget="IxS",
+        noop=0.0,
+        z_max=50,
+        x_max=20,
+        extra={"test_noop": 0.0},
+    ),
     # 2 (P3 §2.3.2, Fig. 2b): no-op share 10..50 %; the budget is open, divsweep uses I x S = 10^6.
-    Study("noops", "2. Fig. 2b",
-          {"noop": (0.1, 0.2, 0.3, 0.4, 0.5),
-           "I": (100, 200, 300, 400, 500, 1_000, 10_000, 100_000)},
-          budget="IxS", noop=None, z_max=50, x_max=20),
+    Study(
+        "noops",
+        "2. Fig. 2b",
+        {"noop": (0.1, 0.2, 0.3, 0.4, 0.5), "I": (100, 200, 300, 400, 500, 1_000, 10_000, 100_000)},
+        budget="IxS",
+        noop=None,
+        z_max=50,
+        x_max=20,
+    ),
     # 3 (P1 §4.4, P3 Fig. 3): 10^6 examples over I rules, density alpha * u^(alpha - 1).
-    Study("powerlaw", "3. Fig. 3",
-          {"alpha": ("uniform", 2.0, 1.0, 0.5, 0.2, 0.1, 0.07, 0.03),
-           "I": (1_000, 10_000, 100_000)},
-          budget=MILLION, noop=0.0, z_max=50, x_max=20),
+    Study(
+        "powerlaw",
+        "3. Fig. 3",
+        {"alpha": ("uniform", 2.0, 1.0, 0.5, 0.2, 0.1, 0.07, 0.03), "I": (1_000, 10_000, 100_000)},
+        budget=MILLION,
+        noop=0.0,
+        z_max=50,
+        x_max=20,
+    ),
     # 4 (P1 §4.3, P3 Fig. 4): the repeated/periodic/mirror mix with k in 3-K, test on k < 3;
     # input length 500, pattern length 60; the budget is open, divsweep uses 10^6 examples.
-    Study("semantic", "4. Fig. 4",
-          {"k": ((3, 4), (3, 6), (3, 12), (3, 20), (3, 30), (3, 60)),
-           "I": (500, 1_000, 5_000, 10_000)},
-          budget=MILLION, noop=0.0, z_max=500, x_max=60),
+    Study(
+        "semantic",
+        "4. Fig. 4",
+        {
+            "k": ((3, 4), (3, 6), (3, 12), (3, 20), (3, 30), (3, 60)),
+            "I": (500, 1_000, 5_000, 10_000),
+        },
+        budget=MILLION,
+        noop=0.0,
+        z_max=500,
+        x_max=60,
+    ),
     # 5 (P1 §4.5, Table 1): training occurrences 1, 10, 20, mix 1/5/10/15/20; lengths and budget
     # are open: 20 copies need len(z) >= 20 len(x), so z 100-200 and x 2-5, 10^6 examples.
-    Study("occurrences", "5. Table 1",
-          {"occurrences": ((1,), (10,), (20,), (1, 5, 10, 15, 20)),
-           "I": (2_000, 1_000, 500, 200)},
-          budget=MILLION, noop=0.0, z_max=200, x_max=5),
+    Study(
+        "occurrences",
+        "5. Table 1",
+        {"occurrences": ((1,), (10,), (20,), (1, 5, 10, 15, 20)), "I": (2_000, 1_000, 500, 200)},
+        budget=MILLION,
+        noop=0.0,
+        z_max=200,
+        x_max=5,
+    ),
     # 6 (P1 §5, Fig. 5): LoRA r 512, alpha 1024, lr 1e-5, batch 64; 40k training and 5k test
     # examples, 40 % no-ops, 9000 rules; the data halved uniformly and non-uniformly.
-    Study("finetune", "6. Fig. 5",
-          {"halving": ((40_000, "uniform"), (20_000, "uniform"), (20_000, "power"))},
-          budget=None, noop=0.4, z_max=50, x_max=20, scratch=False,
-          extra={"I": 9_000, "test_n": 5_000}),
+    Study(
+        "finetune",
+        "6. Fig. 5",
+        {"halving": ((40_000, "uniform"), (20_000, "uniform"), (20_000, "power"))},
+        budget=None,
+        noop=0.4,
+        z_max=50,
+        x_max=20,
+        scratch=False,
+        extra={"I": 9_000, "test_n": 5_000},
+    ),
 )
 
 
@@ -112,8 +167,10 @@ def test_preset_grid_is_the_papers(study: Study) -> None:
     names = list(study.grid)
     got = {tuple(READ[n](t) for n in names) for t in trials}
     want = set(product(*study.grid.values()))
-    assert got == want, (f"{study.preset} vs docs/PAPER.md {study.section}: missing "
-                         f"{sorted(want - got, key=str)}, extra {sorted(got - want, key=str)}")
+    assert got == want, (
+        f"{study.preset} vs docs/PAPER.md {study.section}: missing "
+        f"{sorted(want - got, key=str)}, extra {sorted(got - want, key=str)}"
+    )
     assert len(trials) == len(want) * len(spec.seeds)
 
 

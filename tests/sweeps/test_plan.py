@@ -35,8 +35,15 @@ H100_40 = 0.4 * 989e12  # the default assumption, FLOP/s
 def test_tokens_per_example_by_hand() -> None:
     # x 2..3 (2.5), y 1..2 (1.5), z 4..8 (6, x always fits), half no-ops:
     # x + y + z + output + 4 specials = 2.5 + 1.5 + 6 + (6 + 0.5 * (1.5 - 2.5)) + 4
-    spec = DataSpec(alphabet="abcdefgh", z_len=(4, 8), x_len=(2, 3), y_len=(1, 2),
-                    n_instructions=10, examples_per_instruction=10, noop_fraction=0.5)
+    spec = DataSpec(
+        alphabet="abcdefgh",
+        z_len=(4, 8),
+        x_len=(2, 3),
+        y_len=(1, 2),
+        n_instructions=10,
+        examples_per_instruction=10,
+        noop_fraction=0.5,
+    )
     assert tokens_per_example(spec) == pytest.approx(19.5)
     # occurrences 1 and 3 over z 4..9: one copy E[z] = 6.5; three copies of a 2-letter x
     # need z >= 6 (7.5), of a 3-letter x z = 9 (9): E[z] = (6.5 + (7.5 + 9) / 2) / 2 = 7.375
@@ -45,9 +52,16 @@ def test_tokens_per_example_by_hand() -> None:
 
 
 def test_tokens_per_example_is_close_to_generated_data() -> None:
-    spec = DataSpec(alphabet="abcdefghij", z_len=(10, 50), x_len=(2, 20), y_len=(1, 20),
-                    n_instructions=500, examples_per_instruction=8, noop_fraction=0.3,
-                    test={"n_test": 10})
+    spec = DataSpec(
+        alphabet="abcdefghij",
+        z_len=(10, 50),
+        x_len=(2, 20),
+        y_len=(1, 20),
+        n_instructions=500,
+        examples_per_instruction=8,
+        noop_fraction=0.3,
+        test={"n_test": 10},
+    )
     measured = float(generate(spec).encoded("train").lengths.mean())
     assert tokens_per_example(spec) == pytest.approx(measured, rel=0.03)
 
@@ -78,17 +92,25 @@ def test_fig2a_cell_by_hand() -> None:
     assert cost.gpu_hours == pytest.approx(flops / H100_40 / 3600, rel=1e-6)
     assert cost.gpu_hours == pytest.approx(0.0941, abs=1e-4)
     assert trial_cost(trial, 1, Throughput.measured(2e6)).gpu_hours == pytest.approx(
-        tokens / 2e6 / 3600)
+        tokens / 2e6 / 3600
+    )
 
 
 def test_totals_add_cells_times_seeds() -> None:
-    spec = spec_from_dict(tiny_spec(axes=[{"field": "data.n_instructions", "values": [10, 20]}],
-                                    budget={"total_examples": 100}, seeds=[0, 1, 2]))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[{"field": "data.n_instructions", "values": [10, 20]}],
+            budget={"total_examples": 100},
+            seeds=[0, 1, 2],
+        )
+    )
     plan = plan_experiment(spec)
     assert plan.n_trials == 6 and not plan.at_most
     assert [c.n_trials for c in plan.cells] == [3, 3]
-    assert [c.cell for c in plan.cells] == [{"data.n_instructions": 10},
-                                            {"data.n_instructions": 20}]
+    assert [c.cell for c in plan.cells] == [
+        {"data.n_instructions": 10},
+        {"data.n_instructions": 20},
+    ]
     tot = plan.totals
     assert tot["examples"] == 6 * 100  # one epoch of 100 examples per trial
     assert tot["gpu_hours"] == pytest.approx(sum(3 * (c.gpu_hours or 0) for c in plan.cells))
@@ -106,15 +128,17 @@ def test_pretrained_checkpoint_counted_on_the_meta_device(tmp_path: Path) -> Non
     from transformers import GPT2Config
 
     GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=50).save_pretrained(
-        tmp_path)
+        tmp_path
+    )
     spec = spec_from_dict(tiny_spec(train={"model": None, "init": str(tmp_path), "epochs": 1}))
     cost = plan_experiment(spec).cells[0]
     assert cost.n_params == gpt2_params(ModelDims(1, 2, 32, 64), 50)
     assert cost.gpu_hours is not None and cost.gpu_hours > 0
 
 
-def test_builtin_init_is_sized_without_building_it(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_init_is_sized_without_building_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``init: divsweep:<name>`` names no directory: the plan sizes the registered model on the
     meta device, and equals the parameter count of a real build."""
     from trainer.builtin import BUILTINS
@@ -122,8 +146,9 @@ def test_builtin_init_is_sized_without_building_it(tmp_path: Path,
     from trainer.pretrain import build_lm, build_tokenizer
 
     monkeypatch.setenv("DIVSWEEP_MODEL_CACHE", str(tmp_path))  # nothing may be built
-    spec = spec_from_dict(tiny_spec(train={"model": None, "init": "divsweep:smoke-lm",
-                                           "epochs": 1}))
+    spec = spec_from_dict(
+        tiny_spec(train={"model": None, "init": "divsweep:smoke-lm", "epochs": 1})
+    )
     plan = plan_experiment(spec)
     tok = build_tokenizer()
     real = build_lm(BUILTINS["smoke-lm"], len(tok), tok.eos_token_id, tok.pad_token_id)
@@ -141,12 +166,24 @@ def test_load_with_overrides() -> None:
 def test_cli_prints_the_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "fig2a"]) == 0
     out = capsys.readouterr().out
-    for text in ("16 trials = 16 cells x 1 seed", "4,812,544 parameters", "87.9", "4.39e9",
-                 "1.34e17", "0.0941", "799,975,000", "2.14e18", "1.51",
-                 "H100 bf16 at 40% MFU of 989 TFLOP/s", "estimate"):
+    for text in (
+        "16 trials = 16 cells x 1 seed",
+        "4,812,544 parameters",
+        "87.9",
+        "4.39e9",
+        "1.34e17",
+        "0.0941",
+        "799,975,000",
+        "2.14e18",
+        "1.51",
+        "H100 bf16 at 40% MFU of 989 TFLOP/s",
+        "estimate",
+    ):
         assert text in out, text
-    assert main(["plan", "fig2a-mini", "--throughput", "15000", "--json",
-                 "--set", "train.epochs=8"]) == 0
+    assert (
+        main(["plan", "fig2a-mini", "--throughput", "15000", "--json", "--set", "train.epochs=8"])
+        == 0
+    )
     plan = json.loads(capsys.readouterr().out)
     assert plan["n_trials"] == 12 and plan["cells"][0]["budget"] == "8 epochs"  # 4 I x 3 seeds
     assert plan["throughput"].startswith("15,000 training tokens/s")
@@ -176,7 +213,9 @@ def test_divsweep_plan_calls_into_sweeps() -> None:
 
 
 def test_plan_needs_no_ray() -> None:
-    code = ("import sys; from sweeps.__main__ import main; rc = main(['plan', 'smoke']); "
-            "assert rc == 0 and 'ray' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys; from sweeps.__main__ import main; rc = main(['plan', 'smoke']); "
+        "assert rc == 0 and 'ray' not in sys.modules, sorted(sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

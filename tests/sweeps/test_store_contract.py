@@ -51,8 +51,15 @@ def _new(store: ResultsStore, eid: str = "e1", spec_hash: str = "h1") -> None:
 
 
 def _trial(tid: str, state: str, eid: str = "e1") -> TrialRecord:
-    return TrialRecord(eid, tid, trial_key=f"key-{tid}", params_json=json.dumps({"seed": 0}),
-                       data_hash="d", state=state, started_at=time.time())
+    return TrialRecord(
+        eid,
+        tid,
+        trial_key=f"key-{tid}",
+        params_json=json.dumps({"seed": 0}),
+        data_hash="d",
+        state=state,
+        started_at=time.time(),
+    )
 
 
 def test_create_and_get(make_store: Factory) -> None:
@@ -71,18 +78,23 @@ def test_create_twice(make_store: Factory) -> None:
     _new(store)
     with pytest.raises(StoreError, match="already exists"):
         _new(store)
-    again = store.create_experiment("e1", name="demo", spec_json="{}", spec_hash="h1",
-                                    exist_ok=True)
+    again = store.create_experiment(
+        "e1", name="demo", spec_json="{}", spec_hash="h1", exist_ok=True
+    )
     assert again.status == "pending"
     with pytest.raises(StoreError, match="spec differs"):
-        store.create_experiment("e1", name="demo", spec_json="{}", spec_hash="other",
-                                exist_ok=True)
+        store.create_experiment("e1", name="demo", spec_json="{}", spec_hash="other", exist_ok=True)
 
 
 def test_unknown_experiment(make_store: Factory) -> None:
     store = make_store()
-    for call in (store.get_experiment, store.get_trials, store.get_metrics, store.progress,
-                 store.cancel_experiment):
+    for call in (
+        store.get_experiment,
+        store.get_trials,
+        store.get_metrics,
+        store.progress,
+        store.cancel_experiment,
+    ):
         with pytest.raises(UnknownExperimentError, match="no experiment 'nope'"):
             call("nope")
     with pytest.raises(UnknownExperimentError):
@@ -175,8 +187,9 @@ def test_many_small_writes_read_back_whole(make_store: Factory) -> None:
 def test_metrics_table_columns(make_store: Factory) -> None:
     store = make_store()
     _new(store)
-    store.append_metrics("e1", "t1", {"step": 1, "test_acc": 0.5, "note": "hi",
-                                      "loss": float("nan")})
+    store.append_metrics(
+        "e1", "t1", {"step": 1, "test_acc": 0.5, "note": "hi", "loss": float("nan")}
+    )
     store.append_metrics("e1", "t2", {"step": 2, "test_acc_op": 0.25})
     table = make_store().metrics_table("e1")
     assert table.column_names[:5] == ["experiment_id", "trial_id", "seq", "time", "metrics_json"]
@@ -184,8 +197,12 @@ def test_metrics_table_columns(make_store: Factory) -> None:
     assert set(table.column_names[5:]) == {"step", "test_acc", "test_acc_op"}
     rows = table.to_pylist()
     assert rows[0]["test_acc"] == 0.5 and rows[1]["test_acc"] is None
-    assert json.loads(rows[0]["metrics_json"]) == {"step": 1, "test_acc": 0.5, "note": "hi",
-                                                   "loss": None}
+    assert json.loads(rows[0]["metrics_json"]) == {
+        "step": 1,
+        "test_acc": 0.5,
+        "note": "hi",
+        "loss": None,
+    }
     assert make_store().metrics_table("e1", since_seq=1).num_rows == 1
 
 
@@ -211,8 +228,14 @@ def test_cancel_experiment(make_store: Factory) -> None:
     store = make_store()
     _new(store)
     store.set_experiment_status("e1", "running")
-    store.put_trials([_trial("done", "complete"), _trial("run", "running"),
-                      _trial("wait", "pending"), _trial("bad", "failed")])
+    store.put_trials(
+        [
+            _trial("done", "complete"),
+            _trial("run", "running"),
+            _trial("wait", "pending"),
+            _trial("bad", "failed"),
+        ]
+    )
     store.append_metrics("e1", "run", {"step": 1})
     rec = store.cancel_experiment("e1")
     assert rec.status == "cancelled"

@@ -35,22 +35,35 @@ from sweeps.studies import (
 from sweeps.verdicts import ThresholdRun
 
 
-def cell(metric: str = "test_acc", m: float = 0.0, s: float = 0.0, n: int = 2,
-         **keys: Any) -> dict[str, Any]:
+def cell(
+    metric: str = "test_acc", m: float = 0.0, s: float = 0.0, n: int = 2, **keys: Any
+) -> dict[str, Any]:
     return {**keys, "n": n, f"{metric}_mean": m, f"{metric}_std": s}
 
 
 def fig2a_cell(i: int, op: float, train: float = 1.0, s: float = 0.01) -> dict[str, Any]:
-    return {"I": i, "n": 2, "test_acc_op_mean": op, "test_acc_op_std": s,
-            "train_acc_mean": train, "train_acc_std": 0.0}
+    return {
+        "I": i,
+        "n": 2,
+        "test_acc_op_mean": op,
+        "test_acc_op_std": s,
+        "train_acc_mean": train,
+        "train_acc_std": 0.0,
+    }
 
 
 # --- verdicts ---------------------------------------------------------------------------------
 
 
 def test_fig2a_shown_with_a_jump_beyond_the_spread() -> None:
-    v = verdicts.fig2a([fig2a_cell(4, 0.0), fig2a_cell(64, 0.03), fig2a_cell(256, 0.6),
-                        fig2a_cell(1024, 0.95, 0.97)])
+    v = verdicts.fig2a(
+        [
+            fig2a_cell(4, 0.0),
+            fig2a_cell(64, 0.03),
+            fig2a_cell(256, 0.6),
+            fig2a_cell(1024, 0.95, 0.97),
+        ]
+    )
     assert v.outcome == "effect shown", v.reason
     assert "I=64->256: +0.57" in v.reason and "0.95 at I=1024" in v.reason
 
@@ -63,8 +76,9 @@ def test_fig2a_not_shown_when_nothing_generalises() -> None:
 def test_fig2a_partly_when_the_training_rules_are_not_learnt_or_the_jump_is_noise() -> None:
     v = verdicts.fig2a([fig2a_cell(4, 0.0), fig2a_cell(1024, 0.9, train=0.6)])
     assert v.outcome == "partly" and "train-rule accuracy >= 0.60" in v.reason
-    noisy = verdicts.fig2a([fig2a_cell(4, 0.0, s=0.3), fig2a_cell(64, 0.45, s=0.3),
-                            fig2a_cell(1024, 0.9, s=0.3)])
+    noisy = verdicts.fig2a(
+        [fig2a_cell(4, 0.0, s=0.3), fig2a_cell(64, 0.45, s=0.3), fig2a_cell(1024, 0.9, s=0.3)]
+    )
     assert noisy.outcome == "partly" and "exceeds it: no" in noisy.reason
 
 
@@ -73,8 +87,9 @@ def _noops(thr: dict[float, int], above: dict[float, float]) -> list[dict[str, A
     for share, t in thr.items():
         for i in (4, 64, 1024):
             op = above[share] if i >= t else 0.1
-            cells.append({"share": share, "I": i, "n": 1, "test_acc_op_mean": op,
-                          "test_acc_op_std": 0.0})
+            cells.append(
+                {"share": share, "I": i, "n": 1, "test_acc_op_mean": op, "test_acc_op_std": 0.0}
+            )
     return cells
 
 
@@ -93,8 +108,9 @@ def test_noops_not_shown_when_a_share_never_generalises() -> None:
 
 def _power(small: list[float], large: list[float]) -> list[dict[str, Any]]:
     alphas: list[Any] = ["uniform", 1.0, 0.2, 0.05]
-    return ([cell(m=v, alpha=a, I=64) for a, v in zip(alphas, small, strict=True)]
-            + [cell(m=v, alpha=a, I=1024) for a, v in zip(alphas, large, strict=True)])
+    return [cell(m=v, alpha=a, I=64) for a, v in zip(alphas, small, strict=True)] + [
+        cell(m=v, alpha=a, I=1024) for a, v in zip(alphas, large, strict=True)
+    ]
 
 
 def test_powerlaw_shown_when_few_rules_collapse_and_many_do_not() -> None:
@@ -109,8 +125,9 @@ def test_powerlaw_not_shown_when_alpha_changes_nothing() -> None:
 
 
 def _semantic(single: float, mix_small: float, mix_large: float) -> list[dict[str, Any]]:
-    out = [cell(m=single, family=f, I=i) for f in ("repeated", "periodic", "mirror")
-           for i in (64, 512)]
+    out = [
+        cell(m=single, family=f, I=i) for f in ("repeated", "periodic", "mirror") for i in (64, 512)
+    ]
     return out + [cell(m=mix_small, family="mix", I=64), cell(m=mix_large, family="mix", I=512)]
 
 
@@ -126,11 +143,11 @@ def test_semantic_not_shown_without_a_family_axis_or_when_single_families_transf
 
 
 def _occ(mix: list[float], single: list[float]) -> list[dict[str, Any]]:
-    return ([cell(m=v, occurrences=(1, 2, 3, 4), I=i) for i, v in zip((64, 1024), mix,
-                                                                       strict=True)]
-            + [cell(m=v, occurrences=(1,), I=i) for i, v in zip((64, 1024), single, strict=True)]
-            + [cell(m=v / 2, occurrences=(4,), I=i) for i, v in zip((64, 1024), single,
-                                                                    strict=True)])
+    return (
+        [cell(m=v, occurrences=(1, 2, 3, 4), I=i) for i, v in zip((64, 1024), mix, strict=True)]
+        + [cell(m=v, occurrences=(1,), I=i) for i, v in zip((64, 1024), single, strict=True)]
+        + [cell(m=v / 2, occurrences=(4,), I=i) for i, v in zip((64, 1024), single, strict=True)]
+    )
 
 
 def test_occurrences_shown_when_the_mix_wins_at_every_rule_count() -> None:
@@ -145,8 +162,11 @@ def test_occurrences_not_shown_when_a_single_count_wins() -> None:
 
 
 def _ft(full: float, half_u: float, half_s: float) -> list[dict[str, Any]]:
-    return [cell(m=full, data="full"), cell(m=half_u, data="half uniform"),
-            cell(m=half_s, data="half skewed")]
+    return [
+        cell(m=full, data="full"),
+        cell(m=half_u, data="half uniform"),
+        cell(m=half_s, data="half skewed"),
+    ]
 
 
 def test_finetune_shown_when_only_skewed_halving_costs() -> None:
@@ -162,14 +182,19 @@ def test_finetune_not_shown_when_uniform_halving_costs_as_much() -> None:
 
 
 def test_threshold_shown_with_few_trials_and_an_interval() -> None:
-    probes = [cell("test_acc_op", m, I=i) for i, m in
-              ((4, 0.0), (64, 0.2), (128, 0.4), (181, 0.55), (256, 0.7), (1024, 0.9))]
+    probes = [
+        cell("test_acc_op", m, I=i)
+        for i, m in ((4, 0.0), (64, 0.2), (128, 0.4), (181, 0.55), (256, 0.7), (1024, 0.9))
+    ]
     run = ThresholdRun(level=0.5, low=4, high=1024, resolution=1.25, replicates=2, n_trials=14)
     v = verdicts.threshold(probes, run)
     assert verdicts.grid_trials(run) == 52
     assert v.outcome == "effect shown", v.reason
-    assert "I* = 181" in v.reason and "in (128, 181]" in v.reason and "14 trials against 52" \
-        in v.reason
+    assert (
+        "I* = 181" in v.reason
+        and "in (128, 181]" in v.reason
+        and "14 trials against 52" in v.reason
+    )
 
 
 def test_threshold_not_shown_when_nothing_passes_and_partly_when_too_costly() -> None:
@@ -210,13 +235,15 @@ def test_every_study_has_its_preset_and_smoke_settings_validate(name: str) -> No
         plans.append(smoke.plan({"data.n_instructions": round(smoke.search.high)}))  # type: ignore[union-attr]
     # A few hundred examples, or one per rule of the largest I.
     assert max(p.data.n_train for p in plans) <= max(
-        [SMOKE_EXAMPLES] + [p.data.n_instructions for p in plans])
+        [SMOKE_EXAMPLES] + [p.data.n_instructions for p in plans]
+    )
     # The smoke run varies the preset's fields, and reaches both ends of every axis.
     assert set(smoke.varied_fields) == set(spec.varied_fields)
     for axis in spec.axes:
         for end in (axis.settings()[0], axis.settings()[-1]):
-            assert any(end.items() <= p.cell.items() or _scaled(end, p.cell)
-                       for p in smoke.trials()), (axis.label, end)
+            assert any(
+                end.items() <= p.cell.items() or _scaled(end, p.cell) for p in smoke.trials()
+            ), (axis.label, end)
     if study.is_threshold:
         assert smoke.search.max_probes == 3  # type: ignore[union-attr]
 
@@ -239,14 +266,25 @@ def test_named_axes_read_as_one_key() -> None:
         {"data.n_examples": 2000, "data.distribution": "uniform", "data.alpha": None, "n": 1},
     ]
     assert [c["data"] for c in cells_of(STUDIES["finetune-mini"], rows)] == [
-        "full", "half uniform", "half skewed"]
-    occ = cells_of(STUDIES["occurrences-mini"], [
-        {"data.occurrences": "[1, 2, 3, 4]", "data.n_instructions": 64, "n": 1},
-        {"data.occurrences": "[4]", "data.n_instructions": 64, "n": 1}])
+        "full",
+        "half uniform",
+        "half skewed",
+    ]
+    occ = cells_of(
+        STUDIES["occurrences-mini"],
+        [
+            {"data.occurrences": "[1, 2, 3, 4]", "data.n_instructions": 64, "n": 1},
+            {"data.occurrences": "[4]", "data.n_instructions": 64, "n": 1},
+        ],
+    )
     assert [c["occurrences"] for c in occ] == [(4,), (1, 2, 3, 4)]
-    fam = cells_of(STUDIES["semantic-mini"], [
-        {"data.family.kind": "mix", "data.family.k": "[3, 6]", "data.n_instructions": 64},
-        {"data.family.kind": "mirror", "data.n_instructions": 64}])
+    fam = cells_of(
+        STUDIES["semantic-mini"],
+        [
+            {"data.family.kind": "mix", "data.family.k": "[3, 6]", "data.n_instructions": 64},
+            {"data.family.kind": "mirror", "data.n_instructions": 64},
+        ],
+    )
     assert [c["family"] for c in fam] == ["mirror", "mix k=3–6"]
 
 
@@ -255,48 +293,90 @@ def test_named_axes_read_as_one_key() -> None:
 
 def _fill(store: Any, exp_id: str, spec: ExperimentSpec, acc: Any) -> None:
     """Complete trials of ``spec``'s grid with final metrics ``acc(plan)``."""
-    store.create_experiment(exp_id, name=spec.name, spec_json=spec.spec_json,
-                            spec_hash=spec.spec_hash)
+    store.create_experiment(
+        exp_id, name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash
+    )
     for i, plan in enumerate(spec.trials()):
         tid = f"t{i}"
-        store.put_trial(TrialRecord(exp_id, tid, plan.trial_key, json.dumps(plan.params),
-                                    plan.data.content_hash, "complete"))
+        store.put_trial(
+            TrialRecord(
+                exp_id,
+                tid,
+                plan.trial_key,
+                json.dumps(plan.params),
+                plan.data.content_hash,
+                "complete",
+            )
+        )
         store.append_metrics(exp_id, tid, {"step": 1, **acc(plan)})
     store.set_experiment_status(exp_id, "complete")
 
 
 #: fig2a-mini and its threshold search as they were when the expected figures below were
 #: written (the presets themselves change with calibration).
-FIG2A = {"name": "fig2a-mini", "description": "fixed budget",
-         "data": {"alphabet": "abcdefgh", "z_len": [6, 6], "x_len": [2, 2], "y_len": [2, 2],
-                  "n_instructions": 16, "examples_per_instruction": 1000,
-                  "test": {"n_test": 100, "n_instructions": 100}},
-         "train": {"model": "nano", "epochs": 1, "device": "cpu"},
-         "budget": {"total_examples": 16000}, "seeds": [0, 1], "max_concurrent": 2,
-         "metric": "test_acc_op"}
+FIG2A = {
+    "name": "fig2a-mini",
+    "description": "fixed budget",
+    "data": {
+        "alphabet": "abcdefgh",
+        "z_len": [6, 6],
+        "x_len": [2, 2],
+        "y_len": [2, 2],
+        "n_instructions": 16,
+        "examples_per_instruction": 1000,
+        "test": {"n_test": 100, "n_instructions": 100},
+    },
+    "train": {"model": "nano", "epochs": 1, "device": "cpu"},
+    "budget": {"total_examples": 16000},
+    "seeds": [0, 1],
+    "max_concurrent": 2,
+    "metric": "test_acc_op",
+}
 GRID = {**FIG2A, "axes": [{"field": "data.n_instructions", "values": [4, 16, 64, 256, 1024]}]}
-THRESHOLD = {**FIG2A, "name": "fig2a-mini-threshold", "seeds": [0],
-             "search": {"kind": "threshold", "axis": "data.n_instructions",
-                        "metric": "test_acc_op", "level": 0.5, "low": 4, "high": 1024,
-                        "replicates": 2, "resolution": 1.25}}
+THRESHOLD = {
+    **FIG2A,
+    "name": "fig2a-mini-threshold",
+    "seeds": [0],
+    "search": {
+        "kind": "threshold",
+        "axis": "data.n_instructions",
+        "metric": "test_acc_op",
+        "level": 0.5,
+        "low": 4,
+        "high": 1024,
+        "replicates": 2,
+        "resolution": 1.25,
+    },
+}
 
 
 def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = open_store(f"memory://studies-{uuid.uuid4().hex}")
     spec = ExperimentSpec.model_validate(GRID)
     acc = {4: 0.0, 16: 0.0, 64: 0.04, 256: 0.7, 1024: 0.95}
-    _fill(store, "xfig", spec, lambda p: {
-        "test_acc_op": acc[p.data.n_instructions] + 0.01 * p.seed, "train_acc": 0.99})
+    _fill(
+        store,
+        "xfig",
+        spec,
+        lambda p: {"test_acc_op": acc[p.data.n_instructions] + 0.01 * p.seed, "train_acc": 0.99},
+    )
     out = tmp_path / "docs" / "RESULTS.md"
     index = ResultsIndex()
-    index.last_run = RunInfo(1.8e9, "abc1234-dirty", {"nproc": 2, "memory_gib": 24,
-                                                      "torch_threads": 1}, ["fig2a-mini"])
+    index.last_run = RunInfo(
+        1.8e9, "abc1234-dirty", {"nproc": 2, "memory_gib": 24, "torch_threads": 1}, ["fig2a-mini"]
+    )
     index.studies["fig2a-mini"] = StudyRecord(
-        "fig2a-mini", "complete", "xfig", spec=spec.model_dump(mode="json"),
-        submitted_at=1.8e9, wall_s=455.0, commit="abc1234-dirty")
-    index.studies["finetune-mini"] = StudyRecord("finetune-mini", "skipped",
-                                                 error="no checkpoint")
+        "fig2a-mini",
+        "complete",
+        "xfig",
+        spec=spec.model_dump(mode="json"),
+        submitted_at=1.8e9,
+        wall_s=455.0,
+        commit="abc1234-dirty",
+    )
+    index.studies["finetune-mini"] = StudyRecord("finetune-mini", "skipped", error="no checkpoint")
     index.save(index_path(out))
     doc = render(ResultsIndex.load(index_path(out)), StoreSource(store), out)
 
@@ -306,35 +386,47 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     assert "| 1024 | 15 | 2 | 0.955 ± 0.007 | 0.990 ± 0.000 |" in doc
     assert "**Verdict: effect shown.** unseen-rule has-op accuracy 0.01 at I=4" in doc
     assert "![fig2a-mini](img/results/fig2a-mini.png)" in doc
-    assert (tmp_path / "docs" / "img" / "results" / "fig2a-mini.png").read_bytes()[:4] == \
-        b"\x89PNG"
+    assert (tmp_path / "docs" / "img" / "results" / "fig2a-mini.png").read_bytes()[:4] == b"\x89PNG"
     assert "7 min 35 s" in doc and "`abc1234-dirty`" in doc
     assert "**Skipped.** no checkpoint" in doc
     assert "Not run yet: `divsweep reproduce --studies noops-mini`" in doc
-    assert re.search(r"\| \[fig2a-mini\]\(#fig2a-mini\) \| `xfig` \| complete \| 7 min 35 s \| "
-                     r"effect shown \|", doc)
+    assert re.search(
+        r"\| \[fig2a-mini\]\(#fig2a-mini\) \| `xfig` \| complete \| 7 min 35 s \| "
+        r"effect shown \|",
+        doc,
+    )
 
     # A later run of one more study re-renders the first from the store, unchanged.
     thr = ExperimentSpec.model_validate(THRESHOLD)
     probes = {4: 0.0, 1024: 0.9, 64: 0.1, 256: 0.6, 128: 0.3, 181: 0.55, 152: 0.4, 166: 0.45}
-    store.create_experiment("xthr", name=thr.name, spec_json=thr.spec_json,
-                            spec_hash=thr.spec_hash)
+    store.create_experiment("xthr", name=thr.name, spec_json=thr.spec_json, spec_hash=thr.spec_hash)
     for j, (i, m) in enumerate(probes.items()):
         for seed in (0, 1):
             plan = thr.plan({"data.n_instructions": i, "seed": seed})
             tid = f"t{j}-{seed}"
-            store.put_trial(TrialRecord("xthr", tid, plan.trial_key, json.dumps(plan.params),
-                                        plan.data.content_hash, "complete"))
+            store.put_trial(
+                TrialRecord(
+                    "xthr",
+                    tid,
+                    plan.trial_key,
+                    json.dumps(plan.params),
+                    plan.data.content_hash,
+                    "complete",
+                )
+            )
             store.append_metrics("xthr", tid, {"step": 1, "test_acc_op": m, "train_acc": 1.0})
     store.set_experiment_status("xthr", "complete")
     index = ResultsIndex.load(index_path(out))
     index.studies["fig2a-mini-threshold"] = StudyRecord(
-        "fig2a-mini-threshold", "complete", "xthr", spec=thr.model_dump(mode="json"), wall_s=60)
+        "fig2a-mini-threshold", "complete", "xthr", spec=thr.model_dump(mode="json"), wall_s=60
+    )
     again = render(index, StoreSource(store), out)
     first = doc.split("## fig2a-mini: ")[1].split("<a id=")[0]
     assert first in again
-    assert "**Verdict: effect shown.** I* = 181 (test_acc_op >= 0.5), in (166, 181]; 16 " \
-           "trials against 52" in again
+    assert (
+        "**Verdict: effect shown.** I* = 181 (test_acc_op >= 0.5), in (166, 181]; 16 "
+        "trials against 52" in again
+    )
 
 
 SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure them
@@ -351,7 +443,9 @@ SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure 
 def test_verdicts_judge_sparse_and_unmeasured_tables_without_failing(name: str) -> None:
     verdict = STUDIES[name].verdict
     assert verdict is not None
-    for cells in (SPARSE[name], [{k: v for k, v in c.items() if not k.endswith("_mean")}
-                                 for c in SPARSE[name]]):
+    for cells in (
+        SPARSE[name],
+        [{k: v for k, v in c.items() if not k.endswith("_mean")} for c in SPARSE[name]],
+    ):
         v = verdict(cells)
         assert v.outcome == "not shown" and v.reason, (name, v)

@@ -52,9 +52,25 @@ def test_smoke_job_streams_results_and_report_renders(ray_head: object, tmp_path
     dashboard_url = ray_head.dashboard_url  # type: ignore[attr-defined]
     ray_bin = str(Path(sys.executable).with_name("ray"))
     try:
-        cmd = [ray_bin, "job", "submit", "--address", dashboard_url, "--working-dir", ".", "--",
-               "python", "-m", "sweeps.run", "sweeps/presets/smoke.yaml",
-               "--experiment-id", exp_id, "--store", str(store), "--quiet"]
+        cmd = [
+            ray_bin,
+            "job",
+            "submit",
+            "--address",
+            dashboard_url,
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "sweeps.run",
+            "sweeps/presets/smoke.yaml",
+            "--experiment-id",
+            exp_id,
+            "--store",
+            str(store),
+            "--quiet",
+        ]
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         job = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
         logs = job.stdout + job.stderr
@@ -95,8 +111,22 @@ def test_smoke_job_streams_results_and_report_renders(ray_head: object, tmp_path
     assert not (job_dir / ".venv").exists()
 
     report = subprocess.run(
-        [sys.executable, "-m", "sweeps", "report", exp_id, "--store", str(store), "--out",
-         str(tmp_path / "report")], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "sweeps",
+            "report",
+            exp_id,
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     assert "data.n_instructions" in report.stdout and "test_acc_mean" in report.stdout
     png = tmp_path / "report" / f"{exp_id}-phase.png"

@@ -40,18 +40,36 @@ TIMING = {"tokens_per_s", "wall_s", "time_total_s", "training_iteration"}
 
 
 def fault_spec(name: str, n_instructions: list[int], **kw: Any) -> ExperimentSpec:
-    return spec_from_dict({
-        "name": name,
-        "data": {"alphabet": "abcdefgh", "z_len": [4, 8], "x_len": [2, 3], "y_len": [1, 3],
-                 "n_instructions": 8, "examples_per_instruction": 40, "test": {"n_test": 24}},
-        "train": {"model": "nano", "n_positions": 64, "max_steps": MAX_STEPS,
-                  "eval_every": EVAL_EVERY, "eval_per_epoch": False, "batch_size": 16,
-                  "lr": 3e-3, "device": "cpu", "eval_test_n": 24, "eval_train_n": 8,
-                  "eval_batch_size": 32},
-        "axes": [{"field": "data.n_instructions", "values": n_instructions}],
-        "reuse": False,
-        **kw,
-    })
+    return spec_from_dict(
+        {
+            "name": name,
+            "data": {
+                "alphabet": "abcdefgh",
+                "z_len": [4, 8],
+                "x_len": [2, 3],
+                "y_len": [1, 3],
+                "n_instructions": 8,
+                "examples_per_instruction": 40,
+                "test": {"n_test": 24},
+            },
+            "train": {
+                "model": "nano",
+                "n_positions": 64,
+                "max_steps": MAX_STEPS,
+                "eval_every": EVAL_EVERY,
+                "eval_per_epoch": False,
+                "batch_size": 16,
+                "lr": 3e-3,
+                "device": "cpu",
+                "eval_test_n": 24,
+                "eval_train_n": 8,
+                "eval_batch_size": 32,
+            },
+            "axes": [{"field": "data.n_instructions", "values": n_instructions}],
+            "reuse": False,
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +82,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    c = Cluster(initialize_head=True, connect=False,
-                head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                "object_store_memory": 100 * 1024 * 1024})
+    c = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "object_store_memory": 100 * 1024 * 1024,
+        },
+    )
     cloudpickle.register_pickle_by_value(fakes)
     try:
         yield c
@@ -149,8 +173,9 @@ def test_worker_node_dies_mid_trial_and_the_trial_resumes_on_another(
     killer = threading.Thread(target=kill_the_trials_node_after_two_reports, daemon=True)
     killer.start()
     try:
-        run_experiment(spec, exp, uri, verbose=0,
-                       trial_fn=partial(fakes.paced_trainer, markers=str(markers)))
+        run_experiment(
+            spec, exp, uri, verbose=0, trial_fn=partial(fakes.paced_trainer, markers=str(markers))
+        )
     finally:
         killer.join(timeout=60)
         ray.shutdown()
@@ -180,22 +205,27 @@ def test_driver_dies_and_resubmitting_the_id_restores_without_rerunning(
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(spec.spec_json)
     uri, markers, exp = str(tmp_path / "store"), tmp_path / "markers", "driverloss-1"
-    env = dict(os.environ, RAY_ADDRESS=cluster.address,
-               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        RAY_ADDRESS=cluster.address,
+        PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    )
     cmd = [sys.executable, str(HERE / "fault_driver.py"), str(spec_file), exp, uri, str(markers)]
     log = open(tmp_path / "driver.log", "ab")  # noqa: SIM115 - closed below
     store = open_store(uri)
     try:
-        first = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        first = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         # Kill it once one trial is complete and the other has reported twice.
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and first.poll() is None:
             trials = store.get_trials(exp) if store.has_experiment(exp) else []
             done = [t for t in trials if t.state == "complete"]
             others = {m.trial_id for m in _metrics(store, exp)} - {t.trial_id for t in done}
-            if done and any(sum(m.trial_id == o for m in _metrics(store, exp)) >= 2
-                            for o in others):
+            if done and any(
+                sum(m.trial_id == o for m in _metrics(store, exp)) >= 2 for o in others
+            ):
                 break
             time.sleep(0.1)
         assert first.poll() is None, "the driver ended before it could be killed"
@@ -216,8 +246,9 @@ def test_driver_dies_and_resubmitting_the_id_restores_without_rerunning(
     # from its final checkpoint: an attempt that starts at the last step and trains nothing.)
     again = _markers(markers, finished_before.trial_key)[1:]
     assert all(a["resumed_from"] == MAX_STEPS for a in again), again
-    assert all(m.time < killed_at for m in store.get_metrics(exp)
-               if m.trial_id == finished_before.trial_id)
+    assert all(
+        m.time < killed_at for m in store.get_metrics(exp) if m.trial_id == finished_before.trial_id
+    )
     _check_reports(store, exp, finished_before.trial_id)
     # The interrupted one resumed from its checkpoint in the restored experiment, each report
     # stored once, with the numbers of an undisturbed run.

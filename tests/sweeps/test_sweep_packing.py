@@ -25,16 +25,24 @@ from sweeps.spec import TrialPlan
 AXES = [{"field": "data.n_instructions", "values": [4, 8, 12, 16]}]
 
 
-def record_overlap(plan: TrialPlan, report: Any, checkpoint_dir: str, cache_dir: str, *,
-                   out: str) -> None:
+def record_overlap(
+    plan: TrialPlan, report: Any, checkpoint_dir: str, cache_dir: str, *, out: str
+) -> None:
     """Holds its slot for 3 s and records when, with which share and GPU ids."""
     import ray
 
     start = time.time()
     time.sleep(3.0)
     with open(os.path.join(out, f"{plan.data.n_instructions}.json"), "w") as f:
-        json.dump({"start": start, "end": time.time(), "share": plan.gpu_share,
-                   "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}, f)
+        json.dump(
+            {
+                "start": start,
+                "end": time.time(),
+                "share": plan.gpu_share,
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            },
+            f,
+        )
     report({"step": 1, "test_acc": 0.0}, None)
 
 
@@ -45,8 +53,15 @@ def one_gpu_ray() -> Iterator[None]:
 
 
 def _spec(resources: dict[str, Any], model: str = "tiny"):
-    return spec_from_dict(tiny_spec(name="pack", axes=AXES, resources=resources, reuse=False,
-                                    train={"model": model, "epochs": 1, "device": "auto"}))
+    return spec_from_dict(
+        tiny_spec(
+            name="pack",
+            axes=AXES,
+            resources=resources,
+            reuse=False,
+            train={"model": model, "epochs": 1, "device": "auto"},
+        )
+    )
 
 
 def _max_overlap(out: Path) -> tuple[int, list[dict[str, Any]]]:
@@ -75,8 +90,13 @@ def test_tiny_trials_share_one_gpu_and_know_their_share(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     out.mkdir()
     spec = _spec({"gpu": "auto", "cpus": 0.5})
-    run_experiment(spec, "packed", str(tmp_path / "store"), verbose=0,
-                   trial_fn=partial(record_overlap, out=str(out)))
+    run_experiment(
+        spec,
+        "packed",
+        str(tmp_path / "store"),
+        verbose=0,
+        trial_fn=partial(record_overlap, out=str(out)),
+    )
     most, runs = _max_overlap(out)
     assert len(runs) == 4 and most == 4, runs  # all four on the one GPU at once
     assert {r["share"] for r in runs} == {0.125}
@@ -88,8 +108,13 @@ def test_a_whole_gpu_per_trial_runs_them_one_by_one(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     out.mkdir()
     spec = _spec({"gpu": 1, "cpus": 0.5})
-    run_experiment(spec, "whole", str(tmp_path / "store"), verbose=0,
-                   trial_fn=partial(record_overlap, out=str(out)))
+    run_experiment(
+        spec,
+        "whole",
+        str(tmp_path / "store"),
+        verbose=0,
+        trial_fn=partial(record_overlap, out=str(out)),
+    )
     most, runs = _max_overlap(out)
     assert len(runs) == 4 and most == 1
     assert {r["share"] for r in runs} == {1.0}

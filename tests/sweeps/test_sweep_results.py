@@ -18,29 +18,38 @@ from sweeps.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 
-def _fill(spec: ExperimentSpec, acc: dict[tuple[int, int], float],
-          states: dict[int, str] | None = None) -> tuple[ResultsStore, str, str]:
+def _fill(
+    spec: ExperimentSpec, acc: dict[tuple[int, int], float], states: dict[int, str] | None = None
+) -> tuple[ResultsStore, str, str]:
     """A memory store holding ``spec``'s grid with final test_acc ``acc[(I, seed)]``."""
     uri = f"memory://results-{uuid.uuid4().hex}"
     store = open_store(uri)
-    store.create_experiment("e", name=spec.name, spec_json=spec.spec_json,
-                            spec_hash=spec.spec_hash)
+    store.create_experiment("e", name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash)
     for i, plan in enumerate(spec.trials()):
         tid = f"t{i}"
         n = plan.data.n_instructions
         state = (states or {}).get(i, "complete")
-        store.put_trial(TrialRecord("e", tid, plan.trial_key, json.dumps(plan.params),
-                                    plan.data.content_hash, state))
+        store.put_trial(
+            TrialRecord(
+                "e", tid, plan.trial_key, json.dumps(plan.params), plan.data.content_hash, state
+            )
+        )
         store.append_metrics("e", tid, {"step": 1, "test_acc": 0.0, "train_loss": 3.0})
-        store.append_metrics("e", tid, {"step": 2, "test_acc": acc[(n, plan.seed)],
-                                        "train_loss": 1.0})
+        store.append_metrics(
+            "e", tid, {"step": 2, "test_acc": acc[(n, plan.seed)], "train_loss": 1.0}
+        )
     return store, "e", uri
 
 
 def _grid(**kw: object) -> ExperimentSpec:
-    return spec_from_dict(tiny_spec(
-        axes=[{"field": "data.n_instructions", "values": [10, 20, 40]}],
-        budget={"total_examples": 400}, seeds=[0, 1], **kw))
+    return spec_from_dict(
+        tiny_spec(
+            axes=[{"field": "data.n_instructions", "values": [10, 20, 40]}],
+            budget={"total_examples": 400},
+            seeds=[0, 1],
+            **kw,
+        )
+    )
 
 
 ACC = {(10, 0): 0.0, (10, 1): 0.1, (20, 0): 0.4, (20, 1): 0.6, (40, 0): 0.9, (40, 1): 1.0}
@@ -50,11 +59,23 @@ def test_results_one_row_per_report_with_params() -> None:
     store, eid, _ = _fill(_grid(), ACC)
     table = results(eid, store=store)
     assert table.num_rows == 12
-    assert table.column_names[:6] == ["experiment_id", "trial_id", "trial_key", "state", "seq",
-                                      "time"]
+    assert table.column_names[:6] == [
+        "experiment_id",
+        "trial_id",
+        "trial_key",
+        "state",
+        "seq",
+        "time",
+    ]
     df = table.to_pandas()
-    assert {"data.n_instructions", "data.examples_per_instruction", "seed", "test_acc",
-            "train_loss", "step"} <= set(df.columns)
+    assert {
+        "data.n_instructions",
+        "data.examples_per_instruction",
+        "seed",
+        "test_acc",
+        "train_loss",
+        "step",
+    } <= set(df.columns)
     assert list(df["seq"]) == list(range(1, 13))
     row = df[(df["data.n_instructions"] == 20) & (df["seed"] == 1) & (df["step"] == 2)]
     assert row["test_acc"].item() == 0.6 and row["data.examples_per_instruction"].item() == 20
@@ -87,7 +108,9 @@ def test_summary_mean_std_n_over_seeds_of_final_reports() -> None:
     assert "seed" not in df.columns and "step_mean" not in df.columns
     assert df["test_acc_mean"].tolist() == pytest.approx([0.05, 0.5, 0.95])
     # sample std of (0, .1), (.4, .6), (.9, 1)
-    assert df["test_acc_std"].tolist() == pytest.approx([math.sqrt(x) for x in (.005, .02, .005)])
+    assert df["test_acc_std"].tolist() == pytest.approx(
+        [math.sqrt(x) for x in (0.005, 0.02, 0.005)]
+    )
     assert df["train_loss_mean"].tolist() == pytest.approx([1.0] * 3)
 
 
@@ -100,9 +123,19 @@ def test_summary_counts_only_complete_trials_unless_asked() -> None:
 
 
 def test_threshold_estimate_from_stored_probes() -> None:
-    spec = spec_from_dict(tiny_spec(
-        search={"kind": "threshold", "axis": "data.n_instructions", "level": 0.5, "low": 10,
-                "high": 40, "replicates": 2}, budget={"total_examples": 400}))
+    spec = spec_from_dict(
+        tiny_spec(
+            search={
+                "kind": "threshold",
+                "axis": "data.n_instructions",
+                "level": 0.5,
+                "low": 10,
+                "high": 40,
+                "replicates": 2,
+            },
+            budget={"total_examples": 400},
+        )
+    )
     uri = f"memory://thr-{uuid.uuid4().hex}"
     store = open_store(uri)
     store.create_experiment("e", name="t", spec_json=spec.spec_json, spec_hash=spec.spec_hash)
@@ -110,8 +143,9 @@ def test_threshold_estimate_from_stored_probes() -> None:
     for n in (10, 40, 20):
         for seed in (0, 1):
             plan = spec.plan({"data.n_instructions": n, "seed": seed})
-            store.put_trial(TrialRecord("e", f"t{k}", plan.trial_key, json.dumps(plan.params),
-                                        "d", "complete"))
+            store.put_trial(
+                TrialRecord("e", f"t{k}", plan.trial_key, json.dumps(plan.params), "d", "complete")
+            )
             store.append_metrics("e", f"t{k}", {"test_acc": ACC[(n, seed)]})
             k += 1
     est = threshold_estimate("e", store=store)
@@ -136,9 +170,14 @@ def test_phase_diagram_lines_and_heatmap() -> None:
     h, w, _ = _png_shape(plot_experiment(eid, store=store))
     assert w > h > 100
     # two independent axes (I x S, no budget) give a heat map with a colour bar: a wider figure
-    spec = spec_from_dict(tiny_spec(axes=[
-        {"field": "data.n_instructions", "values": [10, 20]},
-        {"field": "data.examples_per_instruction", "values": [10, 20]}]))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[
+                {"field": "data.n_instructions", "values": [10, 20]},
+                {"field": "data.examples_per_instruction", "values": [10, 20]},
+            ]
+        )
+    )
     acc = {(n, 0): 0.1 * n / 10 for n in (10, 20)}
     store2, eid2, _ = _fill(spec, acc)
     table = summary(eid2, store=store2)
@@ -172,6 +211,20 @@ def test_no_lazy_export_is_shadowed_by_a_submodule() -> None:
 
     modules = {m.name for m in pkgutil.iter_modules(sweeps.__path__)}
     assert not modules & set(sweeps.__all__)
-    code = ("from sweeps import summary, plot_phase_diagram, threshold_estimate\n"
-            "from sweeps import results\nassert callable(results), results\n")
+    code = (
+        "from sweeps import summary, plot_phase_diagram, threshold_estimate\n"
+        "from sweeps import results\nassert callable(results), results\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_store_and_lifecycles_import_without_torch() -> None:
+    """Why `sweeps/__init__` keeps its other names lazy: readers of the store stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom sweeps import ExperimentStatus, open_store\n"
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -46,8 +46,7 @@ def test_trial_key_names_the_code_version(monkeypatch: pytest.MonkeyPatch) -> No
 def test_extending_with_more_seeds_runs_only_the_new_trials(tmp_path: Path) -> None:
     uri = str(tmp_path / "store")
     first = run_experiment(_spec([0]), "first", uri, trial_fn=fakes.step_accuracy, verbose=0)
-    second = run_experiment(_spec([0, 1]), "second", uri, trial_fn=fakes.step_accuracy,
-                            verbose=0)
+    second = run_experiment(_spec([0, 1]), "second", uri, trial_fn=fakes.step_accuracy, verbose=0)
     store = open_store(uri)
     trials = store.get_trials(second)
     assert len(trials) == 4 and {t.state for t in trials} == {"complete"}
@@ -61,8 +60,9 @@ def test_extending_with_more_seeds_runs_only_the_new_trials(tmp_path: Path) -> N
         src = originals[t.trial_key]
         assert t.reused_from == f"first/{src.trial_id}"
         assert t.trial_id == reused_trial_id(t.trial_key)
-    assert {k: v for k, v in _final_rows(uri, second).items() if k in originals} == \
-        _final_rows(uri, first)
+    assert {k: v for k, v in _final_rows(uri, second).items() if k in originals} == _final_rows(
+        uri, first
+    )
     # the results table says which rows were reused; the summary pools both seeds
     table = results(second, uri).to_pandas()
     assert sorted(table["reused_from"].notna().tolist()) == [False, False, True, True]
@@ -99,14 +99,14 @@ def test_adoption_is_idempotent_and_survives_a_crash_between_its_writes(tmp_path
     plan = spec.trials()[0]
     for exp in ("src", "dst"):
         store.create_experiment(exp, name="r", spec_json=spec.spec_json, spec_hash=spec.spec_hash)
-    store.put_trial(TrialRecord("src", "t1", plan.trial_key, json.dumps(plan.params), "d",
-                                state="complete"))
+    store.put_trial(
+        TrialRecord("src", "t1", plan.trial_key, json.dumps(plan.params), "d", state="complete")
+    )
     for step in (1, 2, 3):
         store.append_metrics("src", "t1", {"step": step, "test_acc": step / 10})
     # a driver that died after copying the rows but before writing the trial row
     tid = reused_trial_id(plan.trial_key)
-    store.append_metrics_batch("dst", [(tid, m.metrics, m.time)
-                                       for m in store.get_metrics("src")])
+    store.append_metrics_batch("dst", [(tid, m.metrics, m.time) for m in store.get_metrics("src")])
     index = ReuseIndex(store, "dst")
     assert index.find(plan.trial_key) is not None and index.find("nope") is None
     assert index.adopt("dst", plan) == {"step": 3, "test_acc": 0.3}
@@ -124,12 +124,22 @@ def test_adoption_is_idempotent_and_survives_a_crash_between_its_writes(tmp_path
 def test_a_repeated_threshold_search_answers_every_probe_from_the_store(tmp_path: Path) -> None:
     from sweeps import threshold_estimate
 
-    spec = spec_from_dict(tiny_spec(
-        name="thresh",
-        search={"kind": "threshold", "axis": "data.n_instructions", "metric": "test_acc",
-                "level": 0.5, "low": 2, "high": 2000, "replicates": 2},
-        budget={"total_examples": 4000}, max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="thresh",
+            search={
+                "kind": "threshold",
+                "axis": "data.n_instructions",
+                "metric": "test_acc",
+                "level": 0.5,
+                "low": 2,
+                "high": 2000,
+                "replicates": 2,
+            },
+            budget={"total_examples": 4000},
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     run_experiment(spec, "t1", uri, trial_fn=fakes.step_accuracy, verbose=0)
     # the same search again: a failing trial function proves that nothing is trained

@@ -68,67 +68,114 @@ def test_a_builtin_init_is_built_before_the_trials_start(tmp_path: Path, monkeyp
     assert load_preset("finetune-mini").train.init == "divsweep:tiny-lm"  # runs out of the box
     monkeypatch.setenv("DIVSWEEP_MODEL_CACHE", str(tmp_path))
     spec = load_preset("finetune-mini")
-    spec = spec.model_copy(update={"train": spec.train.model_copy(
-        update={"init": "divsweep:smoke-lm"})})
+    spec = spec.model_copy(
+        update={"train": spec.train.model_copy(update={"init": "divsweep:smoke-lm"})}
+    )
     check_runnable(spec)  # no RunError: a builtin name is not a path
     assert (build_dir("smoke-lm", BUILTINS["smoke-lm"], tmp_path) / "config.json").is_file()
 
 
 def test_trials_grid_seeds_and_budget() -> None:
-    spec = spec_from_dict(tiny_spec(
-        axes=[{"field": "data.n_instructions", "values": [10, 100]},
-              {"field": "train.lr", "values": [1e-3, 1e-2]}],
-        budget={"total_examples": 1000}, seeds=[0, 1, 2],
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[
+                {"field": "data.n_instructions", "values": [10, 100]},
+                {"field": "train.lr", "values": [1e-3, 1e-2]},
+            ],
+            budget={"total_examples": 1000},
+            seeds=[0, 1, 2],
+        )
+    )
     plans = spec.trials()
     assert spec.n_trials == len(plans) == 12
     first = plans[0]
-    assert first.params == {"data.n_instructions": 10, "train.lr": 1e-3,
-                            "data.examples_per_instruction": 100, "seed": 0}
+    assert first.params == {
+        "data.n_instructions": 10,
+        "train.lr": 1e-3,
+        "data.examples_per_instruction": 100,
+        "seed": 0,
+    }
     assert first.data.seed == first.train.seed == 0 and plans[1].train.seed == 1
     assert plans[-1].data.n_instructions == 100 and plans[-1].train.lr == 1e-2
     # plan() rebuilds exactly the same trial from its params (what the trainable does)
     assert spec.plan(plans[5].params) == plans[5]
-    assert spec.varied_fields == ["data.n_instructions", "train.lr",
-                                  "data.examples_per_instruction"]
+    assert spec.varied_fields == [
+        "data.n_instructions",
+        "train.lr",
+        "data.examples_per_instruction",
+    ]
 
 
 def test_bundle_axis_and_log_range() -> None:
-    spec = spec_from_dict(tiny_spec(axes=[
-        {"name": "dist", "values": [{"data.distribution": "uniform", "data.alpha": None},
-                                    {"data.distribution": "power", "data.alpha": 0.5}]},
-        {"field": "data.n_instructions", "range": {"start": 10, "stop": 40, "num": 3}},
-    ]))
+    spec = spec_from_dict(
+        tiny_spec(
+            axes=[
+                {
+                    "name": "dist",
+                    "values": [
+                        {"data.distribution": "uniform", "data.alpha": None},
+                        {"data.distribution": "power", "data.alpha": 0.5},
+                    ],
+                },
+                {"field": "data.n_instructions", "range": {"start": 10, "stop": 40, "num": 3}},
+            ]
+        )
+    )
     plans = spec.trials()
     assert [p.data.n_instructions for p in plans[:3]] == [10, 20, 40]
     assert plans[3].data.distribution == "power" and plans[3].data.alpha == 0.5
     assert LogRange(start=1, stop=4, num=3, integer=False).points() == pytest.approx([1, 2, 4])
 
 
-@pytest.mark.parametrize(("overrides", "path", "rule"), [
-    ({"axes": [{"field": "data.n_instrucions", "values": [1]}]}, "axes.0.field",
-     "unknown field 'data.n_instrucions'"),
-    ({"axes": [{"field": "model.lr", "values": [1]}]}, "axes.0.field", "must start with"),
-    ({"axes": [{"field": "data.n_instructions", "values": [10, 0]}]}, "axes.0.values.1",
-     "n_instructions"),
-    ({"axes": [{"field": "data.n_instructions", "values": []}]}, "axes.0", "must not be empty"),
-    ({"train": {"model": "nano", "epochs": 1, "max_steps": 3}}, "train", "epochs/max_steps"),
-    ({"data": {"n_instructions": 10}}, "data", "examples_per_instruction"),
-    ({"search": {"kind": "threshold", "level": 0.5, "low": 10, "high": 5}}, "search",
-     "need low < high"),
-    ({"search": {"kind": "optuna", "n_trials": 2,
-                 "space": {"train.lr": {"kind": "loguniform", "low": 0, "high": 1}}}},
-     "search.optuna.space.train.lr", "low > 0"),
-    ({"search": {"kind": "bayes"}}, "search", "kind"),
-    ({"resources": {"cpus": 0}}, "resources.cpus", "greater than 0"),
-    ({"retries": -1}, "retries", "greater than or equal to 0"),
-    ({"seeds": [1, 1]}, "seeds", "distinct"),
-    ({"budget": {"total_examples": 5}, "axes": [{"field": "data.n_instructions",
-                                                 "values": [10]}]},
-     "axes.0.values.0", "smaller than data.n_instructions=10"),
-    ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
-    ({"name": "bad name!"}, "name", "pattern"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "path", "rule"),
+    [
+        (
+            {"axes": [{"field": "data.n_instrucions", "values": [1]}]},
+            "axes.0.field",
+            "unknown field 'data.n_instrucions'",
+        ),
+        ({"axes": [{"field": "model.lr", "values": [1]}]}, "axes.0.field", "must start with"),
+        (
+            {"axes": [{"field": "data.n_instructions", "values": [10, 0]}]},
+            "axes.0.values.1",
+            "n_instructions",
+        ),
+        ({"axes": [{"field": "data.n_instructions", "values": []}]}, "axes.0", "must not be empty"),
+        ({"train": {"model": "nano", "epochs": 1, "max_steps": 3}}, "train", "epochs/max_steps"),
+        ({"data": {"n_instructions": 10}}, "data", "examples_per_instruction"),
+        (
+            {"search": {"kind": "threshold", "level": 0.5, "low": 10, "high": 5}},
+            "search",
+            "need low < high",
+        ),
+        (
+            {
+                "search": {
+                    "kind": "optuna",
+                    "n_trials": 2,
+                    "space": {"train.lr": {"kind": "loguniform", "low": 0, "high": 1}},
+                }
+            },
+            "search.optuna.space.train.lr",
+            "low > 0",
+        ),
+        ({"search": {"kind": "bayes"}}, "search", "kind"),
+        ({"resources": {"cpus": 0}}, "resources.cpus", "greater than 0"),
+        ({"retries": -1}, "retries", "greater than or equal to 0"),
+        ({"seeds": [1, 1]}, "seeds", "distinct"),
+        (
+            {
+                "budget": {"total_examples": 5},
+                "axes": [{"field": "data.n_instructions", "values": [10]}],
+            },
+            "axes.0.values.0",
+            "smaller than data.n_instructions=10",
+        ),
+        ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"name": "bad name!"}, "name", "pattern"),
+    ],
+)
 def test_bad_specs_fail_with_field_paths(overrides: dict[str, Any], path: str, rule: str) -> None:
     with pytest.raises(SpecError) as err:
         spec_from_dict(tiny_spec(**overrides))

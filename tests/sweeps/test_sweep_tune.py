@@ -21,13 +21,23 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 @pytest.mark.slow
 def test_threshold_search_finds_known_threshold_with_fewer_trials(tmp_path: Path) -> None:
     low, high, resolution = 2, 2000, 1.25
-    spec = spec_from_dict(tiny_spec(
-        name="thresh",
-        search={"kind": "threshold", "axis": "data.n_instructions", "metric": "test_acc",
-                "level": 0.5, "low": low, "high": high, "replicates": 2,
-                "resolution": resolution},
-        budget={"total_examples": 4000}, max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="thresh",
+            search={
+                "kind": "threshold",
+                "axis": "data.n_instructions",
+                "metric": "test_acc",
+                "level": 0.5,
+                "low": low,
+                "high": high,
+                "replicates": 2,
+                "resolution": resolution,
+            },
+            budget={"total_examples": 4000},
+            max_concurrent=2,
+        )
+    )
     store_uri = str(tmp_path / "store")
     exp = run_experiment(spec, "thresh-1", store_uri, trial_fn=fakes.step_accuracy, verbose=0)
     est = threshold_estimate(exp, store_uri)
@@ -45,13 +55,19 @@ def test_threshold_search_finds_known_threshold_with_fewer_trials(tmp_path: Path
 
 
 def test_optuna_search_runs_and_improves(tmp_path: Path) -> None:
-    spec = spec_from_dict(tiny_spec(
-        name="opt",
-        search={"kind": "optuna", "sampler": "tpe", "n_trials": 6,
+    spec = spec_from_dict(
+        tiny_spec(
+            name="opt",
+            search={
+                "kind": "optuna",
+                "sampler": "tpe",
+                "n_trials": 6,
                 "space": {"train.lr": {"kind": "loguniform", "low": 1e-5, "high": 1.0}},
-                "objective": {"metric": "score", "mode": "max"}},
-        max_concurrent=2,
-    ))
+                "objective": {"metric": "score", "mode": "max"},
+            },
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     exp = run_experiment(spec, "opt-1", uri, trial_fn=fakes.learning_curve, verbose=0)
     trials = open_store(uri).get_trials(exp)
@@ -64,13 +80,20 @@ def test_optuna_search_runs_and_improves(tmp_path: Path) -> None:
 
 
 def test_asha_prunes_bad_trials(tmp_path: Path) -> None:
-    spec = spec_from_dict(tiny_spec(
-        name="asha",
-        axes=[{"field": "train.lr", "values": [1e-6, 1e-5, 3e-3, 1e-4, 1.0, 3e-2]}],
-        scheduler={"kind": "asha", "objective": {"metric": "score", "mode": "max"},
-                   "max_t": 8, "grace_period": 2, "reduction_factor": 2},
-        max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="asha",
+            axes=[{"field": "train.lr", "values": [1e-6, 1e-5, 3e-3, 1e-4, 1.0, 3e-2]}],
+            scheduler={
+                "kind": "asha",
+                "objective": {"metric": "score", "mode": "max"},
+                "max_t": 8,
+                "grace_period": 2,
+                "reduction_factor": 2,
+            },
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     exp = run_experiment(spec, "asha-1", uri, trial_fn=fakes.learning_curve, verbose=0)
     store = open_store(uri)
@@ -85,12 +108,14 @@ def test_asha_prunes_bad_trials(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_failed_trial_is_a_row_and_a_retry_resumes_from_checkpoint(tmp_path: Path) -> None:
-    spec = spec_from_dict(tiny_spec(
-        name="fails",
-        axes=[{"field": "data.n_instructions", "values": [10, 100]}],
-        retries=1,
-        max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="fails",
+            axes=[{"field": "data.n_instructions", "values": [10, 100]}],
+            retries=1,
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     exp = run_experiment(spec, "fails-1", uri, trial_fn=fakes.fail_on_many_rules, verbose=0)
     store = open_store(uri)
@@ -115,8 +140,9 @@ def test_cancelled_experiment_does_not_start(tmp_path: Path) -> None:
     spec = spec_from_dict(tiny_spec(name="cancel"))
     uri = str(tmp_path / "store")
     store = open_store(uri)
-    store.create_experiment("c-1", name="cancel", spec_json=spec.spec_json,
-                            spec_hash=spec.spec_hash)
+    store.create_experiment(
+        "c-1", name="cancel", spec_json=spec.spec_json, spec_hash=spec.spec_hash
+    )
     store.cancel_experiment("c-1")
     assert run_experiment(spec, "c-1", uri, trial_fn=fakes.step_accuracy, verbose=0) == "c-1"
     assert store.progress("c-1")["total"] == 0
@@ -124,14 +150,17 @@ def test_cancelled_experiment_does_not_start(tmp_path: Path) -> None:
 
 
 def test_trials_with_the_same_data_spec_share_one_generated_set(tmp_path: Path) -> None:
-    spec = spec_from_dict(tiny_spec(
-        name="share",
-        axes=[{"field": "train.lr", "values": [1e-3, 3e-3, 1e-2]}],
-        max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="share",
+            axes=[{"field": "train.lr", "values": [1e-3, 3e-3, 1e-2]}],
+            max_concurrent=2,
+        )
+    )
     uri, cache = str(tmp_path / "store"), tmp_path / "cache"
-    exp = run_experiment(spec, "share-1", uri, trial_fn=fakes.generate_then_report,
-                         cache_dir=str(cache), verbose=0)
+    exp = run_experiment(
+        spec, "share-1", uri, trial_fn=fakes.generate_then_report, cache_dir=str(cache), verbose=0
+    )
     trials = open_store(uri).get_trials(exp)
     assert len(trials) == 3 and {t.state for t in trials} == {"complete"}
     assert len({t.data_hash for t in trials}) == 1
@@ -144,14 +173,20 @@ def test_cancel_stops_a_running_sweep(tmp_path: Path) -> None:
     import threading
     import time
 
-    spec = spec_from_dict(tiny_spec(
-        name="cancel-live", axes=[{"field": "train.lr", "values": [1e-3, 2e-3, 3e-3, 4e-3]}],
-        max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="cancel-live",
+            axes=[{"field": "train.lr", "values": [1e-3, 2e-3, 3e-3, 4e-3]}],
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     done: list[str] = []
-    runner = threading.Thread(target=lambda: done.append(run_experiment(
-        spec, "live-1", uri, trial_fn=fakes.slow_reports, verbose=0)))
+    runner = threading.Thread(
+        target=lambda: done.append(
+            run_experiment(spec, "live-1", uri, trial_fn=fakes.slow_reports, verbose=0)
+        )
+    )
     runner.start()
     store = open_store(uri)
     deadline = time.monotonic() + 120

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from ray.tune.search import Searcher
 
 from sweeps import SpecError, spec_from_dict
+from sweeps.bisection import midpoint
 from sweeps.spec import ThresholdSearch
 from sweeps.threshold import ThresholdSearcher, t_critical
 
@@ -50,9 +51,16 @@ def step_metric(value: float, seed: int) -> float:
 
 
 def search(**kw: Any) -> ThresholdSearch:
-    base: dict[str, Any] = {"axis": AXIS, "metric": "test_acc", "level": LEVEL, "low": 2,
-                            "high": 2000, "replicates": 2, "max_replicates": 8,
-                            "resolution": 1.25}
+    base: dict[str, Any] = {
+        "axis": AXIS,
+        "metric": "test_acc",
+        "level": LEVEL,
+        "low": 2,
+        "high": 2000,
+        "replicates": 2,
+        "max_replicates": 8,
+        "resolution": 1.25,
+    }
     return ThresholdSearch.model_validate({**base, **kw})
 
 
@@ -63,9 +71,14 @@ def searcher(s: ThresholdSearch, **kw: Any) -> ThresholdSearcher:
 _ids = itertools.count()
 
 
-def drive(sr: ThresholdSearcher, metric: Metric = noisy_metric, *, concurrency: int = 2,
-          running: list[tuple[str, dict[str, Any]]] | None = None,
-          stop_after: int | None = None) -> tuple[list[tuple[float, int]], list[Any]]:
+def drive(
+    sr: ThresholdSearcher,
+    metric: Metric = noisy_metric,
+    *,
+    concurrency: int = 2,
+    running: list[tuple[str, dict[str, Any]]] | None = None,
+    stop_after: int | None = None,
+) -> tuple[list[tuple[float, int]], list[Any]]:
     """Run ``sr`` like Tune: returns the (value, seed) of each trial run, in order, and the
     trials still running (non-empty only when stopped after ``stop_after`` trials)."""
     running = list(running or [])
@@ -107,11 +120,21 @@ def agrees(scores: list[float]) -> bool:
 
 
 # --- Student-t quantiles ---------------------------------------------------------------------
-@pytest.mark.parametrize(("confidence", "df", "t"), [
-    (0.90, 1, 6.3138), (0.95, 1, 12.7062), (0.95, 2, 4.3027), (0.90, 4, 2.1318),
-    (0.95, 4, 2.7764), (0.99, 9, 3.2498), (0.95, 30, 2.0423), (0.90, 120, 1.6577),
-    (0.80, 7, 1.4149), (0.50, 3, 0.7649),
-])
+@pytest.mark.parametrize(
+    ("confidence", "df", "t"),
+    [
+        (0.90, 1, 6.3138),
+        (0.95, 1, 12.7062),
+        (0.95, 2, 4.3027),
+        (0.90, 4, 2.1318),
+        (0.95, 4, 2.7764),
+        (0.99, 9, 3.2498),
+        (0.95, 30, 2.0423),
+        (0.90, 120, 1.6577),
+        (0.80, 7, 1.4149),
+        (0.50, 3, 0.7649),
+    ],
+)
 def test_t_critical_matches_printed_tables(confidence: float, df: int, t: float) -> None:
     assert t_critical(confidence, df) == pytest.approx(t, abs=1e-4)
 
@@ -124,26 +147,30 @@ def test_t_critical_matches_scipy_to_float_precision() -> None:
             assert t_critical(confidence, df) == pytest.approx(want, rel=1e-10), (confidence, df)
 
 
-@pytest.mark.parametrize(("confidence", "df", "name"), [(1.0, 3, "confidence"),
-                                                         (0.0, 3, "confidence"),
-                                                         (0.9, 0, "df")])
+@pytest.mark.parametrize(
+    ("confidence", "df", "name"), [(1.0, 3, "confidence"), (0.0, 3, "confidence"), (0.9, 0, "df")]
+)
 def test_t_critical_rejects_bad_arguments(confidence: float, df: int, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         t_critical(confidence, df)
 
 
 # --- adaptive replicates ---------------------------------------------------------------------
-@pytest.mark.parametrize(("scores", "confidence", "n", "passes"), [
-    # the module docstring's example: 0.60 ± 0.95, 0.67 ± 0.32, then 0.71 ± 0.21 excludes 0.5
-    ([0.45, 0.75, 0.8, 0.85, 0.9, 0.9], 0.9, 4, True),
-    # 0.71 ± 0.216 at four seeds (t = 2.353 for 3 degrees of freedom, not 2.132 for 4)
-    ([0.44, 0.75, 0.8, 0.85, 0.9, 0.9], 0.9, 5, True),
-    ([0.45, 0.75, 0.8, 0.85, 0.9, 0.9], 0.5, 3, True),  # t = 0.816: a narrower interval
-    ([0.1, 0.6, 0.05, 0.1, 0.1, 0.1], 0.9, 5, False),  # 0.21 ± 0.31 at four, 0.19 ± 0.22
-    ([0.2, 0.8, 0.2, 0.8, 0.2, 0.8], 0.9, 6, True),  # never agree: the cap; mean 0.5 passes
-])
-def test_decision_rule_on_worked_examples(scores: list[float], confidence: float, n: int,
-                                          passes: bool) -> None:
+@pytest.mark.parametrize(
+    ("scores", "confidence", "n", "passes"),
+    [
+        # the module docstring's example: 0.60 ± 0.95, 0.67 ± 0.32, then 0.71 ± 0.21 excludes 0.5
+        ([0.45, 0.75, 0.8, 0.85, 0.9, 0.9], 0.9, 4, True),
+        # 0.71 ± 0.216 at four seeds (t = 2.353 for 3 degrees of freedom, not 2.132 for 4)
+        ([0.44, 0.75, 0.8, 0.85, 0.9, 0.9], 0.9, 5, True),
+        ([0.45, 0.75, 0.8, 0.85, 0.9, 0.9], 0.5, 3, True),  # t = 0.816: a narrower interval
+        ([0.1, 0.6, 0.05, 0.1, 0.1, 0.1], 0.9, 5, False),  # 0.21 ± 0.31 at four, 0.19 ± 0.22
+        ([0.2, 0.8, 0.2, 0.8, 0.2, 0.8], 0.9, 6, True),  # never agree: the cap; mean 0.5 passes
+    ],
+)
+def test_decision_rule_on_worked_examples(
+    scores: list[float], confidence: float, n: int, passes: bool
+) -> None:
     """The low end gets ``scores`` seed by seed; the high end always passes."""
     sr = searcher(search(max_replicates=6, confidence=confidence))
     drive(sr, lambda v, seed: scores[seed] if v == 2 else 0.95)
@@ -185,6 +212,7 @@ def test_answer_lands_within_one_resolution_step(true: float) -> None:
 
 def test_adaptive_beats_fixed_replicates_near_a_noisy_threshold() -> None:
     """Over 60 true thresholds: as accurate as 8 fixed seeds for well under half the trials."""
+
     def misses_and_trials(s: ThresholdSearch) -> tuple[int, int]:
         misses = trials = 0
         for true in range(20, 200, 3):
@@ -220,8 +248,10 @@ def test_max_replicates_caps_and_marks_values_uncertain(caplog: pytest.LogCaptur
     # five alternating seeds have mean 0.44: undecided, so the mean says "fails"
     assert all(p["mean"] == pytest.approx(0.44) and not p["passes"] for p in shaky)
     assert len(ran) <= s.replicate_cap * s.max_probes
-    assert any(r.levelno == logging.WARNING and "max_replicates=5" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.WARNING and "max_replicates=5" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_failed_trials_count_as_zero() -> None:
@@ -262,10 +292,23 @@ def test_summary_format_and_final_log(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="sweeps.threshold"):
         drive(sr)
     out = sr.summary()
-    assert set(out) == {"axis", "metric", "level", "done", "threshold", "bracket", "n_trials",
-                        "n_reused", "probes"}
-    assert (out["axis"], out["metric"], out["level"], out["n_reused"]) == (AXIS, "test_acc",
-                                                                             LEVEL, 0)
+    assert set(out) == {
+        "axis",
+        "metric",
+        "level",
+        "done",
+        "threshold",
+        "bracket",
+        "n_trials",
+        "n_reused",
+        "probes",
+    }
+    assert (out["axis"], out["metric"], out["level"], out["n_reused"]) == (
+        AXIS,
+        "test_acc",
+        LEVEL,
+        0,
+    )
     p = out["probes"][0]
     assert set(p) == {"value", "seeds", "scores", "n", "mean", "passes", "decided", "uncertain"}
     assert p["value"] == 2 and p["seeds"] == [0, 1] and p["n"] == 2
@@ -333,31 +376,66 @@ def test_lookup_can_answer_a_whole_round_mid_search() -> None:
     """A round answered by lookup alone must not stall: suggest() moves on by itself."""
     mids = {(32, 0): 0.1, (32, 1): 0.2}  # the first bisection probe, both seeds
 
-    sr = searcher(search(low=1, high=1000, max_replicates=None),
-                  lookup=lambda p: mids.get((p[AXIS], p["seed"])))
+    sr = searcher(
+        search(low=1, high=1000, max_replicates=None),
+        lookup=lambda p: mids.get((p[AXIS], p["seed"])),
+    )
     ran, _ = drive(sr, step_metric, concurrency=1)
-    assert (32, 0) not in ran and [v for v, _ in ran] == [1, 1, 1000, 1000, 179, 179, 76, 76,
-                                                           49, 49, 40, 40]
+    assert (32, 0) not in ran and [v for v, _ in ran] == [
+        1,
+        1,
+        1000,
+        1000,
+        179,
+        179,
+        76,
+        76,
+        49,
+        49,
+        40,
+        40,
+    ]
     assert sr.threshold == 40
 
 
 # --- the spec: fields, errors, counts ----------------------------------------------------------
-@pytest.mark.parametrize(("search_kw", "seeds", "where", "rule"), [
-    ({"replicates": 3, "max_replicates": 2}, [0], "search.threshold: max_replicates",
-     "must be >= replicates=3, got 2"),
-    ({"replicates": 1, "max_replicates": 4}, [0], "search.threshold: replicates",
-     "need replicates >= 2"),
-    ({"replicates": 2, "max_replicates": 0}, [0], "search.threshold.max_replicates",
-     "greater than or equal to 1"),
-    ({"confidence": 1.0}, [0], "search.threshold.confidence", "less than 1"),
-    ({"confidence": 0}, [0], "search.threshold.confidence", "greater than 0"),
-    ({"replicates": 2, "max_replicates": 4}, [0, 1], "seeds",
-     "max_replicates=4 needs one seed (replicates count up from it) or exactly 4 seeds, got 2"),
-    ({"replicates": 2}, [0, 1, 2], "seeds", "replicates=2 needs one seed"),
-    ({"low": 0.2, "high": 10}, [0], "low/high", "1 <= round(low) < round(high)"),
-])
-def test_bad_threshold_fields_name_the_field(search_kw: dict[str, Any], seeds: list[int],
-                                             where: str, rule: str) -> None:
+@pytest.mark.parametrize(
+    ("search_kw", "seeds", "where", "rule"),
+    [
+        (
+            {"replicates": 3, "max_replicates": 2},
+            [0],
+            "search.threshold.max_replicates",
+            "must be >= replicates=3, got 2",
+        ),
+        (
+            {"replicates": 1, "max_replicates": 4},
+            [0],
+            "search.threshold.replicates",
+            "need replicates >= 2",
+        ),
+        (
+            {"replicates": 2, "max_replicates": 0},
+            [0],
+            "search.threshold.max_replicates",
+            "greater than or equal to 1",
+        ),
+        ({"confidence": 1.0}, [0], "search.threshold.confidence", "less than 1"),
+        ({"confidence": 0}, [0], "search.threshold.confidence", "greater than 0"),
+        (
+            {"replicates": 2, "max_replicates": 4},
+            [0, 1],
+            "seeds",
+            "max_replicates=4 needs one seed (replicates count up from it) or exactly 4 seeds, "
+            "got 2",
+        ),
+        ({"replicates": 2}, [0, 1, 2], "seeds", "replicates=2 needs one seed"),
+        ({"low": 0.2, "high": 10}, [0], "low/high", "1 <= round(low) < round(high)"),
+    ],
+)
+def test_bad_threshold_fields_name_the_field(
+    search_kw: dict[str, Any], seeds: list[int], where: str, rule: str
+) -> None:
     body = {"kind": "threshold", "level": 0.5, "low": 2, "high": 200, **search_kw}
     with pytest.raises(SpecError) as err:
         spec_from_dict(tiny_spec(search=body, seeds=seeds))
@@ -395,17 +473,37 @@ def test_max_probes_bounds_integer_bisection() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(low=st.integers(1, 50), ratio=st.floats(1.2, 5000), resolution=st.floats(1.02, 3),
-       integer=st.booleans(), true_log=st.floats(-1.5, 1.5), replicates=st.integers(2, 3),
-       extra=st.integers(0, 4), concurrency=st.integers(1, 4))
-def test_every_search_stays_within_its_bounds(low: int, ratio: float, resolution: float,
-                                             integer: bool, true_log: float, replicates: int,
-                                             extra: int, concurrency: int) -> None:
+@given(
+    low=st.integers(1, 50),
+    ratio=st.floats(1.2, 5000),
+    resolution=st.floats(1.02, 3),
+    integer=st.booleans(),
+    true_log=st.floats(-1.5, 1.5),
+    replicates=st.integers(2, 3),
+    extra=st.integers(0, 4),
+    concurrency=st.integers(1, 4),
+)
+def test_every_search_stays_within_its_bounds(
+    low: int,
+    ratio: float,
+    resolution: float,
+    integer: bool,
+    true_log: float,
+    replicates: int,
+    extra: int,
+    concurrency: int,
+) -> None:
     high = low * ratio
     if integer and round(high) <= low:
         return
-    s = search(low=low, high=high, resolution=resolution, integer=integer,
-               replicates=replicates, max_replicates=replicates + extra)
+    s = search(
+        low=low,
+        high=high,
+        resolution=resolution,
+        integer=integer,
+        replicates=replicates,
+        max_replicates=replicates + extra,
+    )
     true = math.exp(math.log(low) + true_log * math.log(ratio))
     sr = searcher(s)
     ran, _ = drive(sr, lambda v, seed: noisy_metric(v, seed, true), concurrency=concurrency)
@@ -421,7 +519,7 @@ def test_every_search_stays_within_its_bounds(low: int, ratio: float, resolution
         assert passes[low_v]
     else:  # a narrow bracket: fails at low, passes at high
         assert out["threshold"] == high_v and passes[high_v] and not passes[low_v]
-        assert high_v / low_v <= resolution or s.midpoint(low_v, high_v, integer) is None
+        assert high_v / low_v <= resolution or midpoint(low_v, high_v, integer) is None
 
 
 # --- end to end, through the real driver --------------------------------------------------------
@@ -450,13 +548,24 @@ def test_adaptive_threshold_search_through_the_driver(tmp_path: Path) -> None:
     from sweeps.driver import tune_storage_path
     from sweeps.store import open_store
 
-    spec = spec_from_dict(tiny_spec(
-        name="thresh-adaptive",
-        search={"kind": "threshold", "axis": AXIS, "metric": "test_acc", "level": LEVEL,
-                "low": 5, "high": 500, "replicates": 2, "max_replicates": 6,
-                "resolution": 1.5},
-        budget={"total_examples": 4000}, max_concurrent=2,
-    ))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="thresh-adaptive",
+            search={
+                "kind": "threshold",
+                "axis": AXIS,
+                "metric": "test_acc",
+                "level": LEVEL,
+                "low": 5,
+                "high": 500,
+                "replicates": 2,
+                "max_replicates": 6,
+                "resolution": 1.5,
+            },
+            budget={"total_examples": 4000},
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     exp = run_experiment(spec, "thresh-a1", uri, trial_fn=noisy_trial, verbose=0)
     est = threshold_estimate(exp, uri)

@@ -26,17 +26,22 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.mark.slow
-def test_mlflow_and_wandb_get_every_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                          ) -> None:
+def test_mlflow_and_wandb_get_every_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
     for var in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_MODE", "")  # unset (the default, offline), restored afterwards
     monkeypatch.setenv("WANDB_SILENT", "true")
-    spec = spec_from_dict(tiny_spec(
-        name="tracked", axes=[{"field": "train.lr", "values": [1e-3, 1e-2]}], seeds=[0, 1],
-        tracking={"mlflow": True, "wandb": True, "project": "divsweep-test"}, max_concurrent=2))
+    spec = spec_from_dict(
+        tiny_spec(
+            name="tracked",
+            axes=[{"field": "train.lr", "values": [1e-3, 1e-2]}],
+            seeds=[0, 1],
+            tracking={"mlflow": True, "wandb": True, "project": "divsweep-test"},
+            max_concurrent=2,
+        )
+    )
     uri = str(tmp_path / "store")
     exp = run_experiment(spec, "tracked-1", uri, trial_fn=fakes.learning_curve, verbose=0)
     trials = open_store(uri).get_trials(exp)
@@ -59,11 +64,15 @@ def test_mlflow_and_wandb_get_every_trial(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(offline) == 4, os.listdir(tune_dir / "wandb" / "wandb")
     for path in offline:
         recs = list(_wandb_records(path))
-        history = [{i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
-                   for r in recs if r.WhichOneof("record_type") == "history"]
+        history = [
+            {i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
+            for r in recs
+            if r.WhichOneof("record_type") == "history"
+        ]
         assert len(history) == 8 and all("score" in h for h in history)  # every report
-        config = {i.key for r in recs if r.WhichOneof("record_type") == "config"
-                  for i in r.config.update}
+        config = {
+            i.key for r in recs if r.WhichOneof("record_type") == "config" for i in r.config.update
+        }
         assert "params" in config  # the trial's parameters
 
 
@@ -81,11 +90,11 @@ def _wandb_records(path: Path) -> Iterator[Any]:
         if left < 7:  # a block's tail too short for a header is padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += left
             continue
-        buf += data[pos + 7:pos + 7 + length]
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             rec = wandb_internal_pb2.Record()
@@ -98,8 +107,9 @@ def test_a_tracker_that_is_not_installed_is_named(monkeypatch: pytest.MonkeyPatc
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
     t = Tracking(mlflow=True, wandb=True)
     assert [f for f, _ in missing(t)] == ["tracking.wandb"]
     with pytest.raises(SpecError, match=r"tracking.wandb: .*divsweep\[wandb\]"):

@@ -71,8 +71,9 @@ def test_build_is_deterministic_and_round_trips_through_from_pretrained(tmp_path
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "a", local_files_only=True)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "b", local_files_only=True)
-    for (name, p), (_, q) in zip(model.state_dict().items(), again.state_dict().items(),
-                                 strict=True):
+    for (name, p), (_, q) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert torch.equal(p, q), name
     tok = AutoTokenizer.from_pretrained(tmp_path / "a", local_files_only=True)
     text = "ab→c|zzabz=zzcz"
@@ -115,8 +116,11 @@ def test_a_missing_build_is_rebuilt(tmp_path, monkeypatch):
 
 
 def test_unknown_builtin_is_a_clear_config_error():
-    with pytest.raises(ConfigError, match=r"init: unknown builtin model 'divsweep:nope'; "
-                                          r"the builtins are divsweep:smoke-lm, divsweep:tiny-lm"):
+    with pytest.raises(
+        ConfigError,
+        match=r"init: unknown builtin model 'divsweep:nope'; "
+        r"the builtins are divsweep:smoke-lm, divsweep:tiny-lm",
+    ):
         TrainConfig(init="divsweep:nope", max_steps=1)
     with pytest.raises(ConfigError, match="unknown builtin"):
         builtin_spec("divsweep:")

@@ -23,6 +23,7 @@ from transformers import DynamicCache
 from transformers.activations import NewGELUActivation
 
 import trainer.decode as decode
+import trainer.gpt2_mirror as gpt2_mirror
 from trainer import TrainConfig, build_model
 from trainer.decode import greedy_decode
 
@@ -46,7 +47,7 @@ def test_gpt2_prompt_pass_is_bit_identical_to_the_model(preset):
             ids = torch.randint(2, _Vocab.size, (b, t), generator=gen)
             cache = DynamicCache(config=model.config)
             ref = model.transformer(input_ids=ids, past_key_values=cache, use_cache=True)
-            ours = decode._Gpt2Prompt(model, ids, room=4)
+            ours = gpt2_mirror.Gpt2Prompt(model, ids, room=4)
             assert torch.equal(ours.hidden, ref.last_hidden_state[:, -1:]), (b, t)
             for layer, k, v in zip(cache.layers, ours.keys, ours.values, strict=True):
                 assert k.shape[-2] == t + 4
@@ -57,12 +58,12 @@ def test_gpt2_prompt_pass_is_bit_identical_to_the_model(preset):
 def test_gelu_in_place_and_mlp_are_bit_identical():
     x = torch.randn(300, 256, generator=torch.Generator().manual_seed(0)) * 4
     x[0, :4] = torch.tensor([0.0, -0.0, 1e-30, -50.0])
-    assert torch.equal(decode._gelu_new_(x.clone()), NewGELUActivation()(x))
+    assert torch.equal(gpt2_mirror.gelu_new_(x.clone()), NewGELUActivation()(x))
     model = build_model(TrainConfig(model="nano", max_steps=1, seed=2), _Vocab()).eval()
     mlp = model.transformer.h[0].mlp
     with torch.inference_mode():
         h = torch.randn(7, 33, model.config.n_embd)
-        assert torch.equal(decode._mlp(mlp, h), mlp(h))
+        assert torch.equal(gpt2_mirror.mlp(mlp, h), mlp(h))
 
 
 def test_long_prompts_in_tiny_batches_match_generate(make_spec):
@@ -73,7 +74,7 @@ def test_long_prompts_in_tiny_batches_match_generate(make_spec):
     ds = generate(make_spec(z_len=(20, 30), test={"n_test": 60}))
     model = build_model(TrainConfig(model="nano", max_steps=1, seed=4), ds.vocab)
     prompts = _prompts(ds, 60)
-    assert min(map(len, prompts)) > decode._MIN_GEMM_ROWS
+    assert min(map(len, prompts)) > gpt2_mirror.MIN_GEMM_ROWS
     ref = hf_one_at_a_time(model, prompts, ds.vocab.eos_id, ds.vocab.pad_id, 6)
     for batch_size in (1, 2, 3):
         assert greedy_decode(model, prompts, ds.vocab.eos_id, 6, batch_size=batch_size) == ref
@@ -156,7 +157,7 @@ def test_paths_and_policies_agree(monkeypatch, small_ds, prompts_and_models):
             m.setattr(decode, "COMPACT_BELOW", 0.0)  # never drop them
             assert greedy_decode(model, prompts, eos, 8, batch_size=64) == base
         with monkeypatch.context() as m:
-            m.setattr(decode, "_fast_gpt2", lambda model: False)  # the model's own forward
+            m.setattr(decode, "is_plain_gpt2", lambda model: False)  # the model's own forward
             assert greedy_decode(model, prompts, eos, 8, batch_size=64) == base
 
 
