@@ -16,7 +16,7 @@ service's own cost; a real dashboard adds one loopback HTTP call per status requ
 
     python benchmarks/bench_service.py [--clients 1 8 32] [--requests 200] [--rows 10000]
 
-``--load`` runs the mixed load test instead (``tests/service/loadgen.py``, the same generator as
+``--load`` runs the mixed load test instead (``tests/service/loadgen/``, the same generator as
 ``tests/service/test_service_load.py``): submitters, status and results readers, a lister and
 resuming SSE followers for ``--duration`` seconds against a fresh server whose Ray is replaced by
 simulated sweep writers; every row is verified and the per-endpoint latency table printed::
@@ -196,10 +196,16 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
+def _support_on_path() -> None:
+    """The load generator is test support (`tests/service/loadgen/`), not part of the product:
+    put its directory on the path, as pytest does for the tests."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"))
+
+
 def load(args: argparse.Namespace) -> int:
     """The mixed load test (see the module docstring); returns the exit status."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"))
-    from loadgen import LoadConfig, format_report, run_against_new_server
+    _support_on_path()
+    from loadgen.client import LoadConfig, format_report, run_against_new_server
 
     cfg = LoadConfig(
         duration_s=args.duration,
@@ -241,8 +247,9 @@ def soak(args: argparse.Namespace) -> int:
     """The mixed load for ``--duration`` seconds, the server process sampled as it runs."""
     import threading
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "service"))
-    from loadgen import LoadConfig, LoadServer, format_report, run_load
+    _support_on_path()
+    from loadgen.client import LoadConfig, format_report, run_load
+    from loadgen.server import LoadServer
 
     duration = args.duration if args.duration != 30.0 else 600.0
     cfg = LoadConfig(

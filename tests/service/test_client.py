@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loadgen import TOKEN, LoadServer, metric_values, row_position, submission_body
+from loadgen.client import submission_body
+from loadgen.common import TOKEN, metric_values, row_position
+from loadgen.server import LoadServer
 from typer.testing import CliRunner
 
 from service import cli

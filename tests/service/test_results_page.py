@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import Browser, chromium_path, open_browser
-from loadgen import TOKEN, LoadServer, submission_body
+from loadgen.client import submission_body
+from loadgen.common import TOKEN
+from loadgen.server import LoadServer
 
 pytestmark = [
     pytest.mark.slow,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from loadgen import LoadConfig, format_report, run_against_new_server
+from loadgen.client import LoadConfig, format_report, run_against_new_server
 
 CONFIG = LoadConfig(
     duration_s=20,
