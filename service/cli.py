@@ -119,8 +119,13 @@ def serve(
             if head is None:
                 # Ray's token mode: only holders of this owner-only file reach the head.
                 ensure_token(ray_token_file)
+                # the port the service binds next is not the head's to take
+                service_port = port if port is not None else settings.port
                 head = LocalRayHead.start(
-                    num_cpus=num_cpus, temp_dir=None, token_path=ray_token_file
+                    num_cpus=num_cpus,
+                    temp_dir=None,
+                    token_path=ray_token_file,
+                    avoid_ports=(service_port,),
                 )
                 head.save(head_record)
                 typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")

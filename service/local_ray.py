@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +109,30 @@ def ray_env_token() -> str | None:
 
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now, none of them in ``avoid``.
+
+    All sockets stay bound until every port is chosen: asking one at a time can hand out the
+    same port twice (the kernel reuses a port as soon as its socket closes), and a head whose
+    dashboard took the port the service was about to bind made `divsweep serve` fail.
+    """
+    held: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+        return ports
+    finally:
+        for s in held:
+            s.close()
 
 
 @dataclass
@@ -202,6 +224,7 @@ class LocalRayHead:
         temp_dir: str | Path | None = None,
         timeout_s: float = 90.0,
         token_path: str | Path | None = None,
+        avoid_ports: Collection[int] = (),
     ) -> LocalRayHead:
         """Start a head on loopback and wait until its Jobs API answers.
 
@@ -209,12 +232,13 @@ class LocalRayHead:
         token authentication mode: its GCS, dashboard and Jobs API refuse every client that does
         not present the token, so another local user cannot submit jobs to it (ShadowRay,
         CVE-2023-48022). Its workers and job drivers inherit the mode and the token's path.
+        ``avoid_ports`` are ports the head must leave alone (the service's own).
         """
         # Unix socket paths are limited to ~107 bytes, so the temp dir must be short.
         owns = temp_dir is None
         tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
-        port, dash = free_port(), free_port()
+        port, dash, client, agent, agent_grpc, metrics, runtime_env = free_ports(7, avoid_ports)
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [
             ray_bin,
@@ -230,11 +254,11 @@ class LocalRayHead:
             f"--dashboard-port={dash}",
             f"--temp-dir={tmp}",
             f"--object-store-memory={object_store_mb * 1024 * 1024}",
-            f"--ray-client-server-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
         ]
         if num_gpus is not None:
             cmd.append(f"--num-gpus={num_gpus}")

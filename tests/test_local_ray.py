@@ -74,3 +74,12 @@ def test_a_killed_service_leaves_its_head_running_and_the_next_one_adopts_it(tmp
         second.terminate()
         second.wait(timeout=60)
     assert not record.exists() and not adopted.alive()  # a normal stop ends the head
+
+
+def test_free_ports_are_distinct_and_avoid_the_given_ones() -> None:
+    """One port handed out twice once let a head's dashboard take the service's port."""
+    from service.local_ray import free_ports
+
+    taken = free_ports(3)
+    ports = free_ports(20, avoid=taken)
+    assert len(set(ports)) == 20 and not set(ports) & set(taken)
