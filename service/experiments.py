@@ -277,7 +277,7 @@ class ExperimentService:
             since = min(since, exp.updated_at.timestamp())
         if now - since < self.wait_s:
             return None
-        res = ExperimentSpec.model_validate_json(exp.spec_json).resources
+        res = spec_of(exp.spec_json).resources
         auto = res.gpu == "auto"
         request = {"CPU": float(res.cpus)}
         if auto or res.gpu:
@@ -315,7 +315,12 @@ class ExperimentService:
 
 
 @functools.lru_cache(maxsize=1024)
+def spec_of(spec_json: str) -> ExperimentSpec:
+    """A stored spec, parsed once per spec text: every status request reads its objective, and
+    a stalled one its resources. The spec is frozen, so one instance serves every caller."""
+    return ExperimentSpec.model_validate_json(spec_json)
+
+
 def objective_of(spec_json: str) -> tuple[str, str]:
-    """The stored spec's `ExperimentSpec.objective`, parsed once per spec text (every status
-    request asks)."""
-    return ExperimentSpec.model_validate_json(spec_json).objective
+    """The stored spec's `ExperimentSpec.objective`."""
+    return spec_of(spec_json).objective
