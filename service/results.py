@@ -127,9 +127,7 @@ class StoreResults:
         out = self._progress_now(store, exp_id, metric, mode)
         if token is not None:
             with self._lock:
-                self._progress[key] = (token, out)
-                while len(self._progress) > PROGRESS_CACHE_SIZE:
-                    self._progress.pop(next(iter(self._progress)))
+                _put_bounded(self._progress, key, (token, out), PROGRESS_CACHE_SIZE)
         return out
 
     def _progress_now(self, store: Any, exp_id: str, metric: str, mode: str) -> TrialCounts:
@@ -180,14 +178,10 @@ class StoreResults:
         table: pa.Table = results(exp_id, store=store)
         with self._lock:
             if final:
-                self._tables[exp_id] = table
+                _put_bounded(self._tables, exp_id, table, TABLE_CACHE_SIZE)
                 self._live.pop(exp_id, None)
-                while len(self._tables) > TABLE_CACHE_SIZE:
-                    self._tables.pop(next(iter(self._tables)))
             elif token is not None:
-                self._live[exp_id] = (token, table)
-                while len(self._live) > TABLE_CACHE_SIZE:
-                    self._live.pop(next(iter(self._live)))
+                _put_bounded(self._live, exp_id, (token, table), TABLE_CACHE_SIZE)
         return table
 
     def summary(self, exp_id: str) -> pa.Table:
@@ -253,6 +247,14 @@ class StoreResults:
         import os
 
         return os.path.abspath(self.store_uri)
+
+
+def _put_bounded(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Store ``value`` under ``key``, dropping the oldest entries beyond ``limit`` (dicts keep
+    insertion order). The caller holds the lock."""
+    cache[key] = value
+    while len(cache) > limit:
+        cache.pop(next(iter(cache)))
 
 
 def table_bytes(table: pa.Table, fmt: str) -> tuple[bytes, str]:
