@@ -28,9 +28,16 @@ from trainer import TrainConfig, build_model, train
 from trainer.batching import IGNORE
 
 
-def hf_trainer_tokens_per_s(cfg: TrainConfig, ds, steps: int, bf16: bool) -> tuple[float, float]:
-    """(real tokens/s, padding fraction) of transformers.Trainer on the same model and data."""
-    from transformers import Trainer, TrainingArguments
+def hf_trainer_tokens_per_s(
+    cfg: TrainConfig, ds, steps: int, bf16: bool, compile: bool = False, warmup: int = 0
+) -> tuple[float, float]:
+    """(real tokens/s, padding fraction) of transformers.Trainer on the same model and data.
+
+    ``compile``: HF's own ``torch_compile=True``. ``warmup`` > 0: the clock starts after that
+    many steps (compilation and allocator warm-up left out; at most one prefetched batch's
+    tokens off), else it covers the whole ``trainer.train()``.
+    """
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     enc = ds.encoded("train")
     rows = []
@@ -76,13 +83,32 @@ def hf_trainer_tokens_per_s(cfg: TrainConfig, ds, steps: int, bf16: bool) -> tup
             seed=cfg.seed,
             use_cpu=not torch.cuda.is_available(),
             bf16=bf16,
+            torch_compile=compile,
             remove_unused_columns=False,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
+        mark: dict[str, float] = {}
+
+        class Clock(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup:
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    mark["t"], mark["tokens"] = time.perf_counter(), counted["real"]
+
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            data_collator=collate,
+            callbacks=[Clock()] if warmup else None,
+        )
         t0 = time.perf_counter()
         trainer.train()
-        elapsed = time.perf_counter() - t0
-    return counted["real"] / elapsed, 1 - counted["real"] / counted["padded"]
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - mark.get("t", t0)
+    real = counted["real"] - mark.get("tokens", 0)
+    return real / elapsed, 1 - counted["real"] / counted["padded"]
 
 
 def main() -> None:

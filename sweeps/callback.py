@@ -14,6 +14,10 @@ live:
 - ``on_trial_error`` (after the retries are spent) → ``failed`` with the error text. The sweep
   goes on: a crashed trial is a row, not a crashed sweep.
 
+A fused Tune trial (`sweeps.fusing`: config ``{"members": [params, ...]}``) is K trials in the
+store: member ``k`` gets the trial id ``<tune trial id>-m<k>``, its own trial key and params,
+and its own metric rows from ``result["members"]["<k>"]``; states and errors apply to all K.
+
 `CancelStopper` checks the experiment's status every few seconds; once the service has marked it
 ``cancelled`` (``store.cancel_experiment``), Tune stops every trial.
 """
@@ -32,6 +36,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord
+from sweeps.trainable import trial_params
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class StoreCallback(Callback):
         self.was_pruned = was_pruned
         self._known: set[str] = set()
         self._started: dict[str, float] = {}
-        self._base: dict[str, TrialRecord] = {}
+        self._base: dict[str, list[TrialRecord]] = {}
         self._last_iteration: dict[str, int] | None = None  # loaded from the store on first use
 
     def __getstate__(self) -> dict[str, Any]:
@@ -91,27 +96,34 @@ class StoreCallback(Callback):
         self._last_iteration[trial_id] = int(it)
         return True
 
-    def _record(self, trial: Any) -> TrialRecord:
-        """The identity part of a trial's row (params, content hashes), computed once."""
-        rec = self._base.get(trial.trial_id)
-        if rec is None:
-            params = dict(trial.config.get("params", {}))
+    def _records(self, trial: Any) -> list[TrialRecord]:
+        """The identity part of the rows of a Tune trial's store trials (params, content
+        hashes): one, or one per member of a fused trial; computed once."""
+        known = self._base.get(trial.trial_id)
+        if known is not None:
+            return known
+        members = trial_params(trial.config)
+        recs = []
+        for k, params in enumerate(members):
             plan = self.spec.plan(params)
-            rec = TrialRecord(
-                self.experiment_id,
-                trial.trial_id,
-                trial_key=plan.trial_key,
-                params_json=json.dumps(plan.params, sort_keys=True),
-                data_hash=plan.data.content_hash,
+            recs.append(
+                TrialRecord(
+                    self.experiment_id,
+                    trial.trial_id if len(members) == 1 else member_trial_id(trial, k),
+                    trial_key=plan.trial_key,
+                    params_json=json.dumps(plan.params, sort_keys=True),
+                    data_hash=plan.data.content_hash,
+                )
             )
-            self._base[trial.trial_id] = rec
-        return rec
+        self._base[trial.trial_id] = recs
+        return recs
 
     def _put(self, trial: Any, state: str, **fields: Any) -> None:
-        base = self._record(trial)
-        rec = TrialRecord(**{**base.__dict__, "state": state, **fields})
+        recs = [
+            TrialRecord(**{**r.__dict__, "state": state, **fields}) for r in self._records(trial)
+        ]
         try:
-            self.store.put_trial(rec)
+            self.store.put_trials(recs)
         except Exception:  # never let a store hiccup take the sweep down; the rows say what we have
             log.exception("could not record trial %s as %s", trial.trial_id, state)
 
@@ -119,10 +131,10 @@ class StoreCallback(Callback):
         new = [t for t in trials if t.trial_id not in self._known and t.status == "PENDING"]
         if not new:
             return
-        recs = []
+        recs: list[TrialRecord] = []
         for t in new:
             self._known.add(t.trial_id)
-            recs.append(TrialRecord(**{**self._record(t).__dict__, "state": "pending"}))
+            recs.extend(TrialRecord(**{**r.__dict__, "state": "pending"}) for r in self._records(t))
         try:
             self.store.put_trials(recs)
         except Exception:
@@ -137,16 +149,31 @@ class StoreCallback(Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         try:
-            if not self._is_new(trial.trial_id, result):
-                log.info(
-                    "trial %s: iteration %s is already stored (resumed from a checkpoint)",
-                    trial.trial_id,
-                    result.get("training_iteration"),
-                )
-                return
-            self.store.append_metrics(self.experiment_id, trial.trial_id, report_metrics(result))
+            rows = []
+            for trial_id, metrics in self._results(trial, result):
+                if self._is_new(trial_id, result):
+                    rows.append((trial_id, metrics, None))
+                else:
+                    log.info(
+                        "trial %s: iteration %s is already stored (resumed from a checkpoint)",
+                        trial_id,
+                        result.get("training_iteration"),
+                    )
+            if rows:
+                self.store.append_metrics_batch(self.experiment_id, rows)
         except Exception:
             log.exception("could not store a result of trial %s", trial.trial_id)
+
+    def _results(self, trial: Any, result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """``(store trial id, metrics)`` of each store trial in one Tune result."""
+        members = result.get("members")
+        if not isinstance(members, dict):
+            return [(trial.trial_id, report_metrics(result))]
+        tune_keys = {k: result[k] for k in KEEP_TUNE_KEYS if k in result}
+        return [
+            (r.trial_id, {**report_metrics(members[str(k)]), **tune_keys})
+            for k, r in enumerate(self._records(trial))
+        ]
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         state = "pruned" if self.was_pruned(trial.trial_id) else "complete"
@@ -161,6 +188,11 @@ class StoreCallback(Callback):
             started_at=self._started.get(trial.trial_id),
             ended_at=time.time(),
         )
+
+
+def member_trial_id(trial: Any, member: int) -> str:
+    """The store's id of member ``member`` of a fused Tune trial, e.g. ``a1b2c_00003-m2``."""
+    return f"{trial.trial_id}-m{member}"
 
 
 def _error_text(trial: Any) -> str | None:

@@ -11,7 +11,8 @@ Steps, top to bottom in `run_experiment`:
 4. if Tune saved state for this experiment id (its driver died), ``Tuner.restore`` it: finished
    trials stay finished and unfinished ones resume from their last checkpoint;
 5. otherwise build a new `Tuner`: trials whose identical twin (same trial key) already has a
-   complete result in the store are adopted, not run (`sweeps.reuse`); the rest go to the
+   complete result in the store are adopted, not run (`sweeps.reuse`); the rest, compatible
+   grid trials fused into groups where ``resources.fuse`` allows (`sweeps.fusing`), go to the
    trainable wrapped in ``tune.with_resources``, the search (grid, Optuna, threshold), the
    scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a persistent
    ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
@@ -28,17 +29,19 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweeps.errors import RunError
+from sweeps.fusing import fuse_groups
 from sweeps.packing import gpu_share
 from sweeps.reuse import ReuseIndex, final_metric
 from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
 from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
 from sweeps.tracking import callbacks as tracking_callbacks
 from sweeps.tracking import check_installed
-from sweeps.trainable import TrialFn, make_trainable
+from sweeps.trainable import FusedTrialFn, TrialFn, make_trainable
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +86,16 @@ def run_experiment(
     store_uri: str | None = None,
     *,
     trial_fn: TrialFn | None = None,
+    fused_fn: FusedTrialFn | None = None,
     cache_dir: str | None = None,
     verbose: int = 1,
 ) -> str:
     """Run ``spec`` to the end and return its experiment id (see the module docstring).
 
-    ``trial_fn`` replaces the real trainer (tests use fake trainables); ``cache_dir`` overrides
-    ``spec.data_cache_dir``. Individual trial failures do not raise: they are ``failed`` rows.
+    ``trial_fn`` replaces the real trainer (tests use fake trainables) and ``fused_fn`` the real
+    fused trainer (`sweeps.fusing`; with a fake ``trial_fn`` and no ``fused_fn`` nothing is
+    fused); ``cache_dir`` overrides ``spec.data_cache_dir``. Individual trial failures do not
+    raise: they are ``failed`` rows.
     """
     uri = store_uri or spec.store or default_store_uri()
     store = open_store(uri)
@@ -104,11 +110,10 @@ def run_experiment(
         check_runnable(spec)
         _connect_ray()
         store.set_experiment_status(exp_id, "running")
-        tuner = restore_tuner(spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir)
+        fns = _TrialFns(trial_fn, fused_fn, cache_dir)
+        tuner = restore_tuner(spec, exp_id, store, uri, fns)
         if tuner is None:
-            tuner = build_tuner(
-                spec, exp_id, store, uri, trial_fn=trial_fn, cache_dir=cache_dir, verbose=verbose
-            )
+            tuner = build_tuner(spec, exp_id, store, uri, fns, verbose=verbose)
         if tuner is not None:
             tuner.fit()
     except BaseException as e:
@@ -129,13 +134,36 @@ def _connect_ray() -> None:
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
 
-def _trainable(spec: ExperimentSpec, trial_fn: TrialFn | None, cache_dir: str | None) -> Any:
-    """The trainable with the spec's resources (``gpu: auto`` measured, see `sweeps.packing`)."""
+@dataclass(frozen=True)
+class _TrialFns:
+    """What runs the trials: the real trainer (all None) or a test's fakes."""
+
+    trial_fn: TrialFn | None = None
+    fused_fn: FusedTrialFn | None = None
+    cache_dir: str | None = None
+
+    @property
+    def can_fuse(self) -> bool:
+        return self.trial_fn is None or self.fused_fn is not None
+
+
+def trial_groups(spec: ExperimentSpec, plans: list[Any], fns: _TrialFns) -> list[list[Any]]:
+    """``plans`` as the groups Tune runs: fused groups (`sweeps.fusing`) where the spec and the
+    trial functions allow, otherwise one plan per group."""
+    return fuse_groups(spec, plans) if fns.can_fuse else [[p] for p in plans]
+
+
+def _trainable(spec: ExperimentSpec, fns: _TrialFns) -> Any:
+    """The trainable with the spec's resources (``gpu: auto`` measured, see `sweeps.packing`;
+    a fused trial's share holds its widest group)."""
     from ray import tune
 
-    share = gpu_share(spec)
+    members = 1
+    if isinstance(spec.search, GridSearch):
+        members = max((len(g) for g in trial_groups(spec, spec.trials(), fns)), default=1)
+    share = gpu_share(spec, members)
     return tune.with_resources(
-        make_trainable(spec, trial_fn, cache_dir, gpu_share=share),
+        make_trainable(spec, fns.trial_fn, fns.cache_dir, gpu_share=share, fused_fn=fns.fused_fn),
         spec.resources.as_tune(gpu=share),
     )
 
@@ -145,9 +173,7 @@ def restore_tuner(
     experiment_id: str,
     store: ResultsStore,
     store_uri: str,
-    *,
-    trial_fn: TrialFn | None = None,
-    cache_dir: str | None = None,
+    fns: _TrialFns = _TrialFns(),
 ) -> Any | None:
     """The experiment's saved Tune state as a `Tuner`, or None when Tune saved none.
 
@@ -163,7 +189,7 @@ def restore_tuner(
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)
     return tune.Tuner.restore(
         path,
-        trainable=_trainable(spec, trial_fn, cache_dir),
+        trainable=_trainable(spec, fns),
         resume_unfinished=True,
         resume_errored=True,
     )
@@ -174,9 +200,8 @@ def build_tuner(
     experiment_id: str,
     store: ResultsStore,
     store_uri: str,
+    fns: _TrialFns = _TrialFns(),
     *,
-    trial_fn: TrialFn | None = None,
-    cache_dir: str | None = None,
     verbose: int = 1,
 ) -> Any | None:
     """The configured `ray.tune.Tuner` for ``spec`` (not yet started).
@@ -188,7 +213,7 @@ def build_tuner(
     from sweeps.callback import CancelStopper, StoreCallback
 
     index = ReuseIndex(store, experiment_id) if spec.reuse else None
-    search = _search(spec, experiment_id, index)
+    search = _search(spec, experiment_id, index, fns)
     if index is not None and (index.adopted or index.kept):
         log.info(
             "experiment %s: %d trial(s) reused from other experiments, %d already complete here",
@@ -223,7 +248,7 @@ def build_tuner(
         reuse_actors=True,
     )
     return tune.Tuner(
-        _trainable(spec, trial_fn, cache_dir),
+        _trainable(spec, fns),
         param_space=param_space,
         tune_config=tune_config,
         run_config=run_config,
@@ -231,7 +256,7 @@ def build_tuner(
 
 
 def _search(
-    spec: ExperimentSpec, experiment_id: str, index: ReuseIndex | None
+    spec: ExperimentSpec, experiment_id: str, index: ReuseIndex | None, fns: _TrialFns
 ) -> tuple[dict[str, Any], Any, int] | None:
     """``(param_space, search_alg, num_samples)`` for the spec's search; None: nothing to run.
 
@@ -246,7 +271,11 @@ def _search(
         todo = [p for p in spec.trials() if index is None or index.adopt(experiment_id, p) is None]
         if not todo:
             return None
-        return {"params": tune.grid_search([p.params for p in todo])}, None, 1
+        groups = trial_groups(spec, todo, fns)
+        if all(len(g) == 1 for g in groups):
+            return {"params": tune.grid_search([p.params for p in todo])}, None, 1
+        members = [[p.params for p in g] for g in groups]
+        return {"members": tune.grid_search(members)}, None, 1
     if isinstance(search, OptunaSearch):
         from ray.tune.search.optuna import OptunaSearch as TuneOptuna
 

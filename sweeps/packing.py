@@ -67,21 +67,33 @@ def _sized_plans(spec: ExperimentSpec) -> list[TrialPlan]:
     return spec.trials()[:1]
 
 
-def gpu_share(spec: ExperimentSpec) -> float:
-    """The GPU share per trial: ``resources.gpu`` itself, or for ``auto`` the measured one."""
+def largest_estimate(spec: ExperimentSpec) -> MemoryEstimate:
+    """The measured estimate of the spec's most memory-hungry trial."""
+    return max((trial_memory(p) for p in _sized_plans(spec)), key=lambda e: e.total)
+
+
+def gpu_share(spec: ExperimentSpec, members: int = 1) -> float:
+    """The GPU share per trial: ``resources.gpu`` itself, or for ``auto`` the measured one.
+
+    ``members`` > 1: each Tune trial trains that many fused trials (`sweeps.fusing`), and its
+    share holds their fused estimate.
+    """
     res = spec.resources
     if not isinstance(res.gpu, str):
         return float(res.gpu)
     from trainer.memory import gpu_fraction_for
 
     gpu_bytes = int(res.gpu_memory_gb * GiB)
-    largest = max((trial_memory(p) for p in _sized_plans(spec)), key=lambda e: e.total)
+    largest = largest_estimate(spec)
+    if members > 1:
+        largest = largest.fused(members)
     try:
         share = gpu_fraction_for(largest, gpu_bytes)
     except ValueError as e:
         raise ValueError(f"resources.gpu: auto: {e}") from None
     log.info(
-        "resources.gpu auto: largest trial needs %s -> %s of a %.0f GB GPU per trial",
+        "resources.gpu auto: largest %s needs %s -> %s of a %.0f GB GPU per trial",
+        f"group of {members} fused trials" if members > 1 else "trial",
         largest.describe(),
         share,
         res.gpu_memory_gb,

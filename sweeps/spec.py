@@ -50,7 +50,7 @@ from sweeps.expand import (
     resolve,
 )
 from sweeps.tracking import Tracking
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, fusable
 
 # No NaN or infinity anywhere: no setting of a study means "not a number" or "unbounded".
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -336,6 +336,10 @@ class AshaScheduler(BaseModel):
 Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")]
 
 
+#: The most trials one fused model trains (`Resources.fuse`).
+MAX_FUSE = 64
+
+
 class Resources(BaseModel):
     """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU).
 
@@ -351,6 +355,10 @@ class Resources(BaseModel):
     gpu: float | Literal["auto"] = 0.0
     #: Memory of one GPU of the workers, for ``gpu: auto`` (80 for an H100 80GB / A100 80GB).
     gpu_memory_gb: float = Field(80.0, gt=0)
+    #: Train up to this many compatible trials as one fused model in one process
+    #: (`sweeps.fusing`, `trainer.fused`): 1 turns fusing off, ``auto`` fuses as many as fit the
+    #: GPU (``gpu: auto``) or 16. Unset: ``auto`` with ``gpu: auto``, otherwise off.
+    fuse: int | Literal["auto"] | None = Field(None, json_schema_extra={"minimum": 1})
 
     @model_validator(mode="after")
     def _gpu(self) -> Self:
@@ -358,7 +366,16 @@ class Resources(BaseModel):
             raise FieldRuleError("gpu", f"must be >= 0 or 'auto', got {self.gpu}")
         if isinstance(self.gpu, float | int) and self.gpu > 1 and self.gpu != int(self.gpu):
             raise FieldRuleError("gpu", f"above 1 it must be a whole number, got {self.gpu}")
+        if isinstance(self.fuse, int) and not 1 <= self.fuse <= MAX_FUSE:
+            raise FieldRuleError("fuse", f"must be 1..{MAX_FUSE} or 'auto', got {self.fuse}")
         return self
+
+    @property
+    def fuse_mode(self) -> int | Literal["auto"]:
+        """``fuse`` with its default applied: ``auto`` under ``gpu: auto``, else 1 (off)."""
+        if self.fuse is not None:
+            return self.fuse
+        return "auto" if self.gpu == "auto" else 1
 
     def as_tune(self, gpu: float | None = None) -> dict[str, float]:
         """The dict `tune.with_resources` takes; ``gpu`` is the resolved share for ``auto``."""
@@ -444,7 +461,22 @@ class ExperimentSpec(BaseModel):
         else:
             # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
             grid_plans(self, strict)
+        self._check_fuse()
         return self
+
+    def _check_fuse(self) -> None:
+        """An explicit ``resources.fuse`` > 1 must be something the driver can honour."""
+        fuse = self.resources.fuse
+        if not isinstance(fuse, int) or fuse == 1:
+            return  # unset or auto: fused where possible, separate elsewhere
+        if not isinstance(self.search, GridSearch) or not isinstance(self.scheduler, FifoScheduler):
+            raise FieldRuleError(
+                "resources.fuse",
+                f"fusing trials needs a grid search with the fifo scheduler, got "
+                f"search={self.search.kind!r}, scheduler={self.scheduler.kind!r}",
+            )
+        if (why := fusable([self.train])) is not None:
+            raise FieldRuleError("resources.fuse", f"train cannot be fused: {why}")
 
     # --- derived values ----------------------------------------------------------------------
     @property

@@ -13,6 +13,13 @@ The ``report`` handed to the trial function adapts the trainer's ``report(metric
 to ``tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint))``; a trial that
 Tune restarts after a failure gets its latest checkpoint copied into ``checkpoint_dir`` first, and
 the trainer resumes from it.
+
+With fusing on (`sweeps.fusing`), a grid's configs are ``{"members": [params, ...]}``: a group
+of one is an ordinary trial, and a larger group is a *fused* trial whose plans go to a
+*fused trial function* (`train_fused_with_trainer`: one `trainer.train_fused` run), whose report
+``(member_metrics, checkpoint)`` becomes one Tune result ``{"members": {"0": {...}, "1": {...}},
+"tokens_per_s": <sum>, "fused_members": K, "step": ...}``; `sweeps.callback` stores each member
+as its own trial. The checkpoint is the directory of every member's checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -34,11 +41,24 @@ log = logging.getLogger(__name__)
 Report = Callable[[Mapping[str, Any], str | None], None]
 #: ``trial_fn(plan, report, checkpoint_dir, cache_dir)``; runs one trial, reporting as it goes.
 TrialFn = Callable[[TrialPlan, Report, str, str], None]
+#: ``report(member_metrics, checkpoint)``: one metrics mapping per member, in member order.
+FusedReport = Callable[[Sequence[Mapping[str, Any]], str | None], None]
+#: ``fused_fn(plans, report, checkpoint_dir, cache_dir)``: runs a fused group of trials.
+FusedTrialFn = Callable[[list[TrialPlan], FusedReport, str, str], None]
 
 
 def default_cache_dir() -> str:
     """``~/.cache/divsweep/data``: generated data sets, shared by every trial on the machine."""
     return str(Path.home() / ".cache" / "divsweep" / "data")
+
+
+def trial_params(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The params of each trial a Tune config runs: ``[config["params"]]``, or the members of a
+    fused group (``config["members"]``; a group of one is an ordinary trial)."""
+    members = config.get("members")
+    if members is None:
+        return [dict(config["params"])]
+    return [dict(p) for p in members]
 
 
 def train_with_trainer(
@@ -54,6 +74,41 @@ def train_with_trainer(
     train(plan.train, ds, report=report, checkpoint_dir=checkpoint_dir, gpu_memory_fraction=share)
 
 
+def train_fused_with_trainer(
+    plans: list[TrialPlan], report: FusedReport, checkpoint_dir: str, cache_dir: str
+) -> None:
+    """The real fused trial: every member's data set, then one `trainer.train_fused` run."""
+    from data import cached_generate
+    from trainer.fused import train_fused
+
+    datasets = [cached_generate(p.data, cache_dir) for p in plans]
+    share = plans[0].gpu_share
+    share = share if share is not None and 0 < share < 1 else None
+    train_fused(
+        [p.train for p in plans],
+        datasets,
+        report=report,
+        checkpoint_dir=checkpoint_dir,
+        gpu_memory_fraction=share,
+    )
+
+
+def fused_result(member_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One Tune result for a fused group: each member's metrics under ``members``, and what a
+    dashboard shows for the group (its step, the members' summed tokens/s, K)."""
+    first = member_metrics[0]
+    return {
+        "members": {str(k): dict(m) for k, m in enumerate(member_metrics)},
+        "step": first.get("step"),
+        "tokens_per_s": sum(float(m.get("tokens_per_s", 0.0)) for m in member_metrics),
+        "fused_members": len(member_metrics),
+    }
+
+
+def _tune_report_fused(member_metrics: Sequence[Mapping[str, Any]], checkpoint: str | None) -> None:
+    _tune_report(fused_result(member_metrics), checkpoint)
+
+
 def _tune_report(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
     from ray import tune
 
@@ -67,12 +122,14 @@ def tune_trainable(
     spec_json: str,
     cache_dir: str,
     trial_fn: TrialFn,
+    fused_fn: FusedTrialFn | None = None,
     gpu_share: float = 0.0,
 ) -> None:
     """The function Tune runs for each trial (bound with `make_trainable`)."""
-    plan = ExperimentSpec.model_validate_json(spec_json).plan(config["params"])
+    spec = ExperimentSpec.model_validate_json(spec_json)
+    plans = [spec.plan(p) for p in trial_params(config)]
     if gpu_share > 0:
-        plan = replace(plan, gpu_share=gpu_share)
+        plans = [replace(p, gpu_share=gpu_share) for p in plans]
     from ray import tune
 
     # A per-trial scratch dir outside the git checkout: Tune's trial dir lives under the Ray
@@ -83,8 +140,13 @@ def tune_trainable(
     if restored is not None:
         with restored.as_directory() as src:
             shutil.copytree(src, checkpoint_dir, dirs_exist_ok=True)
-        log.info("trial %s resumes from its last checkpoint", plan.trial_key[:12])
-    trial_fn(plan, _tune_report, checkpoint_dir, cache_dir)
+        log.info("trial %s resumes from its last checkpoint", plans[0].trial_key[:12])
+    if len(plans) == 1:
+        trial_fn(plans[0], _tune_report, checkpoint_dir, cache_dir)
+        return
+    if fused_fn is None:
+        raise RuntimeError("a fused trial reached a trainable without a fused trial function")
+    fused_fn(plans, _tune_report_fused, checkpoint_dir, cache_dir)
 
 
 def make_trainable(
@@ -92,14 +154,22 @@ def make_trainable(
     trial_fn: TrialFn | None = None,
     cache_dir: str | None = None,
     gpu_share: float = 0.0,
+    fused_fn: FusedTrialFn | None = None,
 ) -> Callable[[dict[str, Any]], None]:
-    """A picklable Tune function trainable for ``spec`` (``gpu_share``: what each trial gets)."""
+    """A picklable Tune function trainable for ``spec`` (``gpu_share``: what each trial gets).
+
+    ``fused_fn`` runs fused groups; it defaults to the real trainer's unless ``trial_fn``
+    replaces the real trainer (a fake trial function comes with its own fused one, or none).
+    """
     cache = cache_dir or spec.data_cache_dir or default_cache_dir()
+    if fused_fn is None and trial_fn is None:
+        fused_fn = train_fused_with_trainer
     fn = partial(
         tune_trainable,
         spec_json=spec.spec_json,
         cache_dir=os.path.expanduser(cache),
         trial_fn=trial_fn or train_with_trainer,
+        fused_fn=fused_fn,
         gpu_share=gpu_share,
     )
     fn.__name__ = "divsweep_trial"  # type: ignore[attr-defined]  # Tune names trials after it

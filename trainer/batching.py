@@ -55,8 +55,16 @@ def epoch_plan(
     batch_size: int | None = None,
     batch_tokens: int | None = None,
     chunk: int = 64,
+    order_seed: int | None = None,
 ) -> list[np.ndarray]:
-    """Batches (arrays of example indices) of one epoch; exactly one of the two sizes is set."""
+    """Batches (arrays of example indices) of one epoch; exactly one of the two sizes is set.
+
+    ``order_seed`` seeds the shuffle of the batch order (default: ``seed``). The trainer passes
+    one fixed value, so that every run with the same number of examples and batch size steps
+    through its chunks' length ranks in the same order: a run's own examples and batches still
+    follow its seed, and runs trained together as one fused model (`trainer.fused`) meet
+    batches of similar widths at each step instead of padding to the widest of random ones.
+    """
     if (batch_size is None) == (batch_tokens is None):
         raise ValueError("set exactly one of batch_size and batch_tokens")
     rng = epoch_rng(seed, epoch)
@@ -72,7 +80,8 @@ def epoch_plan(
             batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
         else:
             batches.extend(_pack_tokens(part, lengths, batch_tokens))  # type: ignore[arg-type]
-    perm = rng.permutation(len(batches))
+    order_rng = rng if order_seed is None else epoch_rng(order_seed, epoch)
+    perm = order_rng.permutation(len(batches))
     return [batches[i] for i in perm]
 
 
@@ -90,17 +99,18 @@ def _pack_tokens(sorted_idx: np.ndarray, lengths: np.ndarray, budget: int) -> li
 
 
 def collate(
-    split: Sequences, idx: np.ndarray, pad_id: int, loss_on: str = "output"
+    split: Sequences, idx: np.ndarray, pad_id: int, loss_on: str = "output", multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ``(inputs, targets)`` of shape (B, T-1) for next-token prediction.
 
     ``targets[b, t]`` is token ``t+1`` of row ``b``, or IGNORE where it is padding or (with
-    ``loss_on="output"``) still part of the prompt.
+    ``loss_on="output"``) still part of the prompt. ``multiple``: T-1 is rounded up to a
+    multiple of it (fewer distinct shapes for torch.compile and CUDA graphs).
     """
     offsets = np.asarray(split.offsets)
     starts = offsets[idx]
     lens = offsets[idx + 1] - starts
-    width = int(lens.max())
+    width = -(-(int(lens.max()) - 1) // multiple) * multiple + 1
     pos = np.arange(width)
     valid = pos[None, :] < lens[:, None]  # (B, T)
     seq = np.where(

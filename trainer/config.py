@@ -20,6 +20,7 @@ in another pydantic model, the same rules surface as that model's `ValidationErr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -103,10 +104,20 @@ class TrainConfig(BaseModel):
     bucket_chunk: int = Field(64, ge=1)  # sort by length within chunks of this many batches
     loss_on: Literal["output", "all"] = "output"
 
-    # --- hardware ------------------------------------------------------------------------------
+    # --- hardware and the speed of a step (see docs/ARCHITECTURE.md, "the training step") ------
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
-    compile: bool = False
+    compile: bool = False  # torch.compile the forward and backward
+    # With compile on CUDA: capture each batch shape's step in a CUDA graph (torch.compile's
+    # "reduce-overhead"); `pad_multiple` keeps the number of shapes small.
+    cuda_graphs: bool = False
+    # Pad each batch's width up to a multiple of this (1: to its longest sequence). Padding is
+    # ignored by the loss; a multiple of 8-32 bounds how many shapes compile and graphs see.
+    pad_multiple: int = Field(1, ge=1, le=256)
+    # Collate the next batch into pinned memory and copy it without blocking while the current
+    # step runs on the GPU (no effect on the CPU).
+    prefetch: bool = True
+    fused_optimizer: bool = True  # AdamW's fused kernel (one launch for all parameters)
 
     # --- evaluation ----------------------------------------------------------------------------
     eval_every: int | None = Field(None, ge=1)  # steps; None: only per epoch / at the end
@@ -168,6 +179,10 @@ class TrainConfig(BaseModel):
             raise FieldRuleError(
                 "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}"
             )
+        if self.cuda_graphs and not self.compile:
+            raise FieldRuleError("cuda_graphs", "needs compile=True (graphs are torch.compile's)")
+        if self.device == "cpu" and self.cuda_graphs:
+            raise FieldRuleError("cuda_graphs", "CUDA graphs need CUDA, but device='cpu'")
         if self.device == "cpu" and self.precision == "bf16":
             raise FieldRuleError("precision", "bf16 autocast needs CUDA, but device='cpu'")
         return self
@@ -197,3 +212,28 @@ class TrainConfig(BaseModel):
     def pretrained(self) -> bool:
         """Whether the model comes from a checkpoint (a directory or a builtin), not scratch."""
         return self.init != "scratch"
+
+
+def fusable(cfgs: Sequence[TrainConfig]) -> str | None:
+    """Why ``cfgs`` cannot train as one fused model (`trainer.fused`), or None when they can.
+
+    Members must be scratch GPT-2s whose configs differ at most in ``seed``, without dropout
+    (a fused dropout mask is not each member's own draw), batched in examples.
+
+    >>> fusable([TrainConfig(model="nano", max_steps=5, seed=s) for s in range(4)]) is None
+    True
+    """
+    if not cfgs:
+        return "no members"
+    base = cfgs[0].model_copy(update={"seed": 0})
+    for i, c in enumerate(cfgs):
+        if c.model_copy(update={"seed": 0}) != base:
+            return f"member {i}'s train config differs from member 0's in more than its seed"
+    c = cfgs[0]
+    if c.pretrained:
+        return f"init={c.init!r}: only scratch GPT-2s are fused"
+    if c.dropout > 0:
+        return f"dropout={c.dropout}: a fused dropout mask is not each member's own draw"
+    if c.examples_per_batch is None:
+        return "batch_tokens: each member's step count would depend on its data; use batch_size"
+    return None

@@ -92,6 +92,10 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None]:
     return device, (torch.bfloat16 if use_bf16 else None)
 
 
+#: Every run shuffles its batch order with this seed (see `trainer.batching.epoch_plan`).
+SHARED_ORDER_SEED = 0x0D0E
+
+
 class EpochPlans:
     """Batches of each epoch, computed on demand; maps a global step to (epoch, batch)."""
 
@@ -102,7 +106,13 @@ class EpochPlans:
     def plan(self, epoch: int) -> list[np.ndarray]:
         c = self.cfg
         return epoch_plan(
-            self.lengths, c.seed, epoch, c.examples_per_batch, c.batch_tokens, c.bucket_chunk
+            self.lengths,
+            c.seed,
+            epoch,
+            c.examples_per_batch,
+            c.batch_tokens,
+            c.bucket_chunk,
+            order_seed=SHARED_ORDER_SEED,
         )
 
     def size(self, epoch: int) -> int:
@@ -124,16 +134,28 @@ class EpochPlans:
         return epoch, step
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms); fused where supported."""
+def make_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, *, stacked: bool = False
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms); fused where supported.
+
+    ``stacked``: every parameter carries a leading member axis (`trainer.fused`), so a matrix
+    has three dimensions. Parameters are grouped in ``model.parameters()`` order either way, so
+    a fused run's optimizer state slices into a plain run's, index for index.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    matrix_dims = 3 if stacked else 2
+    decay = [p for p in params if p.dim() >= matrix_dims]
+    no_decay = [p for p in params if p.dim() < matrix_dims]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    # fused: one kernel for every parameter; foreach: a few batched kernels (the fallback).
+    fused = cfg.fused_optimizer
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=cfg.betas, fused=fused, foreach=None if fused else True
+    )
 
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -207,6 +229,10 @@ class _Window:
     seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
+    def stop(self) -> None:
+        """End the timed part of the window (before an evaluation)."""
+        self.seconds += time.perf_counter() - self.started
+
     def reset(self) -> None:
         self.loss_sum.zero_()
         self.steps, self.tokens, self.seconds = 0, 0, 0.0
@@ -265,7 +291,7 @@ def train(
     optimizer = make_optimizer(model, cfg)
     plans = run.plans
     counters, last_path = _resume(checkpoint_dir, cfg, model, optimizer)
-    fwd = torch.compile(model) if cfg.compile else model
+    fwd = compiled(model, cfg, run.device)
 
     model.train()
     window = _Window(torch.zeros((), device=run.device))
@@ -276,10 +302,15 @@ def train(
     )
     while counters.step < run.total_steps:
         plan = plans.plan(epoch)
+        batch: Batch | None = None
         for b in range(k, len(plan)):
-            _step(run, model, fwd, optimizer, plan[b], counters, window)
+            _step(run, model, fwd, optimizer, batch or _prepare(run, plan[b]), counters, window)
+            # The step is queued on the GPU: collate and copy the next batch meanwhile.
+            batch = _prepare(run, plan[b + 1]) if cfg.prefetch and b + 1 < len(plan) else None
             bar.update(1)
             if _due(run, counters.step, end_of_epoch=b == len(plan) - 1):
+                _sync(run.device)
+                window.stop()
                 metrics, failures = _evaluate(
                     run, model, counters, window, epoch + (b + 1) / len(plan)
                 )
@@ -322,6 +353,12 @@ def _setup(
     longest = int(max(lengths.max(), seq_lengths(test_seqs).max()))
     if n_pos is not None and longest > n_pos:
         raise ConfigError(f"n_positions: {n_pos} is shorter than the longest sequence ({longest})")
+    padded = -(-(int(lengths.max()) - 1) // cfg.pad_multiple) * cfg.pad_multiple
+    if n_pos is not None and padded > n_pos:
+        raise ConfigError(
+            f"pad_multiple: {cfg.pad_multiple} pads the widest batch to {padded} positions, "
+            f"more than n_positions={n_pos}"
+        )
     model = build_model(cfg, vocab).to(device)
     plans = EpochPlans(lengths, cfg)
     total_steps = cfg.max_steps or sum(plans.size(e) for e in range(cfg.epochs or 0))
@@ -383,21 +420,69 @@ def _resume(
     return counters, str(ckpt)
 
 
+def compiled(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
+    """What the step calls: ``model``, or torch.compile of it (with CUDA graphs when asked)."""
+    if not cfg.compile:
+        return model
+    mode = "reduce-overhead" if cfg.cuda_graphs and device.type == "cuda" else None
+    return torch.compile(model, mode=mode)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's batch on its device, and what the counters need of it."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    rows: int
+    tokens: int  # real (non-padding) tokens
+
+
+def to_device(t: torch.Tensor, device: torch.device, pin: bool) -> torch.Tensor:
+    """``t`` on ``device``; from pinned memory without blocking the host when ``pin``.
+
+    A copy from ordinary (pageable) memory makes the host wait for the GPU's queue to drain
+    first, so one per step would stall every step on the one before it.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    if pin:
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _prepare(run: _Run, idx: np.ndarray) -> Batch:
+    """Batch ``idx`` collated, padded to ``pad_multiple`` and on its way to the device."""
+    cfg = run.cfg
+    inputs, targets = collate(
+        run.train_seqs, idx, run.codec.pad_id, cfg.loss_on, multiple=cfg.pad_multiple
+    )
+    return Batch(
+        to_device(inputs, run.device, cfg.prefetch),
+        to_device(targets, run.device, cfg.prefetch),
+        len(idx),
+        int(run.lengths[idx].sum()),
+    )
+
+
 def _step(
     run: _Run,
     model: torch.nn.Module,
     fwd: Any,
     optimizer: torch.optim.Optimizer,
-    idx: np.ndarray,
+    batch: Batch,
     counters: Counters,
     window: _Window,
 ) -> None:
-    """One optimiser step on batch ``idx``: lr, forward, masked loss, backward, clip, step."""
+    """One optimiser step on ``batch``: lr, forward, masked loss, backward, clip, step.
+
+    Nothing here waits for the GPU (no ``.item()``, no pageable copies): the loss is summed on
+    the device, and the host runs ahead to prepare the next batch.
+    """
     cfg = run.cfg
     for g in optimizer.param_groups:
         g["lr"] = lr_at(counters.step, cfg, run.total_steps)
-    inputs, targets = collate(run.train_seqs, idx, run.codec.pad_id, cfg.loss_on)
-    inputs, targets = inputs.to(run.device, non_blocking=True), targets.to(run.device)
+    inputs, targets = batch.inputs, batch.targets
     with torch.autocast(
         run.device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None
     ):
@@ -408,13 +493,12 @@ def _step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    n_tok = int(run.lengths[idx].sum())
     counters.step += 1
-    counters.examples_seen += len(idx)
-    counters.tokens_seen += n_tok
+    counters.examples_seen += batch.rows
+    counters.tokens_seen += batch.tokens
     window.loss_sum += loss.detach()
     window.steps += 1
-    window.tokens += n_tok
+    window.tokens += batch.tokens
 
 
 def _due(run: _Run, step: int, end_of_epoch: bool) -> bool:
@@ -433,9 +517,6 @@ def _evaluate(
     """The metrics of this evaluation point (training window, test set, train-rule sample,
     memory, wall time) and a few failed test examples."""
     cfg, device = run.cfg, run.device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    window.seconds += time.perf_counter() - window.started
     metrics: dict[str, float | int] = {
         "step": counters.step,
         "epoch": epoch,
@@ -481,6 +562,12 @@ def _evaluate(
             metrics["peak_mem_of_share"] = mem / run.share_gb
     metrics["wall_s"] = counters.wall_s + time.perf_counter() - run.t_start
     return metrics, test.failures
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing a window must include it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _log_evaluation(run: _Run, metrics: dict[str, float | int], bar: Any) -> None:

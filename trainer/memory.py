@@ -65,7 +65,7 @@ import logging
 import math
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -123,6 +123,24 @@ class MemoryEstimate:
         )
 
     __str__ = describe
+
+    def fused(self, k: int) -> MemoryEstimate:
+        """The memory of K such runs fused into one model (`trainer.fused`).
+
+        Every part that belongs to a member (weights, gradients, AdamW state, the activations
+        and temporaries of its batch) is stacked K times; the CUDA context and library
+        workspaces (``overhead``) exist once per process. A scaling, not a measurement:
+        ``benchmarks/gpu_check.py`` compares it with the peak of a real fused run.
+        """
+        return replace(
+            self,
+            parameters=k * self.parameters,
+            gradients=k * self.gradients,
+            optimizer=k * self.optimizer,
+            activations=k * self.activations,
+            temporaries=k * self.temporaries,
+            rows=k * self.rows,
+        )
 
 
 def gpu_fraction_for(
