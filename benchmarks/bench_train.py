@@ -8,6 +8,7 @@ tokens per second of training.
 
     python benchmarks/bench_train.py                 # defaults: tiny model, batch 64, 150 steps
     python benchmarks/bench_train.py --model paper --steps 60 --threads 2
+    python benchmarks/bench_train.py --ablate 3      # and what each step knob gives alone
 
 Prints both figures and the ratio (target: >= 1.5x on the 2-core CPU). On CUDA it trains ours in
 bf16 and prints MFU as well (the HF baseline then uses bf16 too).
@@ -118,6 +119,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-instructions", type=int, default=500)
+    p.add_argument(
+        "--ablate",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="also time each step knob alone (RUNS interleaved runs, medians)",
+    )
+    p.add_argument("--ablate-steps", type=int, default=60, help="steps per ablation run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -160,6 +169,46 @@ def main() -> None:
     print(f"ratio (ours / HF)  : {ours_tps / hf_tps:.2f}x  (end to end: {ours_e2e / hf_tps:.2f}x)")
     if "mfu" in ours.metrics:
         print(f"MFU: {ours.metrics['mfu']:.3f}, peak memory {ours.metrics['peak_mem_gb']:.2f} GB")
+    if args.ablate:
+        steps = args.ablate_steps
+        ablate(cfg.model_copy(update={"max_steps": steps}), ds, steps, args.ablate)
+
+
+#: One step knob changed from the default config at a time (`TrainConfig`'s step fields).
+VARIANTS: dict[str, dict[str, object]] = {
+    "default (fused AdamW, prefetch)": {},
+    "fused_optimizer=False (foreach AdamW)": {"fused_optimizer": False},
+    "prefetch=False": {"prefetch": False},
+    "pad_multiple=16": {"pad_multiple": 16},
+    "compile=True": {"compile": True},
+    "compile=True, pad_multiple=16": {"compile": True, "pad_multiple": 16},
+}
+
+
+def ablate(cfg: TrainConfig, ds, steps: int, runs: int) -> None:
+    """Steady tokens/s of each variant (the clock starts after a fifth of the steps, so
+    compilation is left out), ``runs`` interleaved runs each, medians."""
+    warm = max(1, steps // 5)
+    base = cfg.model_copy(update={"eval_every": warm})
+    cuda = torch.cuda.is_available()
+    figures: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(runs):
+        for name, change in VARIANTS.items():
+            if cuda and change.get("compile"):
+                change = {**change, "cuda_graphs": True}
+            result = train(base.model_copy(update=change), ds)
+            figures[name].append(result.history[-1]["tokens_per_s"])
+    hf = [hf_trainer_tokens_per_s(cfg, ds, steps, bf16=cuda, warmup=warm)[0] for _ in range(runs)]
+    ref = float(np.median(figures["default (fused AdamW, prefetch)"]))
+    print(f"\nstep knobs, steady tokens/s after step {warm}, median of {runs} interleaved runs:")
+    for name, values in figures.items():
+        med = float(np.median(values))
+        print(
+            f"  {name:<40} {med:10.0f}  ({med / ref:.2f}x default, {med / np.median(hf):.2f}x HF)"
+            f"  runs: {', '.join(f'{v:.0f}' for v in values)}"
+        )
+    runs_hf = ", ".join(f"{v:.0f}" for v in hf)
+    print(f"  {'HF Trainer (same clock)':<40} {np.median(hf):10.0f}  runs: {runs_hf}")
 
 
 if __name__ == "__main__":

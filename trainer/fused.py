@@ -71,6 +71,11 @@ from trainer.loop import (
 
 log = logging.getLogger(__name__)
 
+#: Members per forward/backward pass on a CPU. All K at once make every activation K times
+#: larger than a core's caches: on one core, K = 16 at once ran at 0.90x the speed of 16
+#: separate runs, 4 at a time at parity (`benchmarks/bench_fused.py`). A GPU takes all K.
+CPU_MEMBER_CHUNK = 4
+
 #: ``report(member_metrics, checkpoint)``: one flat metrics dict per member, in member order,
 #: and the directory holding every member's checkpoint (None without ``checkpoint_dir``).
 FusedReport = Callable[[list[dict[str, float | int]], str | None], None]
@@ -105,37 +110,43 @@ class FusedGPT2(nn.Module):
         self.stack = nn.ParameterList(nn.Parameter(t.clone()) for t in stacked)
         self._at = {n: i for i, n in enumerate(self.names)}
 
-    def p(self, name: str) -> torch.Tensor:
-        return self.stack[self._at[name]]
+    def p(self, name: str, members: slice) -> torch.Tensor:
+        """Parameter ``name`` of ``members`` (a view: gradients reach the stacked tensor)."""
+        return self.stack[self._at[name]][members]
 
-    def _ln(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
-        w, b = self.p(prefix + ".weight"), self.p(prefix + ".bias")
+    def _ln(self, x: torch.Tensor, prefix: str, sl: slice) -> torch.Tensor:
+        w, b = self.p(prefix + ".weight", sl), self.p(prefix + ".bias", sl)
         y = F.layer_norm(x, x.shape[-1:], eps=self.eps)
         return y * w[:, None, :] + b[:, None, :]
 
-    def _linear(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor, prefix: str, sl: slice) -> torch.Tensor:
         # GPT-2's Conv1D stores (in, out): y = x @ W + b, one batched product over members.
-        return torch.baddbmm(self.p(prefix + ".bias")[:, None, :], x, self.p(prefix + ".weight"))
+        return torch.baddbmm(
+            self.p(prefix + ".bias", sl)[:, None, :], x, self.p(prefix + ".weight", sl)
+        )
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Logits of members ``first .. first + K - 1`` for their (K, B, T) ``input_ids``."""
         k, b, t = input_ids.shape
-        wte = self.p("transformer.wte.weight")  # (K, V, C)
+        sl = slice(first, first + k)
+        wte = self.p("transformer.wte.weight", sl)  # (K, V, C)
         v, c = wte.shape[1], wte.shape[2]
         h, d = self.n_head, c // self.n_head
         # Member k's token i is row k*V+i of the stacked table: one gather for all members.
         rows = input_ids + torch.arange(k, device=input_ids.device)[:, None, None] * v
-        x = F.embedding(rows, wte.reshape(k * v, c)) + self.p("transformer.wpe.weight")[:, None, :t]
+        wpe = self.p("transformer.wpe.weight", sl)
+        x = F.embedding(rows, wte.reshape(k * v, c)) + wpe[:, None, :t]
         x = x.reshape(k, b * t, c)
         for i in range(self.n_layer):
             pre = f"transformer.h.{i}"
-            qkv = self._linear(self._ln(x, f"{pre}.ln_1"), f"{pre}.attn.c_attn")
+            qkv = self._linear(self._ln(x, f"{pre}.ln_1", sl), f"{pre}.attn.c_attn", sl)
             q, kk, vv = (z.reshape(k * b, t, h, d).transpose(1, 2) for z in qkv.split(c, dim=-1))
             att = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
             att = att.transpose(1, 2).reshape(k, b * t, c)
-            x = x + self._linear(att, f"{pre}.attn.c_proj")
-            m = self._linear(self._ln(x, f"{pre}.ln_2"), f"{pre}.mlp.c_fc")
-            x = x + self._linear(F.gelu(m, approximate="tanh"), f"{pre}.mlp.c_proj")
-        x = self._ln(x, "transformer.ln_f")
+            x = x + self._linear(att, f"{pre}.attn.c_proj", sl)
+            m = self._linear(self._ln(x, f"{pre}.ln_2", sl), f"{pre}.mlp.c_fc", sl)
+            x = x + self._linear(F.gelu(m, approximate="tanh"), f"{pre}.mlp.c_proj", sl)
+        x = self._ln(x, "transformer.ln_f", sl)
         return torch.bmm(x, wte.transpose(1, 2)).reshape(k, b, t, v)
 
     @torch.no_grad()
@@ -193,6 +204,7 @@ def train_fused(
     progress: bool = False,
     *,
     gpu_memory_fraction: float | None = None,
+    member_chunk: int | None = None,
 ) -> list[TrainResult]:
     """Train member ``k`` = ``(cfgs[k], datasets[k])`` for every k as one fused model.
 
@@ -200,7 +212,9 @@ def train_fused(
     ``model`` is a plain GPT-2 holding the member's final weights). ``report`` is called at each
     evaluation with every member's metrics; each dict also holds ``fused_members`` (K). With
     ``checkpoint_dir``, member checkpoints go to ``checkpoint_dir/m<k>`` and a run resumes from
-    them. Raises `ConfigError` when the members cannot be fused (`fusable`) or their data sets
+    them. ``member_chunk``: members per forward/backward pass (default: all of them on CUDA,
+    `CPU_MEMBER_CHUNK` on a CPU); the optimizer step always takes all K. Raises `ConfigError`
+    when the members cannot be fused (`fusable`) or their data sets
     give them different step counts.
     """
     if len(cfgs) != len(datasets):
@@ -215,6 +229,9 @@ def train_fused(
     del setups
     _check_alike(runs)
     run0, device, n = runs[0], runs[0].device, len(runs)
+    if member_chunk is not None and member_chunk < 1:
+        raise ConfigError(f"member_chunk: must be >= 1, got {member_chunk}")
+    chunk = member_chunk or (n if device.type == "cuda" else CPU_MEMBER_CHUNK)
     fused = FusedGPT2(models).to(device)
     template = models[0]  # evaluations and checkpoints go through a plain GPT-2
     del models
@@ -240,7 +257,7 @@ def train_fused(
         batch: FusedBatch | None = None
         for bi in range(b0, n_batches):
             batch = batch or _prepare(runs, [p[bi] for p in plans])
-            _fused_step(runs, fused, fwd, optimizer, batch, counters, windows)
+            _fused_step(runs, fused, fwd, optimizer, batch, counters, windows, chunk)
             # The step is queued on the GPU: collate and copy the next batch meanwhile.
             more = run0.cfg.prefetch and bi + 1 < n_batches
             batch = _prepare(runs, [p[bi + 1] for p in plans]) if more else None
@@ -305,6 +322,7 @@ def _fused_step(
     batch: FusedBatch,
     counters: Sequence[Counters],
     windows: Sequence[_Window],
+    chunk: int,
 ) -> None:
     """One optimiser step of every member on its own batch (see the module docstring); like
     `trainer.loop._step`, it never waits for the GPU."""
@@ -313,17 +331,23 @@ def _fused_step(
     for g in optimizer.param_groups:
         g["lr"] = lr_at(counters[0].step, cfg, run0.total_steps)
     inputs, targets = batch.inputs, batch.targets
-    with torch.autocast(
-        device.type, dtype=run0.amp_dtype or torch.bfloat16, enabled=run0.amp_dtype is not None
-    ):
-        logits = fwd(inputs)  # (K, B, T, V)
-    losses = member_losses(logits, targets)
-    losses.sum().backward()
+    parts = []
+    # Members go through forward and backward `chunk` at a time (all at once on a GPU); the
+    # gradients of each chunk land in its members' slices of the stacked parameters.
+    for first in range(0, len(runs), chunk):
+        last = first + chunk
+        with torch.autocast(
+            device.type, dtype=run0.amp_dtype or torch.bfloat16, enabled=run0.amp_dtype is not None
+        ):
+            logits = fwd(inputs[first:last], first)  # (chunk, B, T, V)
+        losses = member_losses(logits, targets[first:last])
+        losses.sum().backward()
+        parts.append(losses.detach())
     if cfg.grad_clip > 0:
         clip_per_member(list(fused.stack), cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    detached = losses.detach()
+    detached = torch.cat(parts)
     for k, (rows, n_tok) in enumerate(zip(batch.rows, batch.tokens, strict=True)):
         counters[k].step += 1
         counters[k].examples_seen += rows

@@ -147,3 +147,21 @@ def test_fused_trial_resumes_from_its_tune_checkpoint_after_a_crash(
         assert [r["step"] for r in rows] == [5, 10]
         _same_numbers(apart[key][1], rows)
     assert json.loads(next(iter(crashy.values()))[0].params_json)["seed"] == 0
+
+
+def test_auto_width_is_what_fits_the_gpu_by_the_fused_estimate() -> None:
+    from sweeps.packing import gpu_share, largest_estimate
+
+    probe = _spec(None, resources={"cpus": 1, "gpu": "auto"})
+    one = largest_estimate(probe)
+    fused3 = one.fused(3)
+    # Members stack, the CUDA context does not.
+    assert fused3.total == 3 * (one.total - one.overhead) + one.overhead
+    # A GPU that holds three members with the 25 % headroom, but not four.
+    gb = fused3.total * 1.25 * 1.001 / 2**30
+    assert one.fused(4).total * 1.25 > gb * 2**30
+    spec = _spec(None, resources={"cpus": 1, "gpu": "auto", "gpu_memory_gb": gb})
+    assert spec.resources.fuse_mode == "auto"  # implied by gpu: auto
+    assert fuse_width(spec) == 3
+    assert [len(g) for g in fuse_groups(spec, spec.trials())] == [2, 2]
+    assert gpu_share(spec, members=3) == 1.0  # the group takes the GPU it was sized for

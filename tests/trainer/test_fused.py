@@ -51,15 +51,24 @@ def test_forward_matches_each_member_model(members):
     ids = torch.randint(1, dss[0].vocab.size, (3, 5, 17))
     with torch.no_grad():
         got = fused(ids)
+        tail = fused(ids[1:], first=1)  # members 1 and 2 alone: their own weights still
         want = torch.stack([m(input_ids=ids[k]).logits for k, m in enumerate(models)])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tail, want[1:], rtol=1e-5, atol=1e-5)
 
 
-def test_fused_run_equals_separate_runs(members):
+@pytest.fixture(scope="module")
+def separate(members):
     cfgs, dss = members
-    separate = [train(c, d) for c, d in zip(cfgs, dss, strict=True)]
+    return [train(c, d) for c, d in zip(cfgs, dss, strict=True)]
+
+
+# None: the CPU default (all 3 members in one pass); 2: passes of 2 and 1 members.
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_fused_run_equals_separate_runs(members, separate, chunk):
+    cfgs, dss = members
     reports: list[list[dict]] = []
-    fused = train_fused(cfgs, dss, report=lambda ms, ckpt: reports.append(ms))
+    fused = train_fused(cfgs, dss, report=lambda ms, ckpt: reports.append(ms), member_chunk=chunk)
     assert [[m["step"] for m in ms] for ms in reports] == [[6, 6, 6], [12, 12, 12]]
     assert all(m["fused_members"] == 3 for ms in reports for m in ms)
     for alone, together in zip(separate, fused, strict=True):
