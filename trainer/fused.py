@@ -93,7 +93,6 @@ class FusedGPT2(nn.Module):
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__()
         first = cast(Any, models[0])
-        self.k = len(models)
         self.n_layer, self.n_head = first.config.n_layer, first.config.n_head
         self.eps = first.config.layer_norm_epsilon
         if first.config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -102,11 +101,9 @@ class FusedGPT2(nn.Module):
                 f"{first.config.activation_function!r}"
             )
         self.names = [n for n, _ in first.named_parameters()]
+        params = [dict(m.named_parameters()) for m in models]  # once per model, not per name
         with torch.no_grad():
-            stacked = [
-                torch.stack([dict(m.named_parameters())[n].detach() for m in models])
-                for n in self.names
-            ]
+            stacked = [torch.stack([p[n].detach() for p in params]) for n in self.names]
         self.stack = nn.ParameterList(nn.Parameter(t.clone()) for t in stacked)
         self._at = {n: i for i, n in enumerate(self.names)}
 
@@ -156,6 +153,13 @@ class FusedGPT2(nn.Module):
         for name, stacked in zip(self.names, self.stack, strict=True):
             params[name].copy_(stacked[member])
         return model
+
+    @torch.no_grad()
+    def store_member(self, member: int, model: nn.Module) -> None:
+        """Copy ``model``'s weights into member ``member`` (the inverse of `load_member`)."""
+        params = dict(model.named_parameters())
+        for name, stacked in zip(self.names, self.stack, strict=True):
+            stacked[member].copy_(params[name])
 
 
 def clip_per_member(stack: Sequence[torch.Tensor], max_norm: float) -> None:
@@ -450,12 +454,9 @@ def _resume(
     steps = {meta["step"] for _, meta in loaded}
     if len(steps) != 1:
         raise CheckpointError(f"checkpoint_dir: members stopped at different steps {sorted(steps)}")
-    with torch.no_grad():
-        for k, (state, _) in enumerate(loaded):
-            template.load_state_dict(state["model"])
-            params = dict(template.named_parameters())
-            for name, stacked in zip(fused.names, fused.stack, strict=True):
-                stacked[k].copy_(params[name])
+    for k, (state, _) in enumerate(loaded):
+        template.load_state_dict(state["model"])
+        fused.store_member(k, template)
     optimizer.load_state_dict(stack_optimizer_states([s["optimizer"] for s, _ in loaded]))
     log.info("fused run resumed from %s at step %d", checkpoint_dir, steps.pop())
     return [Counters.from_meta(meta) for _, meta in loaded]
