@@ -34,7 +34,6 @@ from sweeps.specs.presets import PRESET_DIR, load_preset
 from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import TrialRecord, open_store
 
-
 STRICT = "test_acc_op_new_x"
 
 
@@ -43,9 +42,7 @@ def seeds(m: float, spread: float = 0.01) -> list[float]:
     return [m - spread, m, m + spread]
 
 
-def cell(
-    metric: str = STRICT, m: float = 0.0, spread: float = 0.01, **keys: Any
-) -> dict[str, Any]:
+def cell(metric: str = STRICT, m: float = 0.0, spread: float = 0.01, **keys: Any) -> dict[str, Any]:
     return {**keys, "n": 3, f"{metric}_values": seeds(m, spread)}
 
 

@@ -25,9 +25,9 @@ from ray.tune.search import Searcher
 
 from sweeps import SpecError, spec_from_dict
 from sweeps.running.threshold import ThresholdSearcher
-from sweeps.stats import t_critical
 from sweeps.specs.bisection import midpoint
 from sweeps.specs.spec import ThresholdSearch
+from sweeps.stats import t_critical
 
 AXIS = "data.n_instructions"
 TRUE = 37  # where the mean of `noisy_metric` over seeds crosses LEVEL
