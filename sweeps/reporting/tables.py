@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
+from sweeps.stats import threshold_of
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 #: Columns of `results` besides the parameters and metrics.
@@ -210,11 +211,7 @@ def threshold_estimate(
                 0.0 if v is None or math.isnan(v) else float(v) for v in g.get(search.metric, [])
             ]
             probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
-    threshold = None
-    for value, mean, _ in reversed(probes):
-        if mean < search.level:
-            break
-        threshold = value
+    threshold = threshold_of([(value, mean) for value, mean, _ in probes], search.level)
     return {
         "axis": search.axis,
         "metric": search.metric,
