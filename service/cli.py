@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -377,32 +377,55 @@ def reproduce(
 ) -> None:
     """Run every study of the paper through the service, one after another, and write
     docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
-    from service.reproduce import Client, ReproduceError
-    from service.reproduce import check as check_document
-    from service.reproduce import reproduce as run_reproduce
-    from sweeps.reporting.results_doc import StoreSource
     from sweeps.reporting.studies import select
 
     try:
         chosen = select(studies)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if out is None:  # a smoke run never overwrites the real document
+        out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
+    if check:
+        _check_document(out, chosen if studies else None)
+    code = _run_reproduce(chosen, smoke, out, render_only, store, poll, seed_offset, url, token)
+    raise typer.Exit(code)
+
+
+def _check_document(out: Path, chosen: Any) -> NoReturn:
+    """``reproduce --check``: print what is stale, exit 0 (current) or 1."""
+    from service.reproduce import check as check_document
+
+    stale = check_document(out, chosen)
+    for line in stale:
+        typer.echo(f"stale: {line}")
+    typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
+    raise typer.Exit(1 if stale else 0)
+
+
+def _run_reproduce(
+    chosen: Any,
+    smoke: bool,
+    out: Path,
+    render_only: bool,
+    store: str | None,
+    poll: float,
+    seed_offset: int,
+    url: str,
+    token: str | None,
+) -> int:
+    """Run (or only render) the chosen studies; the command's exit code."""
+    from service.reproduce import Client, ReproduceError
+    from service.reproduce import reproduce as run_reproduce
+    from sweeps.reporting.results_doc import StoreSource
+
     source = None
     if store is not None:
         from sweeps.store import open_store
 
         source = StoreSource(open_store(store))
-    if out is None:  # a smoke run never overwrites the real document
-        out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
-    if check:
-        stale = check_document(out, chosen if studies else None)
-        for line in stale:
-            typer.echo(f"stale: {line}")
-        typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
-        raise typer.Exit(1 if stale else 0)
     client = Client(url, None if render_only else _token(token))
     try:
-        code = run_reproduce(
+        return run_reproduce(
             client,
             chosen,
             smoke,
@@ -416,7 +439,6 @@ def reproduce(
     except (ReproduceError, httpx.TransportError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    raise typer.Exit(code)
 
 
 def main() -> None:
