@@ -1,6 +1,8 @@
 """The durable experiment registry: one SQL row per submitted experiment (SQLAlchemy 2).
 
-SQLite under the state directory by default; any SQLAlchemy URL (PostgreSQL, ...) works. The
+SQLite under the state directory by default; any SQLAlchemy URL works, and PostgreSQL is tested
+(``postgresql+psycopg://user@host/db``, the ``postgres`` extra; several service processes may
+share one, see docs/DEPLOY.md). The
 registry is the service's own memory: which experiments exist, who submitted them, under which
 Ray job, with which Idempotency-Key. Results live in the sweeps store, not here.
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, create_engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
@@ -152,7 +154,12 @@ class Registry:
         # check_same_thread=False: FastAPI runs sync handlers on a thread pool.
         connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect_args)
-        _Base.metadata.create_all(self.engine)
+        try:
+            _Base.metadata.create_all(self.engine)
+        except (IntegrityError, ProgrammingError):
+            # Two service processes starting at once on an empty PostgreSQL database both
+            # create the table; the loser's CREATE fails. The table exists now: check again.
+            _Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         #: Held across "count active, then create" so that concurrent submissions cannot all
         #: pass the quota (one service process owns the registry).
