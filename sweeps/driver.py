@@ -38,7 +38,7 @@ from sweeps.fusing import fuse_groups
 from sweeps.packing import gpu_share
 from sweeps.reuse import ReuseIndex, final_metric
 from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
-from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
+from sweeps.store import ParquetStore, ResultsStore, default_store_uri, join_uri, open_store
 from sweeps.tracking import callbacks as tracking_callbacks
 from sweeps.tracking import check_installed
 from sweeps.trainable import FusedTrialFn, TrialFn, make_trainable
@@ -55,7 +55,7 @@ def tune_storage_path(store: ResultsStore, store_uri: str) -> str:
     """Where Tune keeps trial dirs, checkpoints and TensorBoard logs: beside the store."""
     if isinstance(store, ParquetStore):
         if "://" in store_uri:
-            return store_uri.rstrip("/") + "/tune"
+            return join_uri(store_uri, "tune")  # before an s3:// URI's query
         return f"{store.root}/tune"
     return str(Path.home() / ".cache" / "divsweep" / "tune")
 
@@ -183,7 +183,7 @@ def restore_tuner(
     """
     from ray import tune
 
-    path = f"{tune_storage_path(store, store_uri).rstrip('/')}/{experiment_id}"
+    path = join_uri(tune_storage_path(store, store_uri), experiment_id)
     if not tune.Tuner.can_restore(path):
         return None
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)

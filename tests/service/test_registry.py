@@ -53,7 +53,12 @@ def test_create_get_and_times_are_utc(registry_url: str) -> None:
     exp = _create(reg, "fig2a-mini")
     assert is_valid_id(exp.id) and exp.status == ExperimentStatus.SUBMITTED
     got = reg.get(exp.id)
-    assert (got.name, got.submitter, got.n_trials, got.status) == ("fig2a-mini", "alice", 4, "submitted")
+    assert (got.name, got.submitter, got.n_trials, got.status) == (
+        "fig2a-mini",
+        "alice",
+        4,
+        "submitted",
+    )
     assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == UTC.utcoffset(None)
     assert abs((got.created_at - exp.created_at).total_seconds()) < 1e-3
     with pytest.raises(NotFoundError):
