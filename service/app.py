@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.capacity import NodeTypes
 from service.errors import BackendError, FieldError, ServiceError
 from service.experiments import ExperimentService
 from service.jobs import JobRunner, JobState, RayJobRunner
@@ -190,12 +191,13 @@ def create_app(
     results = results or StoreResults(settings.store_uri)
     resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
     stalls = Stalls()  # per process: since when each experiment has had no running trial
+    node_types = NodeTypes(settings.node_types, settings.cluster_config)
     service = ExperimentService(
         registry,
         runner,
         results,
         settings.max_concurrent,
-        node_types=settings.node_types,
+        node_types=node_types,
         resubmits=resubmits,
         stalls=stalls,
         wait_s=settings.resource_wait_s,
@@ -221,6 +223,7 @@ def create_app(
     app.state.results = results
     app.state.resubmits = resubmits
     app.state.stalls = stalls
+    app.state.node_types = node_types
     app.state.service = service
     _install_handlers(app)
     for module in (experiments, events, presets, health, page):

@@ -26,11 +26,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.capacity import check_feasible
+from service.capacity import NodeTypes, Placement, check_feasible, check_spec
 from service.errors import BackendError, ConflictError
 from service.jobs import JobRunner, JobState, job_id_for
 from service.registry import Experiment, IdempotencyClash, Registry
@@ -58,6 +57,8 @@ class Waiting:
 
 #: How often one service process resubmits an experiment whose Ray job was lost.
 MAX_RESUBMITS = 3
+#: Seconds before asking Ray for its nodes a second time (a dashboard restarting, a timeout).
+NODE_RETRY_S = 0.5
 
 _FROM_RAY = {
     JobState.PENDING: "pending",
@@ -79,7 +80,7 @@ class ExperimentService:
         results: ResultsView,
         max_concurrent: int,
         cancel_wait_s: float = 15.0,
-        node_types: Sequence[Mapping[str, float]] = (),
+        node_types: NodeTypes | None = None,
         resubmits: dict[str, int] | None = None,
         stalls: Stalls | None = None,
         wait_s: float = 300.0,
@@ -89,27 +90,39 @@ class ExperimentService:
         self.results = results
         self.max_concurrent = max_concurrent
         self.cancel_wait_s = cancel_wait_s
-        #: node types an autoscaling cluster may add (`Settings.node_types`)
-        self.node_types = list(node_types)
+        #: node types an autoscaling cluster may add (`service.capacity.NodeTypes`)
+        self.node_types = node_types if node_types is not None else NodeTypes((), None)
         #: resubmissions of lost jobs by experiment, shared by the app's requests (see `_lost`)
         self._resubmits = resubmits if resubmits is not None else {}
         #: when each experiment last stopped having a running trial, shared like `_resubmits`
         self._stalls = stalls if stalls is not None else Stalls()
         self.wait_s = wait_s
 
-    def check_feasible(self, prepared: PreparedSpec) -> None:
-        """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`).
+    def check_feasible(self, prepared: PreparedSpec) -> Placement:
+        """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`);
+        say where its trials can run (a live node, or a node type the autoscaler may add).
 
-        When Ray cannot list its nodes the check is skipped (logged): submitting then still
-        fails or waits as before, but the service never refuses on a guess.
+        The checks that need no node always run. When Ray does not list its nodes, the listing
+        is tried once more; if it still fails, the node checks are skipped (the placement says
+        so, and the 202 carries it): the service never refuses on a guess.
         """
+        check_spec(prepared.spec)
         nodes = self.runner.nodes()
         if nodes is None:
+            time.sleep(NODE_RETRY_S)
+            nodes = self.runner.nodes()
+        if nodes is None:
             log.warning(
-                "cannot check %s against the cluster's nodes: Ray did not list them", prepared.name
+                "cannot check %s against the cluster's nodes: Ray did not list them (twice)",
+                prepared.name,
             )
-            return
-        check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types)
+            return Placement(
+                False,
+                (),
+                "not checked against the cluster's nodes: Ray did not list them (tried twice); "
+                "if no node can run a trial, the experiment waits (see its status)",
+            )
+        return check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types.get())
 
     def submit(
         self, prepared: PreparedSpec, submitter: str, idempotency_key: str | None
@@ -284,7 +297,8 @@ class ExperimentService:
             # `gpu: auto` asks for a share the driver sizes at run time (`own_demands`)
             request["GPU"] = 1.0 if auto else float(res.gpu)
         raw = self.runner.cluster_status()
-        view = None if raw is None else parse_cluster_status(raw, self.node_types)
+        types = self.node_types.get()
+        view = None if raw is None else parse_cluster_status(raw, [t.resources for t in types])
         ours = own_demands(view, request, auto) if view else []
         return Waiting(
             since=since,
@@ -292,7 +306,7 @@ class ExperimentService:
             request=request,
             infeasible=any(d.infeasible for d in ours),
             demands=[asdict(d) for d in (view.demands if view else ())],
-            detail=describe_wait(request, now - since, view, auto),
+            detail=describe_wait(request, now - since, view, auto, types),
         )
 
     def progress(self, exp: Experiment) -> TrialCounts:

@@ -105,11 +105,28 @@ class ExperimentOut(BaseModel):
     links: Links
 
 
+class CapacityOut(BaseModel):
+    """What the admission check found about where the trials can run (`service.capacity`)."""
+
+    checked: bool = Field(
+        description="false: Ray did not list its nodes (asked twice), so only the checks that "
+        "need no node ran; a spec no node can hold then waits instead of being refused"
+    )
+    waits_for_autoscaler: list[str] = Field(
+        default_factory=list,
+        description="no live node can run a trial; these node types the autoscaler may add can",
+    )
+    detail: str
+
+
 class SubmitOut(BaseModel):
     id: str
     status: ExperimentStatus
     created: bool = Field(description="false when an Idempotency-Key returned an earlier one")
     links: Links
+    capacity: CapacityOut | None = Field(
+        None, description="the admission check's finding (null on an Idempotency-Key replay)"
+    )
 
 
 class ExperimentPage(BaseModel):

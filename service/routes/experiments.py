@@ -23,6 +23,7 @@ from service.experiments import ExperimentService
 from service.results import ResultsView, table_bytes, table_records
 from service.routes.params import ERRORS, ExpId
 from service.schemas import (
+    CapacityOut,
     ExperimentOut,
     ExperimentPage,
     PresetSubmission,
@@ -98,13 +99,19 @@ async def submit_experiment(
     """Validate a spec (or a preset + overrides), check quotas, and submit it as a Ray job."""
     raw = await request.body()
     prepared = await run_in_threadpool(_parse_submission, raw, settings)
-    await run_in_threadpool(svc.check_feasible, prepared)
+    placement = await run_in_threadpool(svc.check_feasible, prepared)
     exp, created = await run_in_threadpool(svc.submit, prepared, submitter, idempotency_key)
+    capacity = CapacityOut(
+        checked=placement.checked,
+        waits_for_autoscaler=list(placement.waits_for),
+        detail=placement.detail,
+    )
     out = SubmitOut(
         id=exp.id,
         status=exp.status,
         created=created,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
+        capacity=capacity if created else None,
     )
     return JSONResponse(
         out.model_dump(mode="json"),
