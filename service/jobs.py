@@ -18,17 +18,16 @@ Example::
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import shlex
 import shutil
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
 from service.errors import BackendError
+from service.ray_http import answers, get_json, live_nodes
 
 log = logging.getLogger(__name__)
 
@@ -199,43 +198,19 @@ class RayJobRunner:
             raise BackendError(f"could not stop Ray job {job_id}: {e}") from e
 
     def ping(self) -> bool:
-        req = urllib.request.Request(f"{self._url}/api/version", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers(f"{self._url}/api/version", self.headers)
 
     def nodes(self) -> list[dict[str, float]] | None:
-        """Live nodes' total resources from the dashboard's state API (``/api/v0/nodes``);
-        None when it does not answer (the caller then cannot refuse infeasible requests)."""
-        rows = self._get_json(
-            "/api/v0/nodes?limit=10000", lambda body: list(body["data"]["result"]["result"])
-        )
-        if rows is None:
-            return None
-        alive = [
-            {k: float(v) for k, v in (row.get("resources_total") or {}).items()}
-            for row in rows
-            if row.get("state") == "ALIVE"
-        ]
-        # A head that is still registering lists no node for a moment: that is "unknown",
-        # never "a cluster without CPUs".
-        return alive or None
+        """Live nodes' total resources (`service.ray_http.live_nodes`); None when Ray does not
+        list them (the caller then cannot refuse infeasible requests)."""
+        return live_nodes(self._url, self.headers)
 
     def cluster_status(self) -> dict[str, Any] | None:
         """The ``data`` of the dashboard's ``/api/cluster_status`` (`service.waiting` reads it);
         None when it does not answer."""
-        return self._get_json("/api/cluster_status", lambda body: body["data"])
-
-    def _get_json(self, path: str, pick: Any) -> Any:
-        req = urllib.request.Request(f"{self._url}{path}", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return pick(json.load(r))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("cannot read %s from Ray at %s: %s", path, self._url, e)
-            return None
+        body = get_json(f"{self._url}/api/cluster_status", self.headers)
+        data = body.get("data") if isinstance(body, dict) else None
+        return data if isinstance(data, dict) else None
 
     def cleanup(self, exp_id: str) -> None:
         """Remove the job's working directory once the experiment is terminal."""

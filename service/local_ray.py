@@ -31,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.ray_http import answers, live_nodes
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class LocalRayHead:
                 raise LocalRayError(
                     f"ray start exited with code {proc.returncode}; see {tmp / 'head.log'}"
                 )
-            if head.jobs_api_ready():
+            if head.ready():
                 log.info("local Ray head up at %s (dashboard %s)", head.address, head.dashboard_url)
                 return head
             time.sleep(0.5)
@@ -302,12 +303,12 @@ class LocalRayHead:
 
     def jobs_api_ready(self) -> bool:
         """True once the dashboard's Jobs API answers."""
-        req = urllib.request.Request(f"{self.dashboard_url}/api/jobs/", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers(f"{self.dashboard_url}/api/jobs/", self.headers)
+
+    def ready(self) -> bool:
+        """True once the Jobs API answers and Ray lists the head as a live node: a service
+        asking for the nodes earlier would find none, and could check no submission."""
+        return self.jobs_api_ready() and live_nodes(self.dashboard_url, self.headers) is not None
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop every process of this head (and nothing else), its jobs' drivers included."""

@@ -107,6 +107,8 @@ def _usage(usage: Mapping[str, tuple[float, float]]) -> str:
     for k in ("CPU", "GPU"):
         if k in usage:
             parts.append(f"{k} {usage[k][0]:g}/{usage[k][1]:g}")
+    if not parts and usage:  # Ray reports no CPU or GPU at all: a head started with 0 of each
+        return "no CPU or GPU (live nodes have none)"
     return ", ".join(parts) or "unknown"
 
 
