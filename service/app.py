@@ -109,6 +109,7 @@ def _default_runner(settings: Settings) -> JobRunner:
         python=settings.job_python,
         ship_packages=settings.ship_packages,
         token=settings.ray_token,
+        driver_cpus=settings.driver_cpus,
     )
 
 

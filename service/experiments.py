@@ -27,10 +27,11 @@ import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from service.capacity import NodeTypes, Placement, check_feasible, check_spec
-from service.errors import BackendError, ConflictError
+from service.errors import BackendError, ConflictError, NotFoundError
 from service.jobs import JobRunner, JobState, job_id_for
 from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
@@ -38,6 +39,7 @@ from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
 from sweeps.lifecycle import TERMINAL_STATUSES
 from sweeps.spec import ExperimentSpec
+from sweeps.store.base import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +173,55 @@ class ExperimentService:
             )
         return earlier
 
+    def get(self, exp_id: str) -> Experiment:
+        """The experiment the registry knows, or else one the results store holds that was
+        started outside the service (``ray job submit ... python -m sweeps.run ... --store``):
+        read-only, its status the store's. `NotFoundError` when neither has it."""
+        try:
+            return self.registry.get(exp_id)
+        except NotFoundError:
+            rec = self.results.record(exp_id)
+            if rec is None:
+                raise
+            return external_experiment(rec)
+
+    def query(
+        self, status: str | None, name: str | None, limit: int, offset: int
+    ) -> tuple[list[Experiment], int]:
+        """Newest first, the registry's experiments and those started outside the service
+        (filtered alike); returns ``(page, total)``."""
+        outside = [
+            e
+            for e in self.external()
+            if (status is None or e.status == status) and (not name or name in e.name)
+        ]
+        if not outside:
+            return self.registry.query(status=status, name=name, limit=limit, offset=offset)
+        rows, total = self.registry.query(status=status, name=name, limit=offset + limit)
+        merged = sorted([*rows, *outside], key=lambda e: e.created_at, reverse=True)
+        return merged[offset : offset + limit], total + len(outside)
+
+    def external(self) -> list[Experiment]:
+        """The results store's experiments the registry does not know."""
+        try:
+            recs = self.results.records()
+        except Exception as e:  # the list still shows the registry's experiments
+            log.warning("cannot list the results store's experiments: %s", e)
+            return []
+        if not recs:
+            return []
+        known = self.registry.known([r.experiment_id for r in recs])
+        return [external_experiment(r) for r in recs if r.experiment_id not in known]
+
     def refresh(self, exp_id: str, startup: bool = False) -> tuple[Experiment, JobState | None]:
         """The experiment with its status brought up to date from Ray (and the Ray state).
 
         If Ray cannot be reached the stored status is returned unchanged with state None. At
         ``startup`` no other request can be mid-submission, so a job Ray never saw is lost.
+        An experiment started outside the service has the store's status.
         """
-        exp = self.registry.get(exp_id)
-        if exp.is_terminal:
+        exp = self.get(exp_id)
+        if exp.is_terminal or exp.external:
             return exp, None
         job_id = exp.ray_job_id or job_id_for(exp.id)
         try:
@@ -253,6 +296,11 @@ class ExperimentService:
     def cancel(self, exp_id: str) -> Experiment:
         """Stop the Ray job, then mark unfinished trials cancelled; stored rows are kept."""
         exp, _ = self.refresh(exp_id)
+        if exp.external:
+            raise ConflictError(
+                f"experiment {exp_id} was started outside the service and is read-only here; "
+                "stop its Ray job with `ray job stop <submission id>`"
+            )
         if exp.is_terminal:
             raise ConflictError(f"experiment {exp_id} is already {exp.status}; nothing to cancel")
         job_id = exp.ray_job_id or job_id_for(exp.id)
@@ -279,6 +327,8 @@ class ExperimentService:
         some are left. The report is read from Ray (`service.waiting`) only past `wait_s`, so
         a status request of a moving experiment never calls Ray's cluster status.
         """
+        if exp.external:
+            return None  # no Ray job of the service's to explain
         now = time.time() if now is None else now
         stalled = not exp.is_terminal and (
             exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0)
@@ -326,6 +376,33 @@ class ExperimentService:
                 log.info("reconciled %s: %s -> %s", exp.id, exp.status, new.status)
                 changed += 1
         return changed
+
+
+#: The submitter shown for experiments started outside the service.
+OUTSIDE = "(outside the service)"
+
+
+def external_experiment(rec: ExperimentRecord) -> Experiment:
+    """A results-store record as a read-only `Experiment` (``external=True``)."""
+    try:
+        n_trials = spec_of(rec.spec_json).n_trials
+    except ValueError:  # a spec of another code version: show it, count no trials
+        n_trials = 0
+    return Experiment(
+        id=rec.experiment_id,
+        name=rec.name,
+        spec_json=rec.spec_json,
+        spec_hash=rec.spec_hash,
+        n_trials=n_trials,
+        ray_job_id=None,
+        submitter=OUTSIDE,
+        idempotency_key=None,
+        status=rec.status,
+        error=rec.error,
+        created_at=datetime.fromtimestamp(rec.created_at, UTC),
+        updated_at=datetime.fromtimestamp(rec.updated_at or rec.created_at, UTC),
+        external=True,
+    )
 
 
 @functools.lru_cache(maxsize=1024)

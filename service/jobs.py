@@ -126,6 +126,7 @@ class RayJobRunner:
         ship_packages: bool = False,
         env_vars: dict[str, str] | None = None,
         token: str | None = None,
+        driver_cpus: float = 0.0,
     ) -> None:
         self._url = dashboard_url
         #: Ray's token authentication (`service.local_ray`): every call carries the token.
@@ -135,6 +136,8 @@ class RayJobRunner:
         self.python = python
         self.ship_packages = ship_packages
         self.env_vars = dict(env_vars or {})
+        #: `Settings.driver_cpus`: above 0 the driver runs on a worker node, not the head
+        self.driver_cpus = driver_cpus
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -167,6 +170,7 @@ class RayJobRunner:
                 submission_id=job_id_for(exp_id),
                 runtime_env=runtime_env,
                 metadata={"divsweep_experiment": exp_id},
+                entrypoint_num_cpus=self.driver_cpus or None,
             )
         except BackendError:
             raise

@@ -106,6 +106,9 @@ class Experiment:
     error: str | None
     created_at: datetime
     updated_at: datetime
+    #: started outside the service (``ray job submit ... sweeps.run --store``): known from the
+    #: results store only, read-only here (`ExperimentService.get`)
+    external: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -250,6 +253,13 @@ class Registry:
                 .offset(offset)
             ).all()
             return [Experiment.of(r) for r in rows], int(total)
+
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the registry holds."""
+        table = ExperimentRow.__table__
+        with self.engine.connect() as c:
+            rows = c.execute(select(table.c.id).where(table.c.id.in_(ids))).all()
+        return {r[0] for r in rows}
 
     def count_active(self) -> int:
         with self._session() as s:

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from service.errors import BackendError, NotFoundError
 from sweeps.lifecycle import TERMINAL_STATUSES, TRIAL_STATES
+from sweeps.store.base import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,14 @@ class ResultsView(Protocol):
     def cancel(self, exp_id: str) -> None: ...
 
     def check_writable(self) -> None: ...
+
+    def record(self, exp_id: str) -> ExperimentRecord | None:
+        """The store's experiment record, None when the store does not hold it."""
+        ...
+
+    def records(self) -> list[ExperimentRecord]:
+        """Every experiment the store holds, oldest first."""
+        ...
 
 
 @dataclass
@@ -220,6 +229,17 @@ class StoreResults:
         store = self._open()
         if store.has_experiment(exp_id):
             store.cancel_experiment(exp_id)
+
+    def record(self, exp_id: str) -> ExperimentRecord | None:
+        store = self._open()
+        if not store.has_experiment(exp_id):
+            return None
+        rec: ExperimentRecord = store.get_experiment(exp_id)
+        return rec
+
+    def records(self) -> list[ExperimentRecord]:
+        recs: list[ExperimentRecord] = self._open().list_experiments()
+        return recs
 
     def check_writable(self) -> None:
         """Write and delete a ``.readyz-*.tmp`` file under the store root (readers skip ``*.tmp``).

@@ -102,6 +102,11 @@ class ExperimentOut(BaseModel):
     waiting: WaitingOut | None = Field(
         None, description="set while no trial has run for the configured time, with Ray's reason"
     )
+    external: bool = Field(
+        False,
+        description="started outside the service (ray job submit ... python -m sweeps.run "
+        "--store <the service's store>): known from the results store, read-only here",
+    )
     links: Links
 
 

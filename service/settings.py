@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     ray_token: str | None = Field(default=None, repr=False)
     # The interpreter the Ray job runs `-m sweeps.run` with: the cluster's python by default.
     job_python: str = "python"
+    # CPUs each sweep's driver reserves. 0 runs it on the head (Ray's default for a job); any
+    # amount above 0 (0.01 is enough) places it on a worker node, so that it outlives a head
+    # that dies and comes back under GCS fault tolerance (cluster.yaml sets 0.01).
+    driver_cpus: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     # Ship data/trainer/sweeps with each job (runtime_env py_modules) for clusters whose python
     # does not have divsweep installed.
     ship_packages: bool = False

@@ -45,6 +45,7 @@ def experiment_out(
         updated_at=exp.updated_at,
         progress=progress,
         waiting=waiting,
+        external=exp.external,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
     )
 
