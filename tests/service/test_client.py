@@ -15,7 +15,7 @@ from loadgen.server import LoadServer
 from typer.testing import CliRunner
 
 from service import cli
-from service.client import DivsweepClient, Event, ServiceError
+from service.client import DivsweepClient, Event, ServiceError, _sse
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +108,24 @@ def test_errors_carry_the_services_json(server: LoadServer, client: DivsweepClie
         client.submit(bad, preset="smoke")
 
 
-def test_spec_file_and_event_dataclass(client: DivsweepClient, tmp_path: Path) -> None:
+def test_spec_file_and_the_event_stream_parser(client: DivsweepClient, tmp_path: Path) -> None:
     f = tmp_path / "spec.yaml"
     f.write_text(json.dumps(submission_body("client-file", (0,), epochs=1)))
     sub = client.submit(f)
-    assert client.wait(sub.id, poll_s=0.2, timeout_s=60).status == "complete"
-    assert Event("result", "1", {}).kind == "result"
+    done = client.wait(sub.id, poll_s=0.2, timeout_s=60)
+    # what the service made of the file: its name, and the writer's known first row
+    assert (done.status, done.name) == ("complete", "client-file")
+    first = client.results(sub.id).to_pylist()[0]
+    assert first["test_acc"] == metric_values(*row_position(1, 2))["test_acc"]
+    # the parser: comments and retry lines skipped, data lines joined, each event's kind reset
+    lines = [": keep-alive", "retry: 2000", "", "id: 7", "event: result", 'data: {"seq": 7,']
+    lines += ['data:  "trial_id": "t0"}', "", "event: status", 'data: {"status": "complete"}']
+    lines += ["", 'data: {"note": 1}', ""]
+    assert list(_sse(iter(lines))) == [
+        Event("result", "7", {"seq": 7, "trial_id": "t0"}),
+        Event("status", None, {"status": "complete"}),
+        Event("message", None, {"note": 1}),
+    ]
 
 
 # --- the CLI, which is a thin shell over the client ------------------------------------------
