@@ -44,6 +44,10 @@ class LocalRayError(RuntimeError):
     """The local Ray head could not be started."""
 
 
+class LocalRayHeadExited(LocalRayError):
+    """``ray start`` exited before the head was ready."""
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether process group ``pgid`` has a live (not zombie) member.
 
@@ -325,8 +329,11 @@ class LocalRayHead:
         avoid_ports: Collection[int] = (),
         redis: GcsStore | None = None,
         ports: HeadPorts | None = None,
+        attempts: int = 2,
     ) -> LocalRayHead:
-        """Start a head on loopback and wait until it is `ready`.
+        """Start a head on loopback and wait until it is `ready`; up to ``attempts`` times when
+        ``ray start`` exits early (Ray's raylet gives its dashboard agent a fixed 15 s to start
+        and exits when a loaded machine misses it, ray-project/ray#65983).
 
         With ``token_path`` (a file holding a token, see `ensure_token`) the head runs in Ray's
         token authentication mode: its GCS, dashboard and Jobs API refuse every client that does
@@ -342,6 +349,32 @@ class LocalRayHead:
         tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
         ports = ports or HeadPorts.free(avoid_ports)
+        for attempt in range(1, attempts + 1):
+            head = cls._launch(
+                ports, tmp, owns, num_cpus, num_gpus, object_store_mb, token_path, redis
+            )
+            try:
+                head._wait_ready(timeout_s)
+                return head
+            except LocalRayHeadExited:
+                if attempt == attempts:
+                    raise
+                log.warning("ray start exited early (see %s); starting it again", tmp / "head.log")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _launch(
+        cls,
+        ports: HeadPorts,
+        tmp: Path,
+        owns: bool,
+        num_cpus: int,
+        num_gpus: int | None,
+        object_store_mb: int,
+        token_path: str | Path | None,
+        redis: GcsStore | None = None,
+    ) -> LocalRayHead:
+        """``ray start --head --block`` in a session of its own; not yet ready."""
         cmd = _head_command(ports, tmp, num_cpus, num_gpus, object_store_mb)
         logf = open(tmp / "head.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
@@ -351,7 +384,7 @@ class LocalRayHead:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        head = cls(
+        return cls(
             proc,
             f"127.0.0.1:{ports.gcs}",
             f"http://127.0.0.1:{ports.dashboard}",
@@ -360,8 +393,6 @@ class LocalRayHead:
             token_path=Path(token_path).resolve() if token_path is not None else None,
             redis=redis,
         )
-        head._wait_ready(timeout_s)
-        return head
 
     def _wait_ready(self, timeout_s: float) -> None:
         """Return once the head is `ready`; stop it and raise `LocalRayError` if it exits or
@@ -371,8 +402,8 @@ class LocalRayHead:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
-                self.stop()
-                raise LocalRayError(
+                self.stop(keep_temp_dir=True)
+                raise LocalRayHeadExited(
                     f"ray start exited with code {code}; see {self.temp_dir / 'head.log'}"
                 )
             if self.ready():
@@ -391,7 +422,7 @@ class LocalRayHead:
         asking for the nodes earlier would find none, and could check no submission."""
         return self.jobs_api_ready() and live_nodes(self.dashboard_url, self.headers) is not None
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self, grace_s: float = 10.0, keep_temp_dir: bool = False) -> None:
         """Stop every process of this head (and nothing else), its jobs' drivers included."""
         if self.alive():
             self._stop_jobs(grace_s)
@@ -411,7 +442,7 @@ class LocalRayHead:
             self.process.wait()
         else:
             self._wait_gone(grace_s)
-        if self.owns_temp_dir:
+        if self.owns_temp_dir and not keep_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _wait_gone(self, timeout_s: float) -> None:

@@ -159,6 +159,7 @@ def test_head_killed_mid_sweep_recovers_from_redis_without_resubmitting(
                 ports=HeadPorts.of(head),
                 timeout_s=240,
                 object_store_mb=256,
+                attempts=4,
             )
             back_at = time.time()
             deadline, body = time.monotonic() + 500, {}
