@@ -10,8 +10,8 @@ override. A spec only a node type can run is admitted and waits for the autoscal
 (`Placement`). A node is a mapping of Ray resource names to amounts, as Ray reports
 them: ``{"CPU": 2.0, "GPU": 1.0, "memory": 23990022144.0}``. Example::
 
-    >>> from sweeps.presets import load_preset
-    >>> from sweeps.spec import Resources
+    >>> from sweeps.specs.presets import load_preset
+    >>> from sweeps.specs.spec import Resources
     >>> nodes = [{"CPU": 2.0, "memory": 24e9}]
     >>> check_feasible(load_preset("fig2a-mini"), None, nodes).detail  # 1 CPU a trial: fine
     'a live node can run a trial now'
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import FieldError, PayloadTooLargeError, SpecValidationError
-from sweeps.limits import TrialSizes
 from sweeps.running.cluster import ClusterConfigError, NodeType, load_node_types
-from sweeps.spec import ExperimentSpec
+from sweeps.specs.limits import TrialSizes
+from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def check_feasible(
 
     422 naming ``resources.cpus``, ``resources.gpu`` or ``train.device`` when no node has the
     CPUs, GPUs or the CUDA device a trial asks for; 413 naming the term that dominates when a
-    CPU trial's memory estimate (`sweeps.limits.memory_bound`) exceeds every node's memory.
+    CPU trial's memory estimate (`sweeps.specs.limits.memory_bound`) exceeds every node's memory.
     """
     check_spec(spec)
     nodes = [*live, *(t.resources for t in node_types)]

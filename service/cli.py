@@ -205,14 +205,14 @@ def _service_tokens(settings: Settings) -> dict[str, str]:
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(spec)
     from sweeps.errors import SpecError
-    from sweeps.plan import apply_sets
+    from sweeps.reporting.plan import apply_sets
 
     try:
         sets = apply_sets({}, overrides)
     except SpecError as e:
         raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        from sweeps.spec import yaml_load
+        from sweeps.specs.spec import yaml_load
 
         body = yaml_load(path.read_text())
         if not isinstance(body, dict):
@@ -269,7 +269,7 @@ def plan(
     Runs here, without the service or Ray (the same as ``python -m sweeps plan``).
     """
     from sweeps.errors import SweepError
-    from sweeps.plan import plan_report
+    from sweeps.reporting.plan import plan_report
 
     try:
         typer.echo(plan_report(spec, set_ or [], throughput, params, json_))
@@ -407,8 +407,8 @@ def reproduce(
     docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
     from service.reproduce import Client, ReproduceError
     from service.reproduce import reproduce as run_reproduce
-    from sweeps.results_doc import StoreSource
-    from sweeps.studies import select
+    from sweeps.reporting.results_doc import StoreSource
+    from sweeps.reporting.studies import select
 
     try:
         chosen = select(studies)

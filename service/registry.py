@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
-from sweeps.lifecycle import TERMINAL_STATUSES, ExperimentStatus
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, ExperimentStatus
 
 log = logging.getLogger(__name__)
 

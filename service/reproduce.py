@@ -1,11 +1,12 @@
 """``divsweep reproduce``: every study of the paper through the service, then docs/RESULTS.md.
 
-For each selected study of `sweeps.studies.STUDIES`, one after another (so each study's wall
-time is its own): resolve its preset (plus the smoke overrides with ``--smoke``) here, exactly
+For each selected study of `sweeps.reporting.studies.STUDIES`, one after another (so each study's
+wall time is its own): resolve its preset (plus the smoke overrides with ``--smoke``) here, exactly
 as the service will, skip it with a reason if it cannot run on this machine (a fine-tune whose
 checkpoint is missing), submit it over REST, follow its progress until it ends, and record in
-the index (``docs/results.json``) which experiment answered it. Then `sweeps.results_doc.render`
-rebuilds the whole document from the index and the stored results, so a run of some studies
+the index (``docs/results.json``) which experiment answered it. Then
+`sweeps.reporting.results_doc.render` rebuilds the whole document from the index and the stored
+results, so a run of some studies
 keeps the other studies' sections. Example::
 
     client = Client("http://127.0.0.1:8000", token="...")
@@ -32,8 +33,7 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
-from sweeps.lifecycle import TERMINAL_STATUSES
-from sweeps.results_doc import (
+from sweeps.reporting.results_doc import (
     ResultsIndex,
     ResultsSource,
     RunInfo,
@@ -41,7 +41,8 @@ from sweeps.results_doc import (
     index_path,
     render,
 )
-from sweeps.studies import Study, smoke_overrides
+from sweeps.reporting.studies import Study, smoke_overrides
+from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,8 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
 
 def runnable_problem(spec: Any) -> str | None:
     """Why ``spec`` cannot run on this machine (e.g. a missing checkpoint), or None."""
-    from sweeps.driver import check_runnable
     from sweeps.errors import SweepError
+    from sweeps.running.driver import check_runnable
 
     try:
         check_runnable(spec)

@@ -42,7 +42,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainConfig
 from trainer.errors import CheckpointError, ConfigError
-from trainer.evaluate import evaluate_split, sample_indices
+from trainer.evaluate import METRIC_PREFIX, SALTS, evaluate_split, sample_indices
 from trainer.model import build_codec, build_model, count_params
 from trainer.perf import device_peak_flops, flops_per_token, mfu, peak_memory_gb
 
@@ -248,6 +248,7 @@ class _Run:
     codec: Any
     train_seqs: Any
     test_seqs: Any
+    fresh_seqs: Any
     lengths: np.ndarray
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -255,6 +256,7 @@ class _Run:
     plans: EpochPlans
     test_idx: np.ndarray
     train_idx: np.ndarray
+    fresh_idx: np.ndarray
     flops_tok: float
     peak_flops: float | None
     share_gb: float | None
@@ -348,6 +350,7 @@ def _setup(
     vocab = getattr(dataset, "vocab", None)
     codec = build_codec(cfg, vocab)
     train_seqs, test_seqs = codec.encode(dataset, "train"), codec.encode(dataset, "test")
+    fresh_seqs = codec.encode(dataset, "fresh")
     lengths = seq_lengths(train_seqs)
     n_pos = cfg.dims.n_positions if not cfg.pretrained else None
     longest = int(max(lengths.max(), seq_lengths(test_seqs).max()))
@@ -382,13 +385,15 @@ def _setup(
         codec,
         train_seqs,
         test_seqs,
+        fresh_seqs,
         lengths,
         device,
         amp_dtype,
         total_steps,
         plans,
-        sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=0),
-        sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=1),
+        sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=SALTS["test"]),
+        sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=SALTS["train"]),
+        sample_indices(dataset.fresh.num_rows, cfg.eval_fresh_n, cfg.seed, salt=SALTS["fresh"]),
         flops_tok,
         device_peak_flops(device),
         share_gb,
@@ -540,21 +545,27 @@ def _evaluate(
         autocast_dtype=run.amp_dtype,
     )
     metrics.update(test.metrics)
-    if len(run.train_idx):
-        metrics.update(
-            evaluate_split(
-                model,
-                run.dataset.train,
-                run.train_seqs,
-                run.codec,
-                run.train_idx,
-                "train",
-                cfg.eval_batch_size,
-                0,
-                by_occurrence=False,
-                autocast_dtype=run.amp_dtype,
-            ).metrics
-        )
+    # Training rules on fresh inputs ("has it learnt its rules?"), then re-decoded training
+    # examples ("has it memorised them?"): only the first tells learning from memorising.
+    for split, table, seqs, idx in (
+        ("fresh", run.dataset.fresh, run.fresh_seqs, run.fresh_idx),
+        ("train", run.dataset.train, run.train_seqs, run.train_idx),
+    ):
+        if len(idx):
+            metrics.update(
+                evaluate_split(
+                    model,
+                    table,
+                    seqs,
+                    run.codec,
+                    idx,
+                    METRIC_PREFIX[split],
+                    cfg.eval_batch_size,
+                    0,
+                    by_occurrence=False,
+                    autocast_dtype=run.amp_dtype,
+                ).metrics
+            )
     if (mem := peak_memory_gb(device)) is not None:
         metrics["peak_mem_gb"] = mem
         if run.share_gb is not None:
@@ -572,12 +583,12 @@ def _sync(device: torch.device) -> None:
 
 def _log_evaluation(run: _Run, metrics: dict[str, float | int], bar: Any) -> None:
     log.info(
-        "step %d/%d loss %.4f test_acc %.3f train_acc %s (%.0f tok/s)",
+        "step %d/%d loss %.4f test_acc %.3f fresh_acc %s (%.0f tok/s)",
         metrics["step"],
         run.total_steps,
         metrics["train_loss"],
         metrics.get("test_acc", float("nan")),
-        f"{metrics['train_acc']:.3f}" if "train_acc" in metrics else "-",
+        f"{metrics['fresh_acc']:.3f}" if "fresh_acc" in metrics else "-",
         metrics["tokens_per_s"],
     )
     bar.set_postfix(

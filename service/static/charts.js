@@ -1,5 +1,5 @@
 // The charts of one experiment's page, drawn by Plotly (served by the service itself).
-// Data: GET /v1/experiments/{id}/charts (`sweeps.charts`). While the experiment runs, every
+// Data: GET /v1/experiments/{id}/charts (`sweeps.reporting.charts`). While the experiment runs, every
 // `result` event of its stream schedules a redraw (at most one a second), so the phase
 // diagram and the learning curves fill in as trials report. `#charts` carries
 // data-updates (redraws so far) and data-points (reports drawn) for tests and scripts.

@@ -25,7 +25,7 @@ from service_fakes import small_spec
 
 from service.errors import NotFoundError
 from service.registry import IdempotencyClash, Registry, is_valid_id
-from sweeps.lifecycle import ExperimentStatus
+from sweeps.specs.lifecycle import ExperimentStatus
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

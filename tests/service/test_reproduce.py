@@ -4,8 +4,8 @@ writes RESULTS.md with every section, table, figure and verdict. Then ``--render
 the same document from the store, and a rerun of one study keeps the other sections.
 
 The fine-tune study needs the builtin pretrained model of its smoke settings
-(`sweeps.studies.SMOKE_PRETRAINED_INIT`); where this machine cannot run it, the command skips it
-with the reason and so does `test_finetune_smoke_section`.
+(`sweeps.reporting.studies.SMOKE_PRETRAINED_INIT`); where this machine cannot run it, the command
+skips it with the reason and so does `test_finetune_smoke_section`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
 from service.cli import app
 from service.local_ray import free_port
 from service.reproduce import prepare_study, runnable_problem
-from sweeps.studies import STUDIES
+from sweeps.reporting.studies import STUDIES
 
 pytestmark = pytest.mark.slow
 

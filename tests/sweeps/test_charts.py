@@ -1,4 +1,5 @@
-"""`sweeps.charts`: what the results page draws, from a hand-filled store (no Ray, no browser)."""
+"""`sweeps.reporting.charts`: what the results page draws, from a hand-filled store (no Ray, no
+browser)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import uuid
 from conftest import tiny_spec
 
 from sweeps import results, spec_from_dict
-from sweeps.charts import MAX_POINTS, chart_data
-from sweeps.spec import ExperimentSpec
+from sweeps.reporting.charts import MAX_POINTS, chart_data
+from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sweeps import verdicts
-from sweeps.presets import PRESET_DIR, load_preset
-from sweeps.results_doc import (
+from sweeps.reporting import verdicts
+from sweeps.reporting.results_doc import (
     ResultsIndex,
     RunInfo,
     StoreSource,
@@ -22,9 +21,7 @@ from sweeps.results_doc import (
     index_path,
     render,
 )
-from sweeps.spec import ExperimentSpec
-from sweeps.store import TrialRecord, open_store
-from sweeps.studies import (
+from sweeps.reporting.studies import (
     SMOKE_EXAMPLES,
     STUDIES,
     _merge,
@@ -32,7 +29,10 @@ from sweeps.studies import (
     select,
     smoke_overrides,
 )
-from sweeps.verdicts import ThresholdRun
+from sweeps.reporting.verdicts import ThresholdRun
+from sweeps.specs.presets import PRESET_DIR, load_preset
+from sweeps.specs.spec import ExperimentSpec
+from sweeps.store import TrialRecord, open_store
 
 
 def cell(

@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from sweeps.spec import ExperimentSpec
+from sweeps.reporting.tables import experiment_spec, summary
+from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore
 
 DEFAULT_X = "data.n_instructions"
@@ -149,8 +150,6 @@ def plot_experiment(
     metric: str | None = None,
 ) -> bytes:
     """The phase diagram of a stored experiment, using its spec's metric and axes."""
-    from sweeps.tables import experiment_spec, summary
-
     spec: ExperimentSpec = experiment_spec(experiment_id, store_uri, store)
     table = summary(experiment_id, store_uri, store)
     return plot_phase_diagram(

@@ -2,7 +2,8 @@
 reported, how the verdict is decided, and the smoke-sized settings that keep its preset alive.
 
 ``divsweep reproduce`` (`service.reproduce`) runs every `Study` in `STUDIES` through the service;
-`sweeps.results_doc` turns the stored results into the study's section of docs/RESULTS.md. This
+`sweeps.reporting.results_doc` turns the stored results into the study's section of docs/RESULTS.md.
+This
 module is Ray-free and does no I/O. Worked example, on a hand-made summary row::
 
     >>> study = STUDIES["powerlaw-mini"]
@@ -28,9 +29,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps import verdicts
-from sweeps.spec import ExperimentSpec, ThresholdSearch
-from sweeps.verdicts import Cell, ThresholdRun, Verdict
+from sweeps.reporting import verdicts
+from sweeps.reporting.verdicts import Cell, ThresholdRun, Verdict
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 
 Row = Mapping[str, Any]
 log = logging.getLogger(__name__)
@@ -398,7 +399,7 @@ def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: i
         return Verdict(
             "not shown",
             f"the verdict could not be computed ({type(e).__name__}: "
-            f"{e}); a bug in sweeps/verdicts.py",
+            f"{e}); a bug in sweeps/reporting/verdicts.py",
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sweeps.spec import ExperimentSpec, ThresholdSearch
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 #: Columns of `results` besides the parameters and metrics.

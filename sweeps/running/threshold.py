@@ -44,8 +44,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from sweeps.bisection import midpoint
-from sweeps.spec import ThresholdSearch
+from sweeps.specs.bisection import midpoint
+from sweeps.specs.spec import ThresholdSearch
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 estimate, every trial's learning curve and the trials' states.
 
 The page's charts are drawn by Plotly in the browser (`service.routes.page`); this module only
-decides *what* to draw from a `sweeps.tables.results` table, the trials and the spec, so the
-same answer serves the page, a notebook (``GET /v1/experiments/{id}/charts``) and tests.
+decides *what* to draw from a `sweeps.reporting.tables.results` table, the trials and the spec, so
+the same answer serves the page, a notebook (``GET /v1/experiments/{id}/charts``) and tests.
 Running trials count with their latest report, so the diagram fills in while a sweep runs.
 
 Example (a 2-seed grid over I with one cell done)::
@@ -23,9 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from sweeps.spec import ExperimentSpec, ThresholdSearch
+from sweeps.reporting.tables import summarize
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.store import TrialRecord
-from sweeps.tables import summarize
 
 #: Reports drawn per trial curve at most (evenly thinned): a page stays light at 10^5 rows.
 MAX_POINTS = 200

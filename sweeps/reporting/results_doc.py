@@ -1,4 +1,5 @@
-"""docs/RESULTS.md, rendered from stored results: one section per study of `sweeps.studies`.
+"""docs/RESULTS.md, rendered from stored results: one section per study of
+`sweeps.reporting.studies`.
 
 The document is never edited by hand and never holds a number that is not in the results store.
 Beside it, an *index* (``results.json`` next to ``RESULTS.md``) records which experiment answered
@@ -30,10 +31,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from data.io import write_bytes_atomic
-from sweeps.spec import ExperimentSpec, ThresholdSearch
-from sweeps.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
-from sweeps.tables import summarize
-from sweeps.verdicts import Verdict, threshold_of
+from sweeps.reporting.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
+from sweeps.reporting.tables import results, summarize
+from sweeps.reporting.verdicts import Verdict, threshold_of
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 
 INDEX_VERSION = 1
 FINAL = ("complete", "failed", "cancelled", "skipped")
@@ -129,7 +130,8 @@ def figure_dir(out: Path) -> Path:
 
 
 class ResultsSource(Protocol):
-    """The stored rows of an experiment (`sweeps.tables.results` layout) and its status."""
+    """The stored rows of an experiment (`sweeps.reporting.tables.results` layout) and its
+    status."""
 
     def results_table(self, experiment_id: str) -> pa.Table: ...
 
@@ -143,8 +145,6 @@ class StoreSource:
         self.store = store
 
     def results_table(self, experiment_id: str) -> pa.Table:
-        from sweeps.tables import results
-
         return results(experiment_id, store=self.store)
 
     def status(self, experiment_id: str) -> str | None:
@@ -172,7 +172,7 @@ def measure(study: Study, spec: ExperimentSpec, table: pa.Table) -> Measurement:
     """Summarise ``table`` (one row per report) across seeds and judge it.
 
     The parameter columns are the spec's varied fields plus the seed; every complete trial's
-    last report counts (`sweeps.tables.summarize`).
+    last report counts (`sweeps.reporting.tables.summarize`).
     """
     params = set(spec.varied_fields) | {"seed"}
     rows = summarize(table, params).to_pylist()
@@ -227,7 +227,8 @@ def _values(study: Study, cells: Sequence[Mapping[str, Any]], key: str) -> list[
 
 
 def table_md(study: Study, layout: Pivot | Long, cells: Sequence[Mapping[str, Any]]) -> str:
-    """One table of the study's cells as markdown (see `sweeps.studies.Pivot` / `Long`)."""
+    """One table of the study's cells as markdown (see `sweeps.reporting.studies.Pivot` /
+    `Long`)."""
     if isinstance(layout, Long):
         keys = [k for k in layout.keys if cells and k in cells[0]]
         metrics = _metrics(layout.metrics, cells)
@@ -485,7 +486,7 @@ def _setting(spec: ExperimentSpec, smoke: bool) -> str:
         return described
     model = spec.train.model or spec.train.init
     return (
-        f"smoke settings (`sweeps.studies.smoke_overrides`): {spec.train.max_steps} "
+        f"smoke settings (`sweeps.reporting.studies.smoke_overrides`): {spec.train.max_steps} "
         f"optimizer steps of the {model} model, seed {spec.seeds[0]}, the first and last "
         f"value of each axis, {spec.data.test.n_test} test examples. The preset itself: "
         f"{described}"

@@ -1,8 +1,8 @@
 """Verdicts: does a measured table show the paper's effect? Pure functions, no Ray, no I/O.
 
-Each study of `sweeps.studies` ends in one line: ``effect shown``, ``partly`` or ``not shown``,
-with a reason that quotes the figures it was decided on. A verdict reads *cells*: one dict per
-grid cell with the study's axis keys (``"I"``, ``"share"``, ``"alpha"``, ...), ``"n"`` (seeds)
+Each study of `sweeps.reporting.studies` ends in one line: ``effect shown``, ``partly`` or ``not
+shown``, with a reason that quotes the figures it was decided on. A verdict reads *cells*: one dict
+per grid cell with the study's axis keys (``"I"``, ``"share"``, ``"alpha"``, ...), ``"n"`` (seeds)
 and ``<metric>_mean`` / ``<metric>_std``. The mini presets move thresholds (a CPU-sized problem
 generalises from far fewer rules than the paper's), so the criteria test the *shape* of the
 effect, never the paper's absolute rule counts. Worked example::
@@ -26,6 +26,8 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from sweeps.specs.spec import LogRange
 
 #: One grid cell of a study's summary: axis keys, ``n``, ``<metric>_mean`` and ``_std``.
 Cell = Mapping[str, Any]
@@ -324,8 +326,6 @@ class ThresholdRun:
 def grid_trials(run: ThresholdRun) -> int:
     """Trials of the log grid over ``[low, high]`` with neighbours at most ``resolution``
     apart, ``replicates`` seeds each: ``[4, 1024]`` at 1.25 is 26 points, 52 trials with 2."""
-    from sweeps.spec import LogRange
-
     num = math.ceil(math.log(run.high / run.low) / math.log(run.resolution) - 1e-9) + 1
     points = LogRange(start=run.low, stop=run.high, num=max(num, 2)).points()
     return len(points) * run.replicates
