@@ -34,10 +34,12 @@ from service.experiments import ExperimentService
 from service.jobs import JobRunner, JobState, RayJobRunner
 from service.registry import Registry
 from service.results import ResultsView, StoreResults
-from service.routes import events, experiments, health, page, presets
+from service.routes import events, experiments, health, lifecycle, page, presets
 from service.schemas import PresetSubmission
 from service.settings import Settings
 from service.waiting import Stalls
+from sweeps.errors import UnknownExperimentError
+from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,6 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         # Store lookups of unknown experiments surface as KeyError subclasses from sweeps.
-        from sweeps.errors import UnknownExperimentError
-
         if isinstance(exc, UnknownExperimentError):
             return error_response(404, "not_found", str(exc))
         log.exception("unhandled error in %s %s", request.method, request.url.path)
@@ -164,8 +164,6 @@ def _custom_openapi(app: FastAPI) -> dict[str, Any]:
     which the submit route reads by hand so that it can tell a preset from a spec."""
     if app.openapi_schema:
         return app.openapi_schema
-    from sweeps.specs.spec import ExperimentSpec
-
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -227,7 +225,7 @@ def create_app(
     app.state.node_types = node_types
     app.state.service = service
     _install_handlers(app)
-    for module in (experiments, events, presets, health, page):
+    for module in (experiments, events, presets, health, lifecycle, page):
         app.include_router(module.router)
     app.openapi = lambda: _custom_openapi(app)  # type: ignore[method-assign]
     return app

@@ -35,8 +35,18 @@ import typer
 
 from service.client import DivsweepClient, ServiceError
 from service.local_ray import GcsStore, HeadPorts, LocalRayHead, ensure_token, ray_env_token
+from service.reproduce import Client, ReproduceError
+from service.reproduce import reproduce as run_reproduce
 from service.schemas import ExperimentOut
 from service.settings import Settings
+from service.specs import deep_merge
+from sweeps.errors import SpecError, SweepError
+from sweeps.reporting.plan import apply_sets, plan_report
+from sweeps.reporting.results_doc import StoreSource
+from sweeps.reporting.studies import select
+from sweeps.specs.lifecycle import ExperimentStatus
+from sweeps.specs.spec import yaml_load
+from sweeps.store import open_store
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Run the divsweep service, and talk to it."
@@ -204,21 +214,14 @@ def _service_tokens(settings: Settings) -> dict[str, str]:
 
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(spec)
-    from sweeps.errors import SpecError
-    from sweeps.reporting.plan import apply_sets
-
     try:
         sets = apply_sets({}, overrides)
     except SpecError as e:
         raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        from sweeps.specs.spec import yaml_load
-
         body = yaml_load(path.read_text())
         if not isinstance(body, dict):
             raise typer.BadParameter(f"{spec}: a spec file holds a mapping")
-        from service.specs import deep_merge
-
         return deep_merge(body, sets)
     return {"preset": spec, "overrides": sets}
 
@@ -268,9 +271,6 @@ def plan(
 
     Runs here, without the service or Ray (the same as ``python -m sweeps plan``).
     """
-    from sweeps.errors import SweepError
-    from sweeps.reporting.plan import plan_report
-
     try:
         typer.echo(plan_report(spec, set_ or [], throughput, params, json_))
     except SweepError as e:
@@ -327,7 +327,7 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
         update(final)
         bar.close()
     typer.echo(f"{exp_id}: {final.status}")
-    if final.status == "failed":
+    if final.status == ExperimentStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -405,19 +405,12 @@ def reproduce(
 ) -> None:
     """Run every study of the paper through the service, one after another, and write
     docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
-    from service.reproduce import Client, ReproduceError
-    from service.reproduce import reproduce as run_reproduce
-    from sweeps.reporting.results_doc import StoreSource
-    from sweeps.reporting.studies import select
-
     try:
         chosen = select(studies)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     source = None
     if store is not None:
-        from sweeps.store import open_store
-
         source = StoreSource(open_store(store))
     if out is None:  # a smoke run never overwrites the real document
         out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")

@@ -37,7 +37,7 @@ from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
-from sweeps.specs.lifecycle import TERMINAL_STATUSES
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec
 from sweeps.store.base import ExperimentRecord
 
@@ -63,12 +63,12 @@ MAX_RESUBMITS = 3
 NODE_RETRY_S = 0.5
 
 _FROM_RAY = {
-    JobState.PENDING: "pending",
-    JobState.RUNNING: "running",
-    JobState.SUCCEEDED: "complete",
-    JobState.FAILED: "failed",
-    JobState.STOPPED: "cancelled",
-    JobState.MISSING: "failed",
+    JobState.PENDING: ExperimentStatus.PENDING,
+    JobState.RUNNING: ExperimentStatus.RUNNING,
+    JobState.SUCCEEDED: ExperimentStatus.COMPLETE,
+    JobState.FAILED: ExperimentStatus.FAILED,
+    JobState.STOPPED: ExperimentStatus.CANCELLED,
+    JobState.MISSING: ExperimentStatus.FAILED,
 }
 
 
@@ -160,9 +160,12 @@ class ExperimentService:
         try:
             job_id = self.runner.submit(exp.id, prepared.spec_json)
         except BackendError as e:
-            self.registry.update(exp.id, status="failed", error=e.message)
+            self.registry.update(exp.id, status=ExperimentStatus.FAILED, error=e.message)
             raise
-        return self.registry.update(exp.id, status="pending", ray_job_id=job_id), True
+        return (
+            self.registry.update(exp.id, status=ExperimentStatus.PENDING, ray_job_id=job_id),
+            True,
+        )
 
     @staticmethod
     def _same_spec(earlier: Experiment, prepared: PreparedSpec) -> Experiment:
@@ -186,7 +189,7 @@ class ExperimentService:
             return external_experiment(rec)
 
     def query(
-        self, status: str | None, name: str | None, limit: int, offset: int
+        self, status: ExperimentStatus | None, name: str | None, limit: int, offset: int
     ) -> tuple[list[Experiment], int]:
         """Newest first, the registry's experiments and those started outside the service
         (filtered alike); returns ``(page, total)``."""
@@ -229,7 +232,9 @@ class ExperimentService:
         except BackendError as e:
             log.warning("cannot refresh %s: %s", exp_id, e.message)
             return exp, None
-        in_flight = exp.status == "submitted" and exp.ray_job_id is None and not startup
+        in_flight = (
+            exp.status == ExperimentStatus.SUBMITTED and exp.ray_job_id is None and not startup
+        )
         if state == JobState.MISSING and in_flight:
             return exp, state  # still being submitted by another request
         if state == JobState.MISSING:
@@ -238,8 +243,9 @@ class ExperimentService:
         error = None
         if state in (JobState.SUCCEEDED, JobState.FAILED):
             store_status = self._store_status(exp)
-            if state == JobState.SUCCEEDED and store_status == "failed":
-                status, error = "failed", "the sweep recorded a failure; see the store"
+            if state == JobState.SUCCEEDED and store_status == ExperimentStatus.FAILED:
+                status = ExperimentStatus.FAILED
+                error = "the sweep recorded a failure; see the store"
             elif state == JobState.FAILED:
                 error = "the Ray job failed; see its logs in the Ray dashboard"
         if status != exp.status or error:
@@ -255,7 +261,11 @@ class ExperimentService:
         """
         store_status = self._store_status(exp)
         if store_status in TERMINAL_STATUSES:
-            error = None if store_status == "complete" else "the sweep recorded it; see the store"
+            error = (
+                None
+                if store_status == ExperimentStatus.COMPLETE
+                else "the sweep recorded it; see the store"
+            )
             return self.registry.update(exp.id, status=store_status, error=error), None
         n = self._resubmits.get(exp.id, 0)
         if n >= MAX_RESUBMITS:
@@ -263,7 +273,8 @@ class ExperimentService:
                 f"the Ray cluster lost this job {n + 1} times (its head died or was replaced); "
                 "not resubmitted again"
             )
-            return self.registry.update(exp.id, status="failed", error=msg), JobState.MISSING
+            failed = self.registry.update(exp.id, status=ExperimentStatus.FAILED, error=msg)
+            return failed, JobState.MISSING
         self._resubmits[exp.id] = n + 1
         try:
             job_id = self.runner.submit(exp.id, exp.spec_json)
@@ -279,7 +290,7 @@ class ExperimentService:
         )
         exp = self.registry.update(
             exp.id,
-            status="pending",
+            status=ExperimentStatus.PENDING,
             ray_job_id=job_id,
             error=f"resubmitted after the Ray cluster lost its job "
             f"({n + 1}/{MAX_RESUBMITS}); complete trials are kept",
@@ -316,7 +327,7 @@ class ExperimentService:
                 break
             time.sleep(0.2)
         self.results.cancel(exp_id)
-        return self.registry.update(exp_id, status="cancelled")
+        return self.registry.update(exp_id, status=ExperimentStatus.CANCELLED)
 
     def waiting(
         self, exp: Experiment, running: int, pending: int, now: float | None = None
@@ -331,12 +342,13 @@ class ExperimentService:
             return None  # no Ray job of the service's to explain
         now = time.time() if now is None else now
         stalled = not exp.is_terminal and (
-            exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0)
+            exp.status == ExperimentStatus.PENDING
+            or (exp.status == ExperimentStatus.RUNNING and running == 0 and pending > 0)
         )
         since = self._stalls.observe(exp.id, stalled, now)
         if since is None:
             return None
-        if exp.status == "pending":  # the registry knows since when; a restart does not reset it
+        if exp.status == ExperimentStatus.PENDING:  # the registry knows since when, across restarts
             since = min(since, exp.updated_at.timestamp())
         if now - since < self.wait_s:
             return None
@@ -397,7 +409,7 @@ def external_experiment(rec: ExperimentRecord) -> Experiment:
         ray_job_id=None,
         submitter=OUTSIDE,
         idempotency_key=None,
-        status=rec.status,
+        status=ExperimentStatus(rec.status),
         error=rec.error,
         created_at=datetime.fromtimestamp(rec.created_at, UTC),
         updated_at=datetime.fromtimestamp(rec.updated_at or rec.created_at, UTC),

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import enum
+import importlib.util
 import logging
 import os
 import shlex
@@ -102,12 +103,15 @@ def write_job_dir(jobs_dir: Path, exp_id: str, spec_json: str) -> Path:
 
 
 def _package_dirs() -> list[str]:
-    """Source directories of our packages, for ``runtime_env['py_modules']``."""
-    import data
-    import sweeps
-    import trainer
-
-    return [str(Path(m.__file__ or "").parent) for m in (data, trainer, sweeps)]
+    """Source directories of our packages, for ``runtime_env['py_modules']`` (found, not
+    imported: the service does not need the trainer's torch to ship it)."""
+    out = []
+    for name in ("data", "trainer", "sweeps"):
+        found = importlib.util.find_spec(name)
+        if found is None or found.origin is None:
+            raise BackendError(f"cannot ship package {name!r}: it is not installed here")
+        out.append(str(Path(found.origin).parent))
+    return out
 
 
 class RayJobRunner:

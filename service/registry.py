@@ -11,9 +11,9 @@ Example::
     reg = Registry("sqlite:////tmp/ds/registry.db")
     row = reg.create(name="fig2a-mini", spec_json="{...}", spec_hash="ab12...",
                      submitter="alice", idempotency_key=None)
-    reg.set_job(row.id, "divsweep-" + row.id, status="pending")
-    reg.get(row.id).status          # 'pending'
-    reg.query(status="pending", limit=10, offset=0)
+    reg.update(row.id, status=ExperimentStatus.PENDING, ray_job_id="divsweep-" + row.id)
+    reg.get(row.id).status          # ExperimentStatus.PENDING, which == 'pending'
+    reg.query(status=ExperimentStatus.PENDING, limit=10, offset=0)
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class ExperimentRow(_Base):
     ray_job_id: Mapped[str | None] = mapped_column(String(200), default=None)
     submitter: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    status: Mapped[str] = mapped_column(String(16), default=ExperimentStatus.SUBMITTED.value)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -102,7 +102,7 @@ class Experiment:
     ray_job_id: str | None
     submitter: str
     idempotency_key: str | None
-    status: str
+    status: ExperimentStatus
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -131,7 +131,7 @@ class Experiment:
             row.ray_job_id,
             row.submitter,
             row.idempotency_key,
-            row.status,
+            ExperimentStatus(row.status),
             row.error,
             utc(row.created_at),
             utc(row.updated_at),
@@ -194,7 +194,7 @@ class Registry:
             n_trials=n_trials,
             submitter=submitter,
             idempotency_key=idempotency_key,
-            status="submitted",
+            status=ExperimentStatus.SUBMITTED,
             created_at=_now(),
             updated_at=_now(),
         )
@@ -234,7 +234,7 @@ class Registry:
     def query(
         self,
         *,
-        status: str | None = None,
+        status: ExperimentStatus | None = None,
         name: str | None = None,
         limit: int = 50,
         offset: int = 0,
@@ -279,7 +279,7 @@ class Registry:
         self,
         exp_id: str,
         *,
-        status: str | None = None,
+        status: ExperimentStatus | None = None,
         ray_job_id: str | None = None,
         error: str | None = None,
     ) -> Experiment:

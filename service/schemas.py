@@ -152,3 +152,15 @@ class PresetOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class StatesOut(BaseModel):
+    states: list[str] = Field(description="every state, in lifecycle order")
+    terminal: list[str] = Field(description="the final ones: nothing changes after them")
+
+
+class LifecycleOut(BaseModel):
+    """`sweeps.specs.lifecycle`, for clients (the results page's scripts read it)."""
+
+    experiment: StatesOut
+    trial: StatesOut
