@@ -297,7 +297,7 @@ class ExperimentService:
         )
         return exp, JobState.PENDING
 
-    def _store_status(self, exp: Experiment) -> str | None:
+    def _store_status(self, exp: Experiment) -> ExperimentStatus | None:
         try:
             return self.results.progress(exp.id, *objective_of(exp.spec_json)).store_status
         except Exception as e:  # the store is advisory here; Ray's answer stands

@@ -9,8 +9,8 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 from service.capacity import check_feasible
 from service.specs import Quotas, prepare_preset
-from sweeps.specs.presets import load_preset
 from sweeps.running.cluster import load_node_types
+from sweeps.specs.presets import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the paper-scale presets (their -mini CPU versions run anywhere)

@@ -291,3 +291,17 @@ def test_an_experiment_started_outside_the_service_is_shown_read_only(harness: H
     assert harness.client.get("/v1/experiments/smoke-unknown-id").status_code == 404
     assert harness.client.get("/v1/experiments/..%2Fetc").status_code in (404, 422)
     assert harness.runner.submitted == [(own, harness.runner.submitted[0][1])]
+
+
+def test_the_lifecycles_are_served_for_the_page(harness: Harness) -> None:
+    """The page's scripts read the states from here (no list of their own)."""
+    from sweeps.specs.lifecycle import ExperimentStatus, TrialState
+
+    body = harness.client.get("/v1/lifecycle").json()
+    assert body["experiment"]["states"] == [s.value for s in ExperimentStatus]
+    assert body["experiment"]["terminal"] == ["complete", "failed", "cancelled"]
+    assert body["trial"]["states"] == [s.value for s in TrialState]
+    assert body["trial"]["terminal"] == [s.value for s in TrialState if s.is_terminal]
+    for name in ("app.js", "charts.js"):
+        js = harness.client.get(f"/static/{name}").text
+        assert "/v1/lifecycle" in js and '"complete"' not in js
