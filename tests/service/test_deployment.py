@@ -26,7 +26,7 @@ import httpx
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from uvicorn_proc import serve
+from uvicorn_proc import serve, submit_preset, wait_final
 
 from service.registry import Registry
 from sweeps.store import ParquetStore, open_store
@@ -84,20 +84,8 @@ def test_smoke_sweep_on_a_postgres_registry_and_an_s3_store(
         auth = {"Authorization": f"Bearer {svc.token}"}
         outside = _submit_outside_the_service(svc.dashboard_url, tmp_path, store_uri)
         assert httpx.get(f"{svc.url}/readyz", timeout=30).json()["checks"]["store"] == "ok"
-        r = httpx.post(
-            f"{svc.url}/v1/experiments",
-            headers=auth,
-            json={"preset": "smoke", "overrides": OVERRIDES},
-            timeout=120,
-        )
-        assert r.status_code == 202, r.text
-        exp_id = r.json()["id"]
-        deadline, body = time.monotonic() + 300, {}
-        while time.monotonic() < deadline:
-            body = httpx.get(f"{svc.url}/v1/experiments/{exp_id}", timeout=30).json()
-            if body["status"] in ("complete", "failed", "cancelled"):
-                break
-            time.sleep(1)
+        exp_id = submit_preset(svc.url, svc.token, "smoke", OVERRIDES)
+        body: dict[str, Any] = wait_final(svc.url, exp_id, 300)
         assert body["status"] == "complete", body
         assert body["progress"]["complete"] == 2 and body["progress"]["results"] == 8
         table = pq.read_table(

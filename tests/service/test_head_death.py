@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from uvicorn_proc import stop_group, wait_healthy
+from uvicorn_proc import stop_group, wait_final, wait_healthy
 
 from service.local_ray import free_port
 from sweeps.store import TrialRecord, open_store
@@ -126,12 +126,7 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
 
         second = _serve(state, port)  # same state dir: the dead head is not re-adopted
         wait_healthy(second, url, 180, log)
-        deadline, body = time.monotonic() + 420, {}
-        while time.monotonic() < deadline:
-            body = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30).json()
-            if body["status"] in ("complete", "failed", "cancelled"):
-                break
-            time.sleep(1)
+        body = wait_final(url, exp_id, 420)
         assert body["status"] == "complete", (body, log())
     finally:
         for p in (first, second):

@@ -30,9 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
+from uvicorn_proc import stop_process, submit_preset, uvicorn_command, wait_final, wait_healthy
 
 from service.local_ray import GcsStore, HeadPorts, LocalRayHead, free_port
 from service.ray_http import live_nodes
@@ -138,15 +137,7 @@ def test_head_killed_mid_sweep_recovers_from_redis_without_resubmitting(
     try:
         with _worker_node(head, short / "w"):
             service, url = _service(state, head.dashboard_url)
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            r = httpx.post(
-                f"{url}/v1/experiments",
-                headers=auth,
-                json={"preset": "smoke", "overrides": OVERRIDES},
-                timeout=120,
-            )
-            assert r.status_code == 202, r.text
-            exp_id = r.json()["id"]
+            exp_id = submit_preset(url, TOKEN, "smoke", OVERRIDES)
             store = open_store(str(state / "results"))
             before = _wait_running_after_complete(store, exp_id)
             os.killpg(head.pgid, signal.SIGKILL)  # GCS, raylet, dashboard: the whole head
@@ -162,12 +153,7 @@ def test_head_killed_mid_sweep_recovers_from_redis_without_resubmitting(
                 attempts=4,
             )
             back_at = time.time()
-            deadline, body = time.monotonic() + 500, {}
-            while time.monotonic() < deadline:
-                body = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=60).json()
-                if body["status"] in ("complete", "failed", "cancelled"):
-                    break
-                time.sleep(1)
+            body: dict[str, Any] = wait_final(url, exp_id, 500)
             log = (state / "service.log").read_text(errors="replace")[-3000:]
             assert body["status"] == "complete", (body, log)
             assert "resubmitted" not in (body.get("error") or ""), body
