@@ -36,6 +36,7 @@ import typer
 from service.client import DivsweepClient, ServiceError
 from service.local_ray import GcsStore, HeadPorts, LocalRayHead, ensure_token, ray_env_token
 from service.reproduce import Client, ReproduceError
+from service.reproduce import check as check_document
 from service.reproduce import reproduce as run_reproduce
 from service.schemas import ExperimentOut
 from service.settings import Settings
@@ -385,6 +386,14 @@ def reproduce(
         bool,
         typer.Option("--render-only", help="submit nothing: re-render from the stored experiments"),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="submit nothing: say whether the document is current for this checkout (same "
+            "data/ and trainer/ code, same presets); exit 0 if so, 1 if not",
+        ),
+    ] = False,
     store: Annotated[
         str | None,
         typer.Option(
@@ -414,6 +423,12 @@ def reproduce(
         source = StoreSource(open_store(store))
     if out is None:  # a smoke run never overwrites the real document
         out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
+    if check:
+        stale = check_document(out, chosen if studies else None)
+        for line in stale:
+            typer.echo(f"stale: {line}")
+        typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
+        raise typer.Exit(1 if stale else 0)
     client = Client(url, None if render_only else _token(token))
     try:
         code = run_reproduce(

@@ -33,6 +33,7 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
+from sweeps.codeversion import code_version
 from sweeps.reporting.results_doc import (
     ResultsIndex,
     ResultsSource,
@@ -41,7 +42,7 @@ from sweeps.reporting.results_doc import (
     index_path,
     render,
 )
-from sweeps.reporting.studies import Study, smoke_overrides
+from sweeps.reporting.studies import STUDIES, Study, smoke_overrides
 from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def run_study(
         submitted,
         commit=commit,
         seed_offset=seed_offset,
+        code_version=code_version(),
     )
     index.studies[study.name] = rec
     save()
@@ -350,6 +352,7 @@ def reproduce(
         [s.name for s in studies],
         smoke,
         seed_offset=seed_offset,
+        code_version=code_version(),
     )
 
     def save() -> None:
@@ -374,3 +377,53 @@ def reproduce(
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# is the document current?
+# ---------------------------------------------------------------------------------------------
+
+
+def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
+    """Why ``out`` (docs/RESULTS.md, read through its index) is not current for this checkout:
+    one line per study whose section comes from other code or another spec; empty when every
+    section does. A section is current when its experiment completed with real (not smoke)
+    settings, at this checkout's `code_version` of data/ and trainer/ (what turns a spec into
+    numbers), from exactly the spec its preset resolves to now (seed offset included). Example::
+
+        check(Path("docs/RESULTS.md"))
+        # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
+    """
+    index = ResultsIndex.load(index_path(out))
+    code = code_version()
+    stale = []
+    for study in studies if studies is not None else list(STUDIES.values()):
+        rec = index.studies.get(study.name)
+        why = _stale(study, rec, code)
+        if why:
+            stale.append(f"{study.name}: {why}")
+    return stale
+
+
+UNKNOWN = "unknown (an older index)"
+
+
+def _stale(study: Study, rec: StudyRecord | None, code: str) -> str | None:
+    if rec is None:
+        return "not run"
+    if rec.smoke:
+        return "ran with smoke settings"
+    if rec.status != "complete":
+        return f"its experiment is {rec.status}"
+    if rec.code_version != code:
+        return (
+            f"ran at code version {rec.code_version[:12] if rec.code_version else UNKNOWN}, "
+            f"this checkout is {code[:12]}"
+        )
+    try:
+        _, prepared = prepare_study(study, smoke=False, seed_offset=rec.seed_offset)
+    except Exception as e:  # a preset that no longer validates is stale too; say why
+        return f"its preset does not validate here ({e})"
+    if prepared.spec.model_dump(mode="json") != rec.spec:
+        return "its preset changed since it ran (the recorded spec differs)"
+    return None

@@ -2,7 +2,7 @@
 
 Read from the source with `ast` (nothing imported), over every product module of the four
 packages. Layers, bottom to top: data ← trainer ← sweeps ← service (an import may only point
-down or sideways); inside sweeps, the rooms: errors, codeversion ← specs ← store ← running,
+down or sideways); inside sweeps, the rooms: errors, codeversion, stats ← specs ← store ← running,
 reporting ← the entry points (``sweeps/__init__``, ``__main__``, ``run``). Circles are looked
 for among module-level imports (what runs when a module is imported, ``if TYPE_CHECKING:``
 blocks included); the layers hold for every import, those inside functions too. Example of
@@ -28,6 +28,7 @@ LAYERS = ("data", "trainer", "sweeps", "service")  # bottom to top
 ROOMS = {
     "sweeps.errors": 0,
     "sweeps.codeversion": 0,
+    "sweeps.stats": 0,  # the verdicts' statistics and the threshold search's t quantiles
     "sweeps.specs": 1,
     "sweeps.store": 2,
     "sweeps.running": 3,

@@ -66,9 +66,10 @@ def accuracy_metrics(
     rule_ids: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """Flat metric dict: ``<prefix>_acc``, ``_acc_noop``, ``_acc_op``, ``_acc_occ_<n>``, ``_n``;
-    with ``seen`` (``{"x": x_seen, "y": y_seen}`` per row) also ``_acc_op_new_x``,
-    ``_acc_op_seen_x``, ``_n_op_new_x``, ``_n_op_seen_x`` and, with ``rule_ids``,
-    ``_rules_op_new_x`` (and ``_y``).
+    with ``seen`` (``{"x": x_seen, "y": y_seen}`` per row) also the accuracy of the rows whose
+    rule's x was new (``_acc_new_x``; has-op ``_acc_op_new_x``, no-op ``_acc_noop_new_x``) or
+    seen (``_seen_x``), the has-op counts ``_n_op_new_x`` and, with ``rule_ids``, the distinct
+    has-op rules ``_rules_op_new_x`` (and ``_y``).
 
     >>> ok = np.array([True, False, True, True])
     >>> m = accuracy_metrics(ok, np.zeros(4, bool), None, "test",
@@ -83,12 +84,14 @@ def accuracy_metrics(
         if mask.any():
             m[f"{prefix}_acc_{name}"] = float(correct[mask].mean())
     for s, was_seen in (seen or {}).items():
-        for name, mask in ((f"new_{s}", ~is_noop & ~was_seen), (f"seen_{s}", ~is_noop & was_seen)):
-            m[f"{prefix}_n_op_{name}"] = int(mask.sum())
-            if mask.any():
-                m[f"{prefix}_acc_op_{name}"] = float(correct[mask].mean())
+        for new, tag in ((~was_seen, f"new_{s}"), (was_seen, f"seen_{s}")):
+            for kind, mask in (("op_", ~is_noop & new), ("noop_", is_noop & new), ("", new)):
+                if mask.any():
+                    m[f"{prefix}_acc_{kind}{tag}"] = float(correct[mask].mean())
+            op = ~is_noop & new
+            m[f"{prefix}_n_op_{tag}"] = int(op.sum())
             if rule_ids is not None:
-                m[f"{prefix}_rules_op_{name}"] = len(np.unique(rule_ids[mask]))
+                m[f"{prefix}_rules_op_{tag}"] = len(np.unique(rule_ids[op]))
     if occurrences is not None:
         for occ in np.unique(occurrences[~is_noop]):
             m[f"{prefix}_acc_occ_{int(occ)}"] = float(correct[occurrences == occ].mean())
