@@ -53,7 +53,7 @@ from sweeps.specs.spec import (
     ThresholdSearch,
 )
 from sweeps.specs.tracking import check_installed
-from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
+from sweeps.store import ParquetStore, ResultsStore, default_store_uri, join_uri, open_store
 from trainer.builtin import is_builtin, resolve_init
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def tune_storage_path(store: ResultsStore, store_uri: str) -> str:
     """Where Tune keeps trial dirs, checkpoints and TensorBoard logs: beside the store."""
     if isinstance(store, ParquetStore):
         if "://" in store_uri:
-            return store_uri.rstrip("/") + "/tune"
+            return join_uri(store_uri, "tune")  # before an s3:// URI's query
         return f"{store.root}/tune"
     return str(Path.home() / ".cache" / "divsweep" / "tune")
 
@@ -188,7 +188,7 @@ def restore_tuner(
     path; resubmitting the same experiment id lands here. Complete trials are not run again,
     unfinished and errored ones resume from their last checkpoint.
     """
-    path = f"{tune_storage_path(store, store_uri).rstrip('/')}/{experiment_id}"
+    path = join_uri(tune_storage_path(store, store_uri), experiment_id)
     if not tune.Tuner.can_restore(path):
         return None
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)

@@ -59,7 +59,10 @@ EXPERIMENT_STATUSES: tuple[str, ...] = tuple(ExperimentStatus.stored())
 FINISHED_TRIAL_STATES = frozenset(s for s in TrialState if s.is_terminal)
 #: Columns of every metric row; metric names equal to these stay in `metrics_json` only.
 METRIC_BASE_COLUMNS = ("experiment_id", "trial_id", "seq", "time", "metrics_json")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Every id the store accepts (it becomes a path part: no ``/``, no leading ``.``); the service's
+#: routes check path ids against it before any lookup.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_ID = re.compile(ID_PATTERN)
 
 
 def check_id(kind: str, value: str) -> str:
