@@ -338,7 +338,9 @@ def _threshold_marks(
     ci = threshold_interval([{**c, "I": c[x]} for c in cells], level, metric)
     if math.isfinite(ci.low) and math.isfinite(ci.high):
         ax.axvspan(ci.low, ci.high, color="tab:red", alpha=0.1, label="95 % interval")
-    ax.legend(fontsize=8)
+    # Neither mark when no curve crosses the level: a legend without artists only warns.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
@@ -560,14 +562,28 @@ def reference_cells(
     return study_cells(twin, ExperimentSpec.model_validate(rec.spec), table)
 
 
-def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:
-    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown."""
+def render(
+    index: ResultsIndex,
+    source: ResultsSource,
+    out: Path,
+    stale: Mapping[str, str] | None = None,
+) -> str:
+    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown.
+
+    ``stale``: ``{study: why its section is not from this checkout's code and preset}`` (what
+    ``divsweep reproduce --check`` finds); such a section says so above its numbers.
+    """
     img_dir = figure_dir(out)
     img_rel = img_dir.relative_to(out.parent).as_posix()
     sections, outcomes = [], {}
     for name, study in STUDIES.items():
         ref = reference_cells(study, index, source)
         text, outcome = section_md(study, index.studies.get(name), source, img_dir, img_rel, ref)
+        why = (stale or {}).get(name)
+        if why and name in index.studies:
+            head, _, rest = text.partition("\n\n")
+            note = f"> **Not current:** {why}. Its numbers are not the shipped code's."
+            text = f"{head}\n\n{note}\n\n{rest}"
         sections.append(text)
         outcomes[name] = outcome
     doc = "\n\n".join([header_md(index, index_path(out).name, outcomes), *sections]) + "\n"
