@@ -35,8 +35,9 @@ from typing import Any
 import torch
 
 from data import DataSpec, generate
-from trainer import TrainConfig, train
+from trainer import TrainConfig
 from trainer.fused import train_fused
+from trainer.loop import train
 
 
 @dataclass(frozen=True)

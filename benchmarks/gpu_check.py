@@ -57,7 +57,8 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
 from data import DataSpec, Vocab, generate  # noqa: E402
-from trainer import TrainConfig, train  # noqa: E402
+from trainer import TrainConfig  # noqa: E402
+from trainer.loop import train  # noqa: E402
 from trainer.perf import device_peak_flops, flops_per_token  # noqa: E402
 
 MiB = 2**20
@@ -246,7 +247,7 @@ def _speed_setup(check: Check) -> tuple[str, int, int, int]:
 def train_speed(check: Check) -> dict[str, Any]:
     from bench_train import hf_trainer_tokens_per_s
 
-    from trainer.model import count_params
+    from trainer.perf import count_params
 
     model, batch, steps, warm = _speed_setup(check)
     ds = generate(

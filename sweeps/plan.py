@@ -180,7 +180,7 @@ def _checkpoint_size(init: str) -> ModelSize | None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainer.model import count_params
+    from trainer.perf import count_params
 
     cfg = AutoConfig.from_pretrained(init, local_files_only=True)
     with torch.device("meta"):  # shapes only: no memory, no weights read

@@ -66,7 +66,7 @@ def train_with_trainer(
 ) -> None:
     """The real trial: generate (or reuse) the data set, then train and evaluate on it."""
     from data import cached_generate
-    from trainer import train
+    from trainer.loop import train
 
     ds = cached_generate(plan.data, cache_dir)
     # A fractional GPU is shared with other trials: stay within this trial's part of it.

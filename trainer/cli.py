@@ -99,7 +99,7 @@ def print_memory_estimate(cfg: TrainConfig, ds: Any, gpu_memory_gb: float) -> in
 def pretrain_main(argv: list[str]) -> int:
     """``python -m trainer pretrain``: build a builtin model, or a variant of it into ``--out``."""
     from trainer.builtin import BUILTINS, build_atomically, ensure_built
-    from trainer.pretrain import MANIFEST, PretrainSpec
+    from trainer.pretrain_spec import MANIFEST, PretrainSpec
 
     p = argparse.ArgumentParser(
         prog="python -m trainer pretrain",

@@ -21,14 +21,14 @@ in another pydantic model, the same rules surface as that model's `ValidationErr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import FieldRuleError
 from data.spec import exactly_one_of
 from trainer.builtin import builtin_spec, is_builtin
-from trainer.errors import ConfigError, format_validation_error
+from trainer.errors import ConfigModel
 
 
 class ModelDims(NamedTuple):
@@ -65,7 +65,7 @@ class LoraSpec(BaseModel):
     target_modules: tuple[str, ...] | None = None
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ConfigModel):
     """One training run. See the module docstring for an example."""
 
     # exactly one of epochs/max_steps (`_check`), stated in the JSON Schema too
@@ -128,18 +128,6 @@ class TrainConfig(BaseModel):
     n_failures: int = Field(5, ge=0)
 
     seed: int = 0
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from None
-
-    # Only a direct call goes through this wrapper: as a nested field (or with
-    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or
-    # the wrapper's lax re-validation would let `true` pass for an int (pydantic-settings
-    # marks its own __init__ the same way).
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -43,8 +43,8 @@ from trainer.checkpoint import (
 from trainer.config import TrainConfig
 from trainer.errors import CheckpointError, ConfigError
 from trainer.evaluate import evaluate_split, sample_indices
-from trainer.model import build_codec, build_model, count_params
-from trainer.perf import device_peak_flops, flops_per_token, mfu, peak_memory_gb
+from trainer.model import build_codec, build_model
+from trainer.perf import count_params, device_peak_flops, flops_per_token, mfu, peak_memory_gb
 
 log = logging.getLogger(__name__)
 

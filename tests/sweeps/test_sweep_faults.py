@@ -29,7 +29,7 @@ from sweeps import run_experiment, spec_from_dict
 from sweeps.errors import UnknownExperimentError
 from sweeps.spec import ExperimentSpec, TrialPlan
 from sweeps.store import ResultsStore, open_store
-from trainer import train
+from trainer.loop import train
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from data import generate
-from trainer import ConfigError, TrainConfig, train
+from trainer import ConfigError, TrainConfig
 from trainer.checkpoint import find_checkpoint
 from trainer.fused import FusedGPT2, fusable, train_fused
+from trainer.loop import train
 from trainer.model import build_model
 
 # Figures that depend on the clock or on which other members shared the step.

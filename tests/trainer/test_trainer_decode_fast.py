@@ -24,8 +24,9 @@ from transformers.activations import NewGELUActivation
 
 import trainer.decode as decode
 import trainer.gpt2_mirror as gpt2_mirror
-from trainer import TrainConfig, build_model
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
+from trainer.model import build_model
 
 
 class _Vocab:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer import TrainConfig, train
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
+from trainer.loop import train
 
 
 @pytest.mark.gpu

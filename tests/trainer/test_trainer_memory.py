@@ -14,18 +14,17 @@ import torch
 
 import trainer.memory as memory
 from data import generate
-from trainer import (
-    ConfigError,
-    LoraSpec,
+from trainer import ConfigError, LoraSpec, TrainConfig
+from trainer.batching import seq_lengths
+from trainer.loop import train
+from trainer.memory import (
     MemoryEstimate,
-    TrainConfig,
-    build_model,
+    MiB,
     estimate_train_memory,
     gpu_fraction_for,
-    train,
+    worst_batch_shape,
 )
-from trainer.batching import seq_lengths
-from trainer.memory import MiB, worst_batch_shape
+from trainer.model import build_model
 
 VOCAB, LEN = 13, 48  # inputs are LEN - 1 = 47 tokens wide
 WIDTH = LEN - 1
