@@ -199,9 +199,10 @@ def measure_fused_cuda(
     cfg: TrainConfig, k: int, vocab_size: int, rows: int, seq_len: int, steps: int
 ) -> dict[str, int]:
     """Peak memory of ``steps`` fused steps of K members on worst-case (rows, seq_len) batches."""
-    from trainer.fused import FusedGPT2, clip_per_member, member_losses
-    from trainer.loop import make_optimizer
+    from trainer.fused import clip_per_member, member_losses
+    from trainer.gpt2.fused import FusedGPT2
     from trainer.model import build_model
+    from trainer.step import make_optimizer
 
     class _V:
         size, pad_id, eos_id = vocab_size, 0, 1

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from trainer.batching import Sequences
+from trainer.config import TrainConfig
 from trainer.decode import greedy_decode
 from trainer.model import Codec
 
@@ -122,8 +123,6 @@ def evaluate(
     ``build_codec(cfg, ds.vocab)`` for a pretrained checkpoint with its own tokenizer.
     """
     if codec is None:
-        from trainer.config import TrainConfig
-
         codec = Codec(TrainConfig(model="nano", max_steps=1), ds.vocab)
     table = ds.test if split == "test" else ds.train
     seqs = codec.encode(ds, split)

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.batching import IGNORE, collate, epoch_plan
+from trainer.decode import greedy_decode
 from trainer.pretrain_spec import MANIFEST, PRETRAIN_VERSION, Operation, PretrainSpec
 
 log = logging.getLogger(__name__)
@@ -289,8 +290,6 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
 
 def _held_out_accuracy(model: Any, tok: Any, spec: PretrainSpec, n: int) -> dict[str, float]:
     """Greedy exact match per operation on fresh examples (another random stream)."""
-    from trainer.decode import greedy_decode
-
     if n <= 0:
         return {}
     held = spec.model_copy(update={"seed": spec.seed + 1_000_003})  # another stream, same mix
