@@ -39,6 +39,7 @@ model (which fills more of the GPU alone).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import multiprocessing as mp
@@ -66,6 +67,8 @@ SIDES = ("fused", "processes", "sequential")
 #: gives up on it (kills every child and records the failure).
 CHILD_READY_S = 600.0
 CHILD_STEPS_S = 1800.0
+#: Tests only: "oom" makes member 1 of every processes run raise torch.OutOfMemoryError.
+INJECT_ENV = "BENCH_FUSED_INJECT"
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ def _child(setup: Setup, i: int, k: int, threads: int, go: Any, out: Any) -> Non
     """One member in its own process: build and warm up, say so, wait for the common start."""
     try:
         torch.set_num_threads(threads)
+        if os.environ.get(INJECT_ENV) == "oom" and i == 1:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory (a test)")
         ds = generate(setup.data_spec(i))
         share = 1.0 / k if setup.device.startswith("cuda") and k > 1 else None
         stepper = ModelStepper(setup.cfg(i), ds, gpu_memory_fraction=share)
@@ -276,11 +281,16 @@ def measure(
 
 
 def _one(setup: Setup, side: str, k: int, datasets: list[Any], threads: int) -> float:
-    if side == "fused":
-        return fused_side(setup, k, datasets)
-    if side == "processes":
-        return processes_side(setup, k, threads)
-    return sequential_side(setup, k, datasets)
+    try:
+        if side == "fused":
+            return fused_side(setup, k, datasets)
+        if side == "processes":
+            return processes_side(setup, k, threads)
+        return sequential_side(setup, k, datasets)
+    finally:  # what one side cached (or failed to allocate) must not crowd the next
+        gc.collect()
+        if setup.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
 
 def summary(k: int, figures: dict[str, list[float]]) -> dict[str, Any]:
