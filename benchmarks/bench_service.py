@@ -92,8 +92,8 @@ def populate(state_dir: Path, rows: int, exp_id: str, status: str, name: str = "
     from sweeps.store.base import TrialRecord
 
     settings = Settings(state_dir=state_dir)
-    from sweeps.presets import load_preset
-    from sweeps.spec import ExperimentSpec
+    from sweeps.specs.presets import load_preset
+    from sweeps.specs.spec import ExperimentSpec
 
     # a real spec (the service reads its objective), named for the benchmark
     smoke = load_preset("smoke").model_dump(mode="json")

@@ -25,8 +25,9 @@ import time
 import uuid
 from typing import Any
 
-from sweeps import run_experiment, spec_from_dict
-from sweeps.spec import TrialPlan
+from sweeps import spec_from_dict
+from sweeps.running.driver import run_experiment
+from sweeps.specs.spec import TrialPlan
 from sweeps.store import MemoryStore, ParquetStore, ResultsStore
 
 N_TRIALS = 50

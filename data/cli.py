@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "out": path,
         "train": summarize(ds.train, spec.n_instructions),
         "test": summarize(ds.test, spec.test.n_rules),
+        "fresh": summarize(ds.fresh, spec.n_instructions),
     }
     if args.json:
         print(json.dumps(report, indent=1))
@@ -135,7 +136,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"content hash  {r['content_hash']}", f"generated in  {r['seconds']} s"]
     if r["out"]:
         lines.append(f"written to    {r['out']}")
-    for split in ("train", "test"):
+    for split in ("train", "test", "fresh"):
         s = r[split]
         hist = ", ".join(f"{k}:{v}" for k, v in s["occurrences"].items()) or "-"
         lines += [
@@ -146,4 +147,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"  rules used   {s['rules_used']}  (examples per rule: max {s['rule_count_max']}, "
             f"min {s['rule_count_min']}, Gini {s['rule_gini']:.3f})",
         ]
+        if "rules_new_x" in s:
+            new = f"{s['rules_new_x']} / {s['rules_new_y']}"
+            lines.append(f"  rules with x / y never seen in training  {new}")
     return "\n".join(lines)

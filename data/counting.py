@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from data.spec import DataSpec
+
 
 def rule_ids(
     rng: np.random.Generator, n: int, n_rules: int, distribution: str, alpha: float | None
@@ -32,6 +34,32 @@ def n_noops(n: int, noop_fraction: float) -> int:
     return int(np.floor(noop_fraction * n + 0.5))
 
 
+def on_top_split(
+    rng: np.random.Generator,
+    n_op: int,
+    n_noop: int,
+    n_rules: int,
+    distribution: str,
+    alpha: float | None,
+    occurrences: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rule ids and wanted counts of a split whose ``n_op`` has-op examples follow the rule
+    distribution exactly as a split without no-ops would, with ``n_noop`` no-ops on top (rules
+    drawn the same way), shuffled together. Returns ``(ids, counts)``, counts 0 for no-ops.
+
+    >>> ids, counts = on_top_split(np.random.default_rng(0), 8, 8, 4, "uniform", None, (1,))
+    >>> np.bincount(ids[counts > 0]).tolist(), int((counts == 0).sum())
+    ([2, 2, 2, 2], 8)
+    """
+    op_ids = rule_ids(rng, n_op, n_rules, distribution, alpha)
+    noop_ids = rule_ids(rng, n_noop, n_rules, distribution, alpha) if n_noop else op_ids[:0]
+    op_counts = occurrence_counts(rng, n_op, 0.0, occurrences)
+    order = rng.permutation(n_op + n_noop)
+    ids = np.concatenate([op_ids, noop_ids])[order]
+    counts = np.concatenate([op_counts, np.zeros(n_noop, dtype=np.int32)])[order]
+    return ids, counts
+
+
 def occurrence_counts(
     rng: np.random.Generator, n: int, noop_fraction: float, occurrences: tuple[int, ...]
 ) -> np.ndarray:
@@ -48,3 +76,20 @@ def occurrence_counts(
         cycle = np.asarray(occurrences, dtype=np.int32)[np.arange(len(op)) % len(occurrences)]
         counts[op] = rng.permutation(cycle)
     return counts
+
+
+def train_composition(rng: np.random.Generator, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """``(rule ids, wanted counts)`` of every training example of ``spec``: no-ops within the
+    budget (`rule_ids`, then `occurrence_counts`), or on top of it (`on_top_split`)."""
+    if spec.noops_on_top:
+        return on_top_split(
+            rng,
+            spec.n_budget,
+            spec.n_noops_on_top,
+            spec.n_instructions,
+            spec.distribution,
+            spec.alpha,
+            spec.occurrences,
+        )
+    ids = rule_ids(rng, spec.n_train, spec.n_instructions, spec.distribution, spec.alpha)
+    return ids, occurrence_counts(rng, spec.n_train, spec.noop_fraction, spec.occurrences)

@@ -1,9 +1,12 @@
 """``RewriteDataset``: the generated splits plus everything derived from them.
 
 >>> ds = generate(spec)                      # doctest: +SKIP
->>> ds.train.column("output")[0]             # pyarrow tables, one row per example
->>> enc = ds.encoded("train")                # EncodedSplit, cached on the object
->>> prompts, completions = ds.texts("test")  # ("ab→c|zzabz=", "zzcz") pairs as plain text
+>>> ds.train.column("output")[0]             # doctest: +SKIP
+>>> enc = ds.encoded("train")                # doctest: +SKIP
+>>> prompts, completions = ds.texts("test")  # doctest: +SKIP
+
+(pyarrow tables, one row per example; the encoded split is cached on the object; texts are
+``("ab→c|zzabz=", "zzcz")`` pairs.)
 """
 
 from __future__ import annotations
@@ -26,22 +29,29 @@ from data.io import read_splits, write_splits
 from data.spec import DataSpec, content_hash
 from data.vocab import Vocab
 
-Split = Literal["train", "test"]
+Split = Literal["train", "test", "fresh"]
 
 
 class RewriteDataset:
-    """Train/test tables of one spec; immutable by convention."""
+    """The tables of one spec; immutable by convention.
+
+    ``train``: the training examples; ``test``: unseen rules (with ``x_seen``/``y_seen``: did the
+    rule's x / y occur in training); ``fresh``: training rules on inputs never seen in training
+    (``test.n_fresh`` rows; empty for the Markov task).
+    """
 
     def __init__(
         self,
         spec: DataSpec,
         train: pa.Table,
         test: pa.Table,
+        fresh: pa.Table | None = None,
         pre_encoded: dict[str, list[PreEncoded]] | None = None,
     ) -> None:
         self.spec = spec
         self.train = train
         self.test = test
+        self.fresh = fresh if fresh is not None else train.slice(0, 0)
         self._encoded: dict[str, EncodedSplit] = {}
         # token ids the generator produced anyway; widened to int32 only when asked for
         self._pre_encoded = dict(pre_encoded or {})
@@ -49,7 +59,8 @@ class RewriteDataset:
     def __repr__(self) -> str:
         return (
             f"RewriteDataset(task={self.spec.task!r}, train={self.train.num_rows}, "
-            f"test={self.test.num_rows}, hash={self.content_hash[:12]})"
+            f"test={self.test.num_rows}, fresh={self.fresh.num_rows}, "
+            f"hash={self.content_hash[:12]})"
         )
 
     @cached_property
@@ -66,7 +77,9 @@ class RewriteDataset:
             return self.train
         if name == "test":
             return self.test
-        raise DataError(f"split must be 'train' or 'test', not {name!r}")
+        if name == "fresh":
+            return self.fresh
+        raise DataError(f"split must be 'train', 'test' or 'fresh', not {name!r}")
 
     def encoded(self, split: Split) -> EncodedSplit:
         """Token arrays of a split (``x → y | z = output <eos>``), computed once."""
@@ -97,12 +110,13 @@ class RewriteDataset:
         return prompts, table.column("output").to_pylist()
 
     def save(self, path: str | Path) -> Path:
-        """Write both splits as Parquet with spec and hash in the metadata (see ``data.io``)."""
-        return write_splits(path, self.spec, {"train": self.train, "test": self.test})
+        """Write the splits as Parquet with spec and hash in the metadata (see ``data.io``)."""
+        tables = {"train": self.train, "test": self.test, "fresh": self.fresh}
+        return write_splits(path, self.spec, tables)
 
 
 def load_dataset(path: str | Path, expect: DataSpec | None = None) -> RewriteDataset:
     """Load a directory written by ``RewriteDataset.save``; with ``expect``, insist it was made
     for that spec (`data.io.read_splits`)."""
     spec, tables = read_splits(path, expect)
-    return RewriteDataset(spec, tables["train"], tables["test"])
+    return RewriteDataset(spec, tables["train"], tables["test"], tables["fresh"])

@@ -34,14 +34,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.counting import occurrence_counts, rule_ids
+from data.counting import occurrence_counts, rule_ids, train_composition
 from data.dataset import RewriteDataset, load_dataset
 from data.encode import PreEncoded
 from data.examples import Inputs, draw_inputs
 from data.families import KINDS
 from data.io import is_complete
 from data.markov import generate_markov
-from data.rules import RuleSet, draw_rules
+from data.rules import RuleSet, draw_rules, member, row_hashes
 from data.spec import DataSpec, content_hash
 from data.vocab import LETTER0, Vocab
 
@@ -59,8 +59,9 @@ def generate(spec: DataSpec, progress: bool = False) -> RewriteDataset:
     """
     if spec.task == "markov":
         return generate_markov(spec, progress=progress)
+    # One stream per stage; a SeedSequence's i-th child does not depend on how many are spawned.
     streams = [
-        np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(4)
+        np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(spec.seed).spawn(5)
     ]
     n_letters = len(spec.alphabet)
     train_rules = draw_rules(
@@ -79,24 +80,114 @@ def generate(spec: DataSpec, progress: bool = False) -> RewriteDataset:
     )
     vocab = Vocab.build(spec.alphabet)
     rng = streams[2]
-    train_ids = rule_ids(rng, spec.n_train, spec.n_instructions, spec.distribution, spec.alpha)
-    counts = occurrence_counts(rng, spec.n_train, spec.noop_fraction, spec.occurrences)
-    train, train_enc = build_split(
-        rng, spec, train_rules, train_ids, counts, vocab, progress, "train"
-    )
+    train_ids, train_counts = train_composition(rng, spec)
+    train = build_split(rng, spec, train_rules, train_ids, train_counts, vocab, progress, "train")
     rng = streams[3]
     test_ids = rule_ids(rng, spec.test.n_test, spec.test.n_rules, "uniform", None)
     counts = occurrence_counts(
         rng, spec.test.n_test, spec.test_noop_fraction, spec.test_occurrences
     )
-    test, test_enc = build_split(rng, spec, test_rules, test_ids, counts, vocab, progress, "test")
+    test = build_split(rng, spec, test_rules, test_ids, counts, vocab, progress, "test")
+    seen = seen_columns(test_rules, test_ids, train_rules.take(np.unique(train_ids)))
+    test_table = test.table
+    for name, column in seen.items():
+        test_table = test_table.append_column(name, pa.array(column))
+    fresh = fresh_split(streams[4], spec, train_rules, train_ids, train_counts, train, vocab)
     log.info(
-        "generated %d train / %d test examples (hash %s)",
-        train.num_rows,
-        test.num_rows,
+        "generated %d train / %d test / %d fresh examples (hash %s)",
+        train.table.num_rows,
+        test_table.num_rows,
+        fresh.table.num_rows,
         spec.content_hash[:12],
     )
-    return RewriteDataset(spec, train, test, pre_encoded={"train": train_enc, "test": test_enc})
+    encoded = {"train": train.encoded, "test": test.encoded, "fresh": fresh.encoded}
+    return RewriteDataset(spec, train.table, test_table, fresh.table, pre_encoded=encoded)
+
+
+def seen_columns(rules: RuleSet, ids: np.ndarray, trained: RuleSet) -> dict[str, np.ndarray]:
+    """Per example of ``rules[ids]``: whether its ``x`` (``y``) is the ``x`` (``y``) of a rule
+    that has training examples (``trained``). A test rule with ``x_seen=False`` asks the model to
+    find a pattern it never saw as one: the paper's unseen instruction in the strict sense.
+
+    >>> from data.vocab import LETTER0
+    >>> def rs(x, y):
+    ...     a = lambda v: np.array(v, dtype=np.uint8) + LETTER0
+    ...     n = len(x)
+    ...     return RuleSet(a(x), np.full(n, 1, np.int32), a(y), np.full(n, 1, np.int32),
+    ...                    np.zeros(n, np.int8), np.ones(n, np.int32))
+    >>> cols = seen_columns(rs([[0], [1]], [[2], [3]]), np.array([0, 1, 1]), rs([[0]], [[3]]))
+    >>> cols["x_seen"].tolist(), cols["y_seen"].tolist()
+    ([True, False, False], [False, True, True])
+    """
+    x_seen = member(rules.x_keys(), np.sort(trained.x_keys()))
+    y_seen = member(rules.y_keys(), np.sort(trained.y_keys()))
+    return {"x_seen": x_seen[ids], "y_seen": y_seen[ids]}
+
+
+#: Rounds of redrawing a fresh input that happens to be a training input of its rule.
+FRESH_ROUNDS = 64
+
+
+def fresh_split(
+    rng: np.random.Generator,
+    spec: DataSpec,
+    rules: RuleSet,
+    train_ids: np.ndarray,
+    train_counts: np.ndarray,
+    train: Split,
+    vocab: Vocab,
+) -> Split:
+    """``spec.test.n_fresh`` examples of training rules on inputs no training example of that
+    rule has. The rows copy the rule and occurrence count of randomly drawn training rows (so
+    rules, no-ops and counts follow the training split); only ``z`` is drawn anew. Where a rule
+    has no unused input left (tiny ``z`` spaces) its rows are dropped, so the split can be
+    shorter than asked (``fresh_n`` in the metrics says how long)."""
+    n = spec.test.n_fresh
+    rows = rng.choice(len(train_ids), size=n, replace=n > len(train_ids))
+    assert train.keys is not None  # build_split keeps the training split's keys
+    return build_split(
+        rng, spec, rules, train_ids[rows], train_counts[rows], vocab, False, "fresh", train.keys
+    )
+
+
+def example_keys(rule_ids: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(n,) uint64 hash of each example's (rule, z): equal examples always hash alike."""
+    head = rule_ids.astype("<u4").view(np.uint8).reshape(-1, 4)
+    return row_hashes(np.concatenate([head, z], axis=1))
+
+
+def _avoiding(
+    rng: np.random.Generator,
+    inp: Inputs,
+    avoid: np.ndarray,
+    rid: np.ndarray,
+    x: np.ndarray,
+    lx: np.ndarray,
+    counts: np.ndarray,
+    spec: DataSpec,
+) -> tuple[Inputs, np.ndarray]:
+    """``inp`` with every row whose (rule, z) key is in ``avoid`` (sorted) drawn again, and a
+    mask of the rows kept: a row still clashing after `FRESH_ROUNDS` is dropped (its rule has
+    (nearly) no input left that training did not use, e.g. ``|z| == |x|``)."""
+    clash = np.zeros(0, dtype=np.int64)
+    for _ in range(FRESH_ROUNDS):
+        clash = np.flatnonzero(member(example_keys(rid, inp.z), avoid))
+        if len(clash) == 0:
+            break
+        redo = draw_inputs(
+            rng, x[clash], lx[clash], counts[clash], spec.z_len, len(spec.alphabet), LETTER0
+        )
+        inp.z[clash], inp.z_len[clash], inp.first[clash] = redo.z, redo.z_len, redo.first
+    keep = np.ones(len(rid), dtype=bool)
+    if len(clash):
+        log.warning(
+            "fresh split: %d of %d examples dropped: their rules have no input left that "
+            "the training split does not use",
+            len(clash),
+            len(rid),
+        )
+        keep[clash] = False
+    return inp, keep
 
 
 @dataclass(frozen=True)
@@ -152,8 +243,12 @@ def build_split(
     vocab: Vocab,
     progress: bool,
     name: str,
-) -> tuple[pa.Table, list[PreEncoded]]:
+    avoid: np.ndarray | None = None,
+) -> Split:
     """Draw inputs and outputs for every example, chunk by chunk, into one Arrow table.
+
+    ``avoid``: sorted `example_keys` that no example may have (a fresh split avoids the
+    training examples). The training split keeps its own keys for that (``Split.keys``).
 
     Each chunk lays its examples out as a 0-padded grid of token ids, one row per example,
     ``[x | → | y | '|' | z | = | z[:first] | y | z[first+len(x):] | <eos>]``, and squeezes the
@@ -168,7 +263,7 @@ def build_split(
     mask_buf = np.empty((rows, layout.width), dtype=bool)
     columns = _Columns(vocab, rules)
     bar = _progress(len(ids), name) if progress else None
-    batches, encoded = [], []
+    batches, encoded, keys = [], [], []
     for start in range(0, len(ids), CHUNK_ROWS):
         rid = ids[start : start + CHUNK_ROWS]
         c = counts[start : start + CHUNK_ROWS]
@@ -176,6 +271,14 @@ def build_split(
         lx, ly = rules.x_len[rid], rules.y_len[rid]
         x, y = rules.x[rid], rules.y[rid]
         inp = draw_inputs(rng, x, lx, c, spec.z_len, len(spec.alphabet), LETTER0)
+        if avoid is not None:
+            inp, keep = _avoiding(rng, inp, avoid, rid, x, lx, c, spec)
+            if not keep.all():
+                rid, c, lx, ly, x, y = rid[keep], c[keep], lx[keep], ly[keep], x[keep], y[keep]
+                inp = Inputs(inp.z[keep], inp.z_len[keep], inp.first[keep])
+                r = len(rid)
+        if name == "train":
+            keys.append(example_keys(rid, inp.z))
         op = c > 0
         layout.fill(grid_buf[:r], x, y, inp, lx, op, vocab)
         np.not_equal(grid_buf[:r], 0, out=mask_buf[:r])
@@ -189,7 +292,20 @@ def build_split(
             bar.update(r)
     if bar is not None:
         bar.close()
-    return pa.Table.from_batches(batches), encoded
+    if not batches:  # an empty split (test.n_fresh=0) still has every column
+        none = np.zeros(0, dtype=np.int32)
+        batches.append(columns.batch(np.zeros(0, np.uint8), np.zeros((0, 8), np.int64), none, none))
+    table = pa.Table.from_batches(batches)
+    return Split(table, encoded, np.sort(np.concatenate(keys)) if keys else None)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A generated split: its table, its token ids, and (training split) its example keys."""
+
+    table: pa.Table
+    encoded: list[PreEncoded]
+    keys: np.ndarray | None = None  # sorted `example_keys` of the training split
 
 
 class _Columns:

@@ -1,7 +1,8 @@
 """Reading and writing a dataset's tables as Parquet (the `RewriteDataset` and the cache build on
 this; this module knows neither).
 
-A dataset directory holds ``train.parquet``, ``test.parquet`` and ``manifest.json``. Each Parquet
+A dataset directory holds ``train.parquet``, ``test.parquet``, ``fresh.parquet`` and
+``manifest.json``. Each Parquet
 file carries the spec (canonical JSON), the content hash and the generator version in its schema
 metadata; the manifest is written last and means "complete". Files are written as ``*.tmp`` and
 renamed into place, so readers never see half a file.
@@ -28,7 +29,7 @@ from data.version import GENERATOR_VERSION
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "fresh")
 META_SPEC = b"divsweep.spec"
 META_HASH = b"divsweep.content_hash"
 META_VERSION = b"divsweep.generator_version"
@@ -48,8 +49,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_splits(path: str | Path, spec: DataSpec, tables: Mapping[str, pa.Table]) -> Path:
-    """Write the ``train`` and ``test`` tables of ``spec`` to directory ``path`` (created if
-    needed), the manifest last; returns the path."""
+    """Write the ``train``, ``test`` and ``fresh`` tables of ``spec`` to directory ``path``
+    (created if needed), the manifest last; returns the path."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     # Drop an old manifest first: until the new one lands the directory reads as incomplete.
@@ -84,8 +85,8 @@ def write_splits(path: str | Path, spec: DataSpec, tables: Mapping[str, pa.Table
 def read_splits(
     path: str | Path, expect: DataSpec | None = None
 ) -> tuple[DataSpec, dict[str, pa.Table]]:
-    """The spec and the ``train``/``test`` tables of a directory `write_splits` wrote; with
-    ``expect``, insist it was made for that spec (else `DatasetMismatchError`)."""
+    """The spec and the ``train``/``test``/``fresh`` tables of a directory `write_splits`
+    wrote; with ``expect``, insist it was made for that spec (else `DatasetMismatchError`)."""
     src = Path(path)
     try:
         manifest = json.loads((src / MANIFEST).read_text())

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.counting import occurrence_counts, rule_ids
+from data.counting import occurrence_counts, rule_ids, train_composition
 from data.dataset import RewriteDataset
 from data.errors import SpecError
 from data.examples import draw_inputs
@@ -128,8 +128,7 @@ def generate_markov(spec: DataSpec, progress: bool = False) -> RewriteDataset:
     )
     del test_starts
     rng = streams[2]
-    ids = rule_ids(rng, spec.n_train, spec.n_instructions, spec.distribution, spec.alpha)
-    counts = occurrence_counts(rng, spec.n_train, spec.noop_fraction, spec.occurrences)
+    ids, counts = train_composition(rng, spec)
     train = _split(rng, spec, train_progs, ids, counts, vocab)
     rng = streams[3]
     ids = rule_ids(rng, spec.test.n_test, spec.test.n_rules, "uniform", None)

@@ -42,11 +42,15 @@ class RuleSet:
 
     def x_keys(self) -> np.ndarray:
         """(m,) uint64 hash of each x."""
-        return _row_hashes(self.x)
+        return row_hashes(self.x)
+
+    def y_keys(self) -> np.ndarray:
+        """(m,) uint64 hash of each y."""
+        return row_hashes(self.y)
 
     def pair_keys(self) -> np.ndarray:
         """(m,) uint64 hash of each (x, y)."""
-        return _row_hashes(np.concatenate([self.x, self.y], axis=1))
+        return row_hashes(np.concatenate([self.x, self.y], axis=1))
 
     def strings(self, vocab: Vocab) -> tuple[pa.StringArray, pa.StringArray]:
         """``(x, y)`` as Arrow string arrays."""
@@ -64,7 +68,7 @@ _MULT = np.random.Generator(np.random.PCG64(20240215)).integers(
 ) | np.uint64(1)
 
 
-def _row_hashes(mat: np.ndarray) -> np.ndarray:
+def row_hashes(mat: np.ndarray) -> np.ndarray:
     """(m,) uint64 hash of each row of a uint8 matrix, read 8 bytes at a time."""
     m, w = mat.shape
     pad = -w % 8
@@ -78,7 +82,7 @@ def _row_hashes(mat: np.ndarray) -> np.ndarray:
     return h
 
 
-def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """(m,) bool: which keys are in ``sorted_set`` (binary search; no hashing of our own)."""
     if len(sorted_set) == 0:
         return np.zeros(len(keys), dtype=bool)
@@ -149,7 +153,7 @@ def draw_rules(
         ys = np.pad(cand.y, ((0, 0), (0, width - y_len[1])))
         pairs = cand.pair_keys()
         clash = cand.x_keys() if level == "x" else pairs
-        fresh = (xs != ys).any(axis=1) & ~_member(pairs, seen) & ~_member(clash, banned)
+        fresh = (xs != ys).any(axis=1) & ~member(pairs, seen) & ~member(clash, banned)
         idx = np.flatnonzero(fresh)
         _, first = np.unique(pairs[idx], return_index=True)  # first copy of each new rule
         idx = idx[np.sort(first)][: n - have]

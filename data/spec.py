@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
 from typing import Any, Literal, Self
 
@@ -193,11 +194,18 @@ class RuleFamily(_Spec):
 
 
 class TestSpec(_Spec):
-    """The unseen-rule test set.
+    """The evaluation sets: the unseen-rule test set, and fresh inputs for the training rules.
 
-    Its rules are disjoint from the training rules at level ``disjoint``: ``"rule"`` means no
+    Test rules are disjoint from the training rules at level ``disjoint``: ``"rule"`` means no
     ``(x, y)`` pair is shared, ``"x"`` means no test ``x`` appears in any training rule. ``None``
-    overrides mean "same as training". Examples are spread evenly over the test rules.
+    overrides mean "same as training". Examples are spread evenly over the test rules. Each test
+    row records whether its ``x`` (and ``y``) occurred in training (``x_seen``, ``y_seen``), so
+    a rule-disjoint test set also measures the strict case, rules whose strings are new.
+
+    ``n_fresh`` examples use *training* rules on inputs ``z`` that no training example of that
+    rule has: they tell "has learnt its rules" from "has memorised its inputs" (re-decoding
+    training examples measures the latter). Their rules, no-op and occurrence mix follow the
+    training split (the rows are drawn from it), only ``z`` is new.
     """
 
     __test__ = False  # not a pytest class
@@ -209,6 +217,8 @@ class TestSpec(_Spec):
     disjoint: Literal["rule", "x"] = "rule"
     noop_fraction: float | None = None
     occurrences: tuple[int, ...] | None = None
+    #: Examples of training rules on inputs that never occur in training (0: none).
+    n_fresh: int = Field(500, ge=0)
 
     @property
     def n_rules(self) -> int:
@@ -267,6 +277,11 @@ class DataSpec(_Spec):
     alpha: float | None = None
     #: Share of training examples whose z does not contain x (exactly ``floor(f*n + 0.5)``).
     noop_fraction: float = 0.0
+    #: Where no-ops come from. False: they are part of the budget (``I*S`` or ``n_examples``
+    #: examples in all, a share ``noop_fraction`` of them no-ops). True: the budget counts the
+    #: has-op examples only and no-ops come on top, so that they make up ``noop_fraction`` of
+    #: the split: studies of the no-op share then compare equal has-op budgets.
+    noops_on_top: bool = False
     #: Counts of x in z for has-op examples, spread evenly (e.g. ``[1, 5, 10, 15, 20]``).
     occurrences: tuple[int, ...] = (1,)
     family: RuleFamily = RuleFamily()
@@ -276,12 +291,27 @@ class DataSpec(_Spec):
 
     # --- derived values -------------------------------------------------------------------
     @property
-    def n_train(self) -> int:
-        """Number of training examples."""
+    def n_budget(self) -> int:
+        """The budget: ``n_examples``, or ``I * S``."""
         if self.n_examples is not None:
             return self.n_examples
         assert self.examples_per_instruction is not None  # guaranteed by validation
         return self.n_instructions * self.examples_per_instruction
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples: the budget, plus the no-ops when they come on top
+        (then ``n_train - n_budget`` no-ops are ``noop_fraction`` of ``n_train``, rounded)."""
+        if not self.noops_on_top:
+            return self.n_budget
+        return self.n_budget + self.n_noops_on_top
+
+    @property
+    def n_noops_on_top(self) -> int:
+        """The no-ops added to a has-op budget (``noops_on_top``):
+        ``round(f / (1 - f) * budget)``, so that they are a share ``f`` of the split."""
+        f = self.noop_fraction
+        return int(math.floor(f / (1.0 - f) * self.n_budget + 0.5))
 
     @property
     def test_family(self) -> RuleFamily:
@@ -355,10 +385,10 @@ class DataSpec(_Spec):
             raise FieldRuleError(
                 "alpha", f"alpha={self.alpha} is only used with distribution='power'"
             )
-        if self.distribution == "uniform" and self.n_train < self.n_instructions:
+        if self.distribution == "uniform" and self.n_budget < self.n_instructions:
             raise FieldRuleError(
                 "n_examples",
-                f"n_examples={self.n_train} < n_instructions={self.n_instructions}: a uniform "
+                f"n_examples={self.n_budget} < n_instructions={self.n_instructions}: a uniform "
                 "distribution needs at least one example per instruction",
             )
         self._check_noops("noop_fraction", self.noop_fraction)

@@ -35,6 +35,11 @@ def summarize(table: pa.Table, n_rules: int | None = None) -> dict[str, Any]:
     occ = table.column("occurrences").to_numpy()
     noop = table.column("is_noop").to_numpy(zero_copy_only=False)
     values, counts = np.unique(occ[~noop], return_counts=True)
+    seen = {}
+    for col in ("x_seen", "y_seen"):  # test splits: rules whose x (y) never occurred in training
+        if col in table.column_names:
+            new = ~table.column(col).to_numpy(zero_copy_only=False)
+            seen[f"rules_new_{col[0]}"] = len(np.unique(ids[new]))
     return {
         "rows": table.num_rows,
         "noop_share": float(noop.mean()) if len(noop) else 0.0,
@@ -43,4 +48,5 @@ def summarize(table: pa.Table, n_rules: int | None = None) -> dict[str, Any]:
         "rule_count_max": int(per_rule.max()) if n_rules else 0,
         "rule_count_min": int(per_rule.min()) if n_rules else 0,
         "rule_gini": gini(per_rule),
+        **seen,
     }

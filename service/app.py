@@ -162,7 +162,7 @@ def _custom_openapi(app: FastAPI) -> dict[str, Any]:
     which the submit route reads by hand so that it can tell a preset from a spec."""
     if app.openapi_schema:
         return app.openapi_schema
-    from sweeps.spec import ExperimentSpec
+    from sweeps.specs.spec import ExperimentSpec
 
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes

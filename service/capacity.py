@@ -7,8 +7,8 @@ dashboard's state API) and, on an autoscaling cluster, the node types it may add
 ``DIVSWEEP_NODE_TYPES``). A node is a mapping of Ray resource names to amounts, as Ray reports
 them: ``{"CPU": 2.0, "GPU": 1.0, "memory": 23990022144.0}``. Example::
 
-    >>> from sweeps.presets import load_preset
-    >>> from sweeps.spec import Resources
+    >>> from sweeps.specs.presets import load_preset
+    >>> from sweeps.specs.spec import Resources
     >>> nodes = [{"CPU": 2.0, "memory": 24e9}]
     >>> check_feasible(load_preset("fig2a-mini"), None, nodes)        # 1 CPU a trial: fine
     >>> spec = load_preset("fig2a-mini").model_copy(
@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from service.errors import FieldError, PayloadTooLargeError, SpecValidationError
-from sweeps.limits import TrialSizes
-from sweeps.spec import ExperimentSpec
+from sweeps.specs.limits import TrialSizes
+from sweeps.specs.spec import ExperimentSpec
 
 Node = Mapping[str, float]
 GiB = 1024**3
@@ -45,7 +45,7 @@ def check_feasible(
 
     422 naming ``resources.cpus``, ``resources.gpu`` or ``train.device`` when no node has the
     CPUs, GPUs or the CUDA device a trial asks for; 413 naming the term that dominates when a
-    CPU trial's memory estimate (`sweeps.limits.memory_bound`) exceeds every node's memory.
+    CPU trial's memory estimate (`sweeps.specs.limits.memory_bound`) exceeds every node's memory.
     """
     nodes = [*live, *node_types]
     where = f"nodes: {len(live)} live, {len(node_types)} types the autoscaler may add"

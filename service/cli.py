@@ -169,14 +169,14 @@ def serve(
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(spec)
     from sweeps.errors import SpecError
-    from sweeps.plan import apply_sets
+    from sweeps.reporting.plan import apply_sets
 
     try:
         sets = apply_sets({}, overrides)
     except SpecError as e:
         raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        from sweeps.spec import yaml_load
+        from sweeps.specs.spec import yaml_load
 
         body = yaml_load(path.read_text())
         if not isinstance(body, dict):
@@ -233,7 +233,7 @@ def plan(
     Runs here, without the service or Ray (the same as ``python -m sweeps plan``).
     """
     from sweeps.errors import SweepError
-    from sweeps.plan import plan_report
+    from sweeps.reporting.plan import plan_report
 
     try:
         typer.echo(plan_report(spec, set_ or [], throughput, params, json_))
@@ -349,6 +349,14 @@ def reproduce(
         bool,
         typer.Option("--render-only", help="submit nothing: re-render from the stored experiments"),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="submit nothing: say whether the document is current for this checkout (same "
+            "data/ and trainer/ code, same presets); exit 0 if so, 1 if not",
+        ),
+    ] = False,
     store: Annotated[
         str | None,
         typer.Option(
@@ -370,9 +378,10 @@ def reproduce(
     """Run every study of the paper through the service, one after another, and write
     docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
     from service.reproduce import Client, ReproduceError
+    from service.reproduce import check as check_document
     from service.reproduce import reproduce as run_reproduce
-    from sweeps.results_doc import StoreSource
-    from sweeps.studies import select
+    from sweeps.reporting.results_doc import StoreSource
+    from sweeps.reporting.studies import select
 
     try:
         chosen = select(studies)
@@ -385,6 +394,12 @@ def reproduce(
         source = StoreSource(open_store(store))
     if out is None:  # a smoke run never overwrites the real document
         out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
+    if check:
+        stale = check_document(out, chosen if studies else None)
+        for line in stale:
+            typer.echo(f"stale: {line}")
+        typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
+        raise typer.Exit(1 if stale else 0)
     client = Client(url, None if render_only else _token(token))
     try:
         code = run_reproduce(

@@ -36,7 +36,7 @@ import httpx
 import pyarrow as pa
 
 from service.schemas import ExperimentOut, ExperimentPage, SubmitOut
-from sweeps.lifecycle import TERMINAL_STATUSES
+from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -138,7 +138,7 @@ class DivsweepClient:
         if preset is not None:
             body: Any = {"preset": preset, "overrides": dict(overrides or {})}
         elif isinstance(spec, str | Path):
-            from sweeps.spec import yaml_load
+            from sweeps.specs.spec import yaml_load
 
             body = yaml_load(Path(spec).read_text())
         else:

@@ -37,8 +37,8 @@ from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
-from sweeps.lifecycle import TERMINAL_STATUSES
-from sweeps.spec import ExperimentSpec
+from sweeps.specs.lifecycle import TERMINAL_STATUSES
+from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sweeps.spec import ExperimentSpec
+from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
-from sweeps.lifecycle import TERMINAL_STATUSES, ExperimentStatus
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, ExperimentStatus
 
 log = logging.getLogger(__name__)
 

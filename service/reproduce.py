@@ -1,11 +1,12 @@
 """``divsweep reproduce``: every study of the paper through the service, then docs/RESULTS.md.
 
-For each selected study of `sweeps.studies.STUDIES`, one after another (so each study's wall
-time is its own): resolve its preset (plus the smoke overrides with ``--smoke``) here, exactly
+For each selected study of `sweeps.reporting.studies.STUDIES`, one after another (so each study's
+wall time is its own): resolve its preset (plus the smoke overrides with ``--smoke``) here, exactly
 as the service will, skip it with a reason if it cannot run on this machine (a fine-tune whose
 checkpoint is missing), submit it over REST, follow its progress until it ends, and record in
-the index (``docs/results.json``) which experiment answered it. Then `sweeps.results_doc.render`
-rebuilds the whole document from the index and the stored results, so a run of some studies
+the index (``docs/results.json``) which experiment answered it. Then
+`sweeps.reporting.results_doc.render` rebuilds the whole document from the index and the stored
+results, so a run of some studies
 keeps the other studies' sections. Example::
 
     client = Client("http://127.0.0.1:8000", token="...")
@@ -32,8 +33,8 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
-from sweeps.lifecycle import TERMINAL_STATUSES
-from sweeps.results_doc import (
+from sweeps.codeversion import code_version
+from sweeps.reporting.results_doc import (
     ResultsIndex,
     ResultsSource,
     RunInfo,
@@ -41,7 +42,8 @@ from sweeps.results_doc import (
     index_path,
     render,
 )
-from sweeps.studies import Study, smoke_overrides
+from sweeps.reporting.studies import STUDIES, Study, smoke_overrides
+from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +167,8 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
 
 def runnable_problem(spec: Any) -> str | None:
     """Why ``spec`` cannot run on this machine (e.g. a missing checkpoint), or None."""
-    from sweeps.driver import check_runnable
     from sweeps.errors import SweepError
+    from sweeps.running.driver import check_runnable
 
     try:
         check_runnable(spec)
@@ -229,6 +231,7 @@ def run_study(
         submitted,
         commit=commit,
         seed_offset=seed_offset,
+        code_version=code_version(),
     )
     index.studies[study.name] = rec
     save()
@@ -349,6 +352,7 @@ def reproduce(
         [s.name for s in studies],
         smoke,
         seed_offset=seed_offset,
+        code_version=code_version(),
     )
 
     def save() -> None:
@@ -373,3 +377,53 @@ def reproduce(
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# is the document current?
+# ---------------------------------------------------------------------------------------------
+
+
+def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
+    """Why ``out`` (docs/RESULTS.md, read through its index) is not current for this checkout:
+    one line per study whose section comes from other code or another spec; empty when every
+    section does. A section is current when its experiment completed with real (not smoke)
+    settings, at this checkout's `code_version` of data/ and trainer/ (what turns a spec into
+    numbers), from exactly the spec its preset resolves to now (seed offset included). Example::
+
+        check(Path("docs/RESULTS.md"))
+        # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
+    """
+    index = ResultsIndex.load(index_path(out))
+    code = code_version()
+    stale = []
+    for study in studies if studies is not None else list(STUDIES.values()):
+        rec = index.studies.get(study.name)
+        why = _stale(study, rec, code)
+        if why:
+            stale.append(f"{study.name}: {why}")
+    return stale
+
+
+UNKNOWN = "unknown (an older index)"
+
+
+def _stale(study: Study, rec: StudyRecord | None, code: str) -> str | None:
+    if rec is None:
+        return "not run"
+    if rec.smoke:
+        return "ran with smoke settings"
+    if rec.status != "complete":
+        return f"its experiment is {rec.status}"
+    if rec.code_version != code:
+        return (
+            f"ran at code version {rec.code_version[:12] if rec.code_version else UNKNOWN}, "
+            f"this checkout is {code[:12]}"
+        )
+    try:
+        _, prepared = prepare_study(study, smoke=False, seed_offset=rec.seed_offset)
+    except Exception as e:  # a preset that no longer validates is stale too; say why
+        return f"its preset does not validate here ({e})"
+    if prepared.spec.model_dump(mode="json") != rec.spec:
+        return "its preset changed since it ran (the recorded spec differs)"
+    return None

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from service.errors import BackendError, NotFoundError
-from sweeps.lifecycle import TERMINAL_STATUSES, TRIAL_STATES
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, TRIAL_STATES
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class StoreResults:
             return cached
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps.tables import results
+        from sweeps.reporting.tables import results
 
         store = self._open()
         # Token and status first: rows read after them are at least that new.
@@ -187,7 +187,7 @@ class StoreResults:
     def summary(self, exp_id: str) -> pa.Table:
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps.tables import summary
+        from sweeps.reporting.tables import summary
 
         table: pa.Table = summary(exp_id, store=self._open())
         return table
@@ -207,9 +207,9 @@ class StoreResults:
         )
 
     def charts(self, exp_id: str) -> dict[str, Any]:
-        """What the results page draws (`sweeps.charts`), running trials included."""
-        from sweeps.charts import chart_data
-        from sweeps.spec import ExperimentSpec
+        """What the results page draws (`sweeps.reporting.charts`), running trials included."""
+        from sweeps.reporting.charts import chart_data
+        from sweeps.specs.spec import ExperimentSpec
 
         table = self.table(exp_id)  # metrics before trials: every row's trial is listed below
         store = self._open()

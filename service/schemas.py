@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sweeps.lifecycle import ExperimentStatus
+from sweeps.specs.lifecycle import ExperimentStatus
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 

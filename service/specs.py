@@ -37,9 +37,9 @@ from service.errors import (
     PayloadTooLargeError,
     SpecValidationError,
 )
-from sweeps.limits import SizeError, TrialSizes, bounding_plans, path_values, trial_sizes
-from sweeps.spec import STRICT_CONTEXT, ExperimentSpec, TrialPlan
-from sweeps.tracking import missing as missing_trackers
+from sweeps.specs.limits import SizeError, TrialSizes, bounding_plans, path_values, trial_sizes
+from sweeps.specs.spec import STRICT_CONTEXT, ExperimentSpec, TrialPlan
+from sweeps.specs.tracking import missing as missing_trackers
 from trainer.builtin import is_builtin
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _validate(body: Mapping[str, Any], prefix: str = "") -> ExperimentSpec:
                 [FieldError(path, "is set by the service, leave it out", "forbidden")],
             )
     try:
-        # Strict JSON rules for a submitted body (`sweeps.spec.STRICT_CONTEXT`): `true` is not
+        # Strict JSON rules for a submitted body (`sweeps.specs.spec.STRICT_CONTEXT`): `true` is not
         # 1, "3" is not 3, and NaN / infinity (Python's json reads them) are refused by name.
         return ExperimentSpec.model_validate_json(
             json.dumps(dict(body)), strict=True, context=STRICT_CONTEXT
@@ -330,7 +330,7 @@ def check_paths(
 ) -> None:
     """Refuse (422) any submitted path that is not under one of ``roots``.
 
-    Every field marked as a path (`sweeps.limits.path_values`, today ``train.init``) of every
+    Every field marked as a path (`sweeps.specs.limits.path_values`, today ``train.init``) of every
     trial the spec can run is resolved (symlinks and ``..``) here and must lie inside a root,
     itself resolved. ``scratch`` and builtin models (``divsweep:<name>``) are not paths.
     ``roots=None`` allows any path (the operator's own tools).

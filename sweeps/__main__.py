@@ -4,8 +4,8 @@ and ``python -m sweeps run SPEC ...``.
 ``report`` prints the per-cell summary table and writes ``<out>/<ID>-phase.png`` (the phase
 diagram) and ``<out>/<ID>-summary.csv``; for a threshold search it also prints the estimate.
 ``plan PRESET_OR_SPEC_FILE [--set dotted.key=value ...] [--throughput TOKENS_PER_S] [--params N]
-[--json]`` prints what a sweep would cost before it is submitted (`sweeps.plan`; no Ray): trials,
-examples, tokens, parameters, FLOPs and GPU-hours under a stated throughput assumption. Exit
+[--json]`` prints what a sweep would cost before it is submitted (`sweeps.reporting.plan`; no Ray):
+trials, examples, tokens, parameters, FLOPs and GPU-hours under a stated throughput assumption. Exit
 codes: 0 done, 2 bad spec or preset name, 1 other error.
 """
 
@@ -15,17 +15,17 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from sweeps.errors import SweepError
+from sweeps.reporting.plan import plan_report
+from sweeps.reporting.plot import plot_experiment
+from sweeps.reporting.tables import experiment_spec, summary, threshold_estimate
+from sweeps.specs.spec import ThresholdSearch
+from sweeps.store import open_store
 
 
 def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
-    import pandas as pd
-
-    from sweeps.plot import plot_experiment
-    from sweeps.spec import ThresholdSearch
-    from sweeps.store import open_store
-    from sweeps.tables import experiment_spec, summary, threshold_estimate
-
     store = open_store(store_uri)
     exp = store.get_experiment(experiment_id)
     spec = experiment_spec(experiment_id, store=store)
@@ -90,12 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "run":
-        from sweeps.run import main as run_main
+        from sweeps.run import main as run_main  # imports Ray: report and plan run without it
 
         return run_main(args.rest)
     if args.command == "plan":
-        from sweeps.plan import plan_report
-
         try:
             print(plan_report(args.spec, args.sets, args.throughput, args.params, args.json))
         except SweepError as e:

@@ -2,7 +2,7 @@
 
 A trial's result is a function of its data spec, train config, seed *and the code* of ``data/``
 and ``trainer/``. Reusing a stored result after that code changed would silently mix two
-versions, so the trial key (`sweeps.spec.TrialPlan.trial_key`) includes this hash.
+versions, so the trial key (`sweeps.specs.spec.TrialPlan.trial_key`) includes this hash.
 
 It is the sha256 of every ``*.py`` file of the two packages (relative path and bytes, in path
 order), not a git commit: it is the same on a laptop, in a ``ray job submit --working-dir``

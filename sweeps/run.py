@@ -13,10 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
-from sweeps.driver import run_experiment
 from sweeps.errors import SweepError
-from sweeps.presets import load_preset
-from sweeps.spec import load_spec
+from sweeps.running.driver import run_experiment
+from sweeps.specs.presets import load_preset
+from sweeps.specs.spec import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,7 +123,11 @@ class TrainConfig(ConfigModel):
     eval_every: int | None = Field(None, ge=1)  # steps; None: only per epoch / at the end
     eval_per_epoch: bool = True
     eval_test_n: int | None = Field(2000, ge=1)  # None: the whole test split
-    eval_train_n: int = Field(500, ge=0)  # training examples re-decoded (0: skip)
+    # training examples re-decoded: memorisation, metrics memo_* (0: skip)
+    eval_train_n: int = Field(500, ge=0)
+    # training rules on fresh inputs (the data's `test.n_fresh` rows): metrics fresh_*
+    # (None: all of them, 0: skip)
+    eval_fresh_n: int | None = Field(None, ge=0)
     eval_batch_size: int = Field(256, ge=1)
     n_failures: int = Field(5, ge=0)
 

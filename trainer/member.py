@@ -29,7 +29,7 @@ import torch
 from trainer.batching import Sequences, epoch_plan, seq_lengths
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError
-from trainer.evaluate import sample_indices
+from trainer.evaluate import SALTS, sample_indices
 from trainer.model import Codec, build_codec, build_model
 from trainer.perf import count_params, device_peak_flops, flops_per_token
 
@@ -119,6 +119,7 @@ class Member:
     codec: Codec
     train_seqs: Sequences
     test_seqs: Sequences
+    fresh_seqs: Sequences  # training rules on inputs no training example has
     lengths: np.ndarray  # tokens of each training sequence
     device: torch.device
     amp_dtype: torch.dtype | None
@@ -126,6 +127,7 @@ class Member:
     plans: EpochPlans
     test_idx: np.ndarray  # rows each evaluation decodes
     train_idx: np.ndarray
+    fresh_idx: np.ndarray
     flops_tok: float
     peak_flops: float | None
     share_gb: float | None  # the GPU memory share, when capped
@@ -143,6 +145,7 @@ def setup_member(
     vocab = getattr(dataset, "vocab", None)
     codec = build_codec(cfg, vocab)
     train_seqs, test_seqs = codec.encode(dataset, "train"), codec.encode(dataset, "test")
+    fresh_seqs = codec.encode(dataset, "fresh")
     lengths = seq_lengths(train_seqs)
     _check_widths(cfg, lengths, seq_lengths(test_seqs))
     model = build_model(cfg, vocab).to(device)
@@ -168,13 +171,15 @@ def setup_member(
         codec,
         train_seqs,
         test_seqs,
+        fresh_seqs,
         lengths,
         device,
         amp_dtype,
         total_steps,
         plans,
-        sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=0),
-        sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=1),
+        sample_indices(dataset.test.num_rows, cfg.eval_test_n, cfg.seed, salt=SALTS["test"]),
+        sample_indices(dataset.train.num_rows, cfg.eval_train_n, cfg.seed, salt=SALTS["train"]),
+        sample_indices(dataset.fresh.num_rows, cfg.eval_fresh_n, cfg.seed, salt=SALTS["fresh"]),
         flops_tok,
         device_peak_flops(device),
         share_gb,

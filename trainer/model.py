@@ -50,6 +50,12 @@ class VocabLike(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
+#: GPT-2's tanh-approximated gelu as torch's one fused kernel (GPT-2's own "gelu_new" is the
+#: same formula in eight elementwise ops): a training step of the fig2a-mini model on one CPU
+#: thread takes 52 ms instead of 70 (medians of 5 interleaved runs, 2026-12-03).
+ACTIVATION = "gelu_pytorch_tanh"
+
+
 def build_model(cfg: TrainConfig, vocab: VocabLike | None) -> torch.nn.Module:
     """The causal LM of ``cfg`` (scratch GPT-2 over ``vocab``, or a local checkpoint)."""
     if cfg.pretrained:
@@ -70,6 +76,7 @@ def build_model(cfg: TrainConfig, vocab: VocabLike | None) -> torch.nn.Module:
         attn_pdrop=cfg.dropout,
         bos_token_id=vocab.eos_id,
         eos_token_id=vocab.eos_id,
+        activation_function=ACTIVATION,
         # Left unset on purpose: training batches are right-padded with no attention mask
         # (harmless under causal attention), which HF would otherwise log a warning about.
         pad_token_id=None,

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trainer.config import TrainConfig
-from trainer.evaluate import evaluate_split
+from trainer.evaluate import METRIC_PREFIX, evaluate_split
 from trainer.member import Member
 from trainer.perf import mfu, peak_memory_gb
 from trainer.step import Batch, lr_at
@@ -291,21 +291,27 @@ def evaluate_member(
         autocast_dtype=member.amp_dtype,
     )
     metrics.update(test.metrics)
-    if len(member.train_idx):
-        metrics.update(
-            evaluate_split(
-                model,
-                member.dataset.train,
-                member.train_seqs,
-                member.codec,
-                member.train_idx,
-                "train",
-                cfg.eval_batch_size,
-                0,
-                by_occurrence=False,
-                autocast_dtype=member.amp_dtype,
-            ).metrics
-        )
+    # Training rules on fresh inputs ("has it learnt its rules?"), then re-decoded training
+    # examples ("has it memorised them?"): only the first tells learning from memorising.
+    for split, table, seqs, idx in (
+        ("fresh", member.dataset.fresh, member.fresh_seqs, member.fresh_idx),
+        ("train", member.dataset.train, member.train_seqs, member.train_idx),
+    ):
+        if len(idx):
+            metrics.update(
+                evaluate_split(
+                    model,
+                    table,
+                    seqs,
+                    member.codec,
+                    idx,
+                    METRIC_PREFIX[split],
+                    cfg.eval_batch_size,
+                    0,
+                    by_occurrence=False,
+                    autocast_dtype=member.amp_dtype,
+                ).metrics
+            )
     if (mem := peak_memory_gb(device)) is not None:
         metrics["peak_mem_gb"] = mem
         if member.share_gb is not None:
@@ -323,12 +329,12 @@ def sync(device: torch.device) -> None:
 
 def _log_evaluation(member: Member, metrics: Metrics, bar: Any) -> None:
     log.info(
-        "step %d/%d loss %.4f test_acc %.3f train_acc %s (%.0f tok/s)",
+        "step %d/%d loss %.4f test_acc %.3f fresh_acc %s (%.0f tok/s)",
         metrics["step"],
         member.total_steps,
         metrics["train_loss"],
         metrics.get("test_acc", float("nan")),
-        f"{metrics['train_acc']:.3f}" if "train_acc" in metrics else "-",
+        f"{metrics['fresh_acc']:.3f}" if "fresh_acc" in metrics else "-",
         metrics["tokens_per_s"],
     )
     bar.set_postfix(

@@ -38,7 +38,7 @@ from service.specs import (
     prepare_preset,
 )
 from service.views import experiment_out, links_for
-from sweeps.lifecycle import ExperimentStatus
+from sweeps.specs.lifecycle import ExperimentStatus
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ def get_summary(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
 
 @router.get("/{exp_id}/charts", responses=ERRORS)
 def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
-    """What the results page draws, as JSON (`sweeps.charts`): the phase diagram's cells (mean
-    and std over seeds of the metric and its train-rule twin, running trials with their latest
+    """What the results page draws, as JSON (`sweeps.reporting.charts`): the phase diagram's cells
+    (mean and std over seeds of the metric and its train-rule twin, running trials with their latest
     report), the heat map where two axes vary, a threshold search's estimate and interval,
     each trial's learning curve, and every trial's state, error and reuse source."""
     svc.registry.get(exp_id)

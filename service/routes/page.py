@@ -27,7 +27,7 @@ from service.routes.params import ExpId
 from service.schemas import ExperimentOut
 from service.settings import Settings
 from service.views import experiment_out
-from sweeps.lifecycle import ExperimentStatus
+from sweeps.specs.lifecycle import ExperimentStatus
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from typing import Any
 import pyarrow as pa
 
 from sweeps.errors import StoreError, UnknownExperimentError
-from sweeps.lifecycle import TRIAL_STATES, ExperimentStatus, TrialState
+from sweeps.specs.lifecycle import TRIAL_STATES, ExperimentStatus, TrialState
 
-#: what the store records of the lifecycles (`sweeps.lifecycle` defines them)
+#: what the store records of the lifecycles (`sweeps.specs.lifecycle` defines them)
 EXPERIMENT_STATUSES: tuple[str, ...] = tuple(ExperimentStatus.stored())
 FINISHED_TRIAL_STATES = frozenset(s for s in TrialState if s.is_terminal)
 #: Columns of every metric row; metric names equal to these stay in `metrics_json` only.

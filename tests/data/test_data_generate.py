@@ -53,12 +53,108 @@ def check_split(ds: RewriteDataset, split: str) -> None:
         assert by_rule.setdefault(rid, (x, y)) == (x, y)  # one rule per id
         if not noop:
             assert count in occ
-    assert sum(cols["is_noop"]) == n_noops(n, noop_f)
+    on_top = split == "train" and spec.noops_on_top
+    assert sum(cols["is_noop"]) == (spec.n_noops_on_top if on_top else n_noops(n, noop_f))
     hist = Counter(c for c in cols["occurrences"] if c)
     if n - n_noops(n, noop_f) >= len(occ):
         assert set(hist) == set(occ)
     assert max(hist.values(), default=0) - min(hist.values(), default=0) <= 1
     assert len(set(by_rule.values())) == len(by_rule)  # distinct rules
+
+
+def check_fresh(ds: RewriteDataset) -> None:
+    """Fresh rows: training rules (same x, y, rule id), correct outputs, and no (rule, z) pair
+    that the training split holds."""
+    train_rules = {
+        r["rule_id"]: (r["x"], r["y"]) for r in ds.train.select(["rule_id", "x", "y"]).to_pylist()
+    }
+    train_pairs = set(zip(ds.train["rule_id"].to_pylist(), ds.train["z"].to_pylist(), strict=True))
+    rows = ds.fresh.to_pylist()
+    assert len(rows) <= ds.spec.test.n_fresh
+    for r in rows:
+        assert train_rules[r["rule_id"]] == (r["x"], r["y"])
+        assert (r["rule_id"], r["z"]) not in train_pairs
+        assert r["output"] == r["z"].replace(r["x"], r["y"], 1)
+        assert r["occurrences"] == r["z"].count(r["x"]) and r["is_noop"] == (r["occurrences"] == 0)
+
+
+def check_seen(ds: RewriteDataset) -> None:
+    """``x_seen``/``y_seen`` of each test row against the training split, in plain Python."""
+    xs, ys = set(ds.train["x"].to_pylist()), set(ds.train["y"].to_pylist())
+    for r in ds.test.select(["x", "y", "x_seen", "y_seen"]).to_pylist():
+        assert r["x_seen"] == (r["x"] in xs) and r["y_seen"] == (r["y"] in ys)
+
+
+def test_fresh_inputs_avoid_every_training_input_even_when_they_are_scarce() -> None:
+    # 4 letters, |z| = 4, |x| = 2: a rule has at most 3 * 16 = 48 inputs and 120 training
+    # examples each, so most random draws clash with training and must be drawn again.
+    spec = small_spec(
+        alphabet="abcd",
+        z_len=(4, 4),
+        x_len=(2, 2),
+        y_len=(2, 2),
+        n_instructions=2,
+        examples_per_instruction=120,
+        test={"n_test": 20, "n_instructions": 2, "n_fresh": 200},
+    )
+    ds = generate(spec)
+    check_fresh(ds)
+    train_z = Counter(ds.train["rule_id"].to_pylist())
+    assert sum(train_z.values()) == 240 and ds.fresh.num_rows > 100
+    fresh_ids = Counter(ds.fresh["rule_id"].to_pylist())
+    assert set(fresh_ids) == {0, 1}  # both training rules, in the training split's proportions
+
+
+def test_fresh_rows_are_dropped_when_a_rule_has_no_input_left() -> None:
+    # |z| == |x|: the only has-op input of a rule is x itself, which training already holds.
+    spec = small_spec(
+        alphabet="abc",
+        z_len=(2, 2),
+        x_len=(2, 2),
+        y_len=(2, 2),
+        n_instructions=3,
+        examples_per_instruction=4,
+        test={"n_test": 6, "n_instructions": 2, "n_fresh": 10},
+    )
+    ds = generate(spec)
+    assert ds.fresh.num_rows == 0
+    assert ds.fresh.schema.names == ds.train.schema.names
+
+
+def test_seen_columns_mark_test_rules_whose_strings_occurred_in_training() -> None:
+    # 3 letters, |x| = |y| = 1: 6 rules in all, 2 per letter; 5 for training cover every
+    # letter as an x and as a y, so the one test rule's strings were both seen.
+    spec = small_spec(
+        alphabet="abc",
+        z_len=(3, 3),
+        x_len=(1, 1),
+        y_len=(1, 1),
+        n_instructions=5,
+        examples_per_instruction=5,
+        test={"n_test": 8, "n_instructions": 1},
+    )
+    ds = generate(spec)
+    check_seen(ds)
+    assert all(ds.test["x_seen"].to_pylist()) and all(ds.test["y_seen"].to_pylist())
+    strict = generate(spec.with_updates(**{"test.disjoint": "x", "n_instructions": 2}))
+    check_seen(strict)
+    assert not any(strict.test["x_seen"].to_pylist())  # x-disjoint: every test x is new
+
+
+def test_seen_counts_only_rules_that_have_training_examples() -> None:
+    # A steep power law over many rules leaves some rules without any example: their strings
+    # were never shown, so a test rule sharing them is new.
+    spec = small_spec(
+        n_instructions=200,
+        n_examples=50,
+        examples_per_instruction=None,
+        distribution="power",
+        alpha=0.1,
+        test={"n_test": 200, "n_instructions": 100},
+    )
+    ds = generate(spec)
+    assert len(set(ds.train["rule_id"].to_pylist())) < 200
+    check_seen(ds)
 
 
 @st.composite
@@ -73,6 +169,7 @@ def specs(draw: st.DrawFn) -> DataSpec:
     occurrences = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3, unique=True))
     z_hi = max(occurrences) * x_hi + draw(st.integers(0, 8))
     power = draw(st.booleans())
+    on_top = draw(st.booleans())
     return DataSpec(
         alphabet=string.ascii_lowercase[:letters],
         z_len=(draw(st.integers(1, z_hi)), z_hi),
@@ -82,7 +179,8 @@ def specs(draw: st.DrawFn) -> DataSpec:
         n_examples=draw(st.integers(6, 80)),
         distribution="power" if power else "uniform",
         alpha=draw(st.sampled_from([0.1, 0.5, 2.0])) if power else None,
-        noop_fraction=draw(st.sampled_from([0.0, 0.1, 0.37, 0.5, 0.9])),
+        noop_fraction=draw(st.sampled_from([0.0, 0.1, 0.37, 0.5, 0.9 if not on_top else 0.6])),
+        noops_on_top=on_top,
         occurrences=occurrences,
         family={"kind": kind, "k": None if kind == "free" else (1, 2)},
         test={
@@ -101,6 +199,8 @@ def test_generated_rows_match_oracles(spec: DataSpec) -> None:
     ds = generate(spec)
     check_split(ds, "train")
     check_split(ds, "test")
+    check_fresh(ds)
+    check_seen(ds)
     rules = {}
     for split in ("train", "test"):
         rows = ds.split(split).select(["x", "y", "family", "k"]).to_pylist()  # type: ignore[arg-type]
@@ -128,6 +228,25 @@ def test_paper_like_mix_of_occurrences_and_noops() -> None:
     check_split(ds, "train")
     check_split(ds, "test")
     assert sum(ds.train.column("is_noop").to_pylist()) == round(0.3 * 2050)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_noops_on_top_keep_the_has_op_budget_of_every_rule(share: float) -> None:
+    spec = small_spec(
+        n_instructions=8,
+        examples_per_instruction=25,
+        noop_fraction=share,
+        noops_on_top=True,
+        test={"n_test": 20, "n_instructions": 4},
+    )
+    ds = generate(spec)
+    check_split(ds, "train")
+    noop = np.asarray(ds.train["is_noop"].to_pylist())
+    ids = ds.train["rule_id"].to_numpy()
+    assert np.bincount(ids[~noop], minlength=8).tolist() == [25] * 8  # the has-op budget, exact
+    assert noop.sum() == round(share / (1 - share) * 200)  # no-ops on top: that share of all
+    within = generate(spec.with_updates(noops_on_top=False))
+    assert within.train.num_rows == 200  # the default: no-ops are part of the budget
 
 
 def test_uniform_distribution_counts_are_equal() -> None:

@@ -21,6 +21,7 @@ def test_round_trip_and_metadata(tmp_path: Path) -> None:
     back = load_dataset(tmp_path / "d", expect=spec)
     assert back.spec == spec and back.content_hash == ds.content_hash
     assert back.train.equals(ds.train) and back.test.equals(ds.test)
+    assert back.fresh.equals(ds.fresh) and back.fresh.num_rows == ds.spec.test.n_fresh
     meta = pq.read_schema(tmp_path / "d" / "train.parquet").metadata
     assert meta[b"divsweep.content_hash"].decode() == ds.content_hash
     assert json.loads(meta[b"divsweep.spec"]) == spec.model_dump(mode="json")

@@ -4,8 +4,8 @@ writes RESULTS.md with every section, table, figure and verdict. Then ``--render
 the same document from the store, and a rerun of one study keeps the other sections.
 
 The fine-tune study needs the builtin pretrained model of its smoke settings
-(`sweeps.studies.SMOKE_PRETRAINED_INIT`); where this machine cannot run it, the command skips it
-with the reason and so does `test_finetune_smoke_section`.
+(`sweeps.reporting.studies.SMOKE_PRETRAINED_INIT`); where this machine cannot run it, the command
+skips it with the reason and so does `test_finetune_smoke_section`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
 from service.cli import app
 from service.local_ray import free_port
 from service.reproduce import prepare_study, runnable_problem
-from sweeps.studies import STUDIES
+from sweeps.reporting.studies import STUDIES
 
 pytestmark = pytest.mark.slow
 
@@ -137,16 +138,39 @@ def test_smoke_reproduce_of_every_study(smoke_run: SmokeRun) -> None:
         assert f"| [{name}](#{name}) | `{rec['experiment_id']}` | complete (smoke) |" in doc
 
 
+def _copy(run: SmokeRun, tmp_path: Path) -> Path:
+    """The smoke run's document folder copied, so that no test changes another's input."""
+    shutil.copytree(run.out.parent, tmp_path / "docs")
+    return tmp_path / "docs" / run.out.name
+
+
 def test_render_only_redraws_the_same_document_from_the_store(
-    service: str, smoke_run: SmokeRun
+    service: str, smoke_run: SmokeRun, tmp_path: Path
 ) -> None:
-    code, output, _ = _reproduce(service, smoke_run.out, "--render-only")
+    # Only the index travels: the document and figures must be written anew from the store.
+    out = tmp_path / "fresh" / "RESULTS.md"
+    out.parent.mkdir()
+    shutil.copy(smoke_run.out.parent / "results.json", out.parent / "results.json")
+    code, output, _ = _reproduce(service, out, "--render-only")
     assert code == 0, output
-    assert smoke_run.out.read_text() == smoke_run.doc
+    assert out.read_text() == smoke_run.doc
+    for name in STUDIES:
+        if name == "finetune-mini" and FINETUNE_PROBLEM:
+            continue
+        assert (out.parent / "img" / "results" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rerunning_one_study_keeps_the_other_sections(service: str, smoke_run: SmokeRun) -> None:
-    out = smoke_run.out
+def test_check_says_a_smoke_document_is_not_current(smoke_run: SmokeRun) -> None:
+    result = CliRunner().invoke(app, ["reproduce", "--check", "--out", str(smoke_run.out)])
+    assert result.exit_code == 1, result.output
+    assert "stale: fig2a-mini: ran with smoke settings" in result.output
+    assert "not current for this checkout" in result.output
+
+
+def test_rerunning_one_study_keeps_the_other_sections(
+    service: str, smoke_run: SmokeRun, tmp_path: Path
+) -> None:
+    out = _copy(smoke_run, tmp_path)
     before = json.loads((out.parent / "results.json").read_text())["studies"]
     code, output, _ = _reproduce(service, out, "--smoke", "--studies", "noops-mini")
     assert code == 0, output
@@ -172,11 +196,13 @@ def test_finetune_smoke_section(smoke_run: SmokeRun) -> None:
     assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\*", sec, re.M)
 
 
-def test_seed_offset_runs_other_seeds_and_says_so(service: str, smoke_run: SmokeRun) -> None:
+def test_seed_offset_runs_other_seeds_and_says_so(
+    service: str, smoke_run: SmokeRun, tmp_path: Path
+) -> None:
     """``--seed-offset 3`` judges a preset on seeds its calibration never saw: the submitted
     spec's seeds are shifted (nothing is reused: other seeds are other trials), and both the
     header and the study's section say so."""
-    out = smoke_run.out.parent / "offset" / "RESULTS.md"
+    out = tmp_path / "offset" / "RESULTS.md"
     code, output, _ = _reproduce(
         service, out, "--smoke", "--studies", "fig2a-mini", "--seed-offset", "3"
     )

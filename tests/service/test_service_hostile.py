@@ -105,7 +105,7 @@ def test_strict_types_in_preset_overrides(harness: Harness) -> None:
 def test_lax_yaml_stays_readable_by_the_cli_path() -> None:
     """Hand-written YAML keeps working: ``1e-3`` is a float (PyYAML alone makes a string of it,
     which the strict service would refuse)."""
-    from sweeps.spec import yaml_load
+    from sweeps.specs.spec import yaml_load
 
     assert yaml_load("lr: 1e-3\nn: 10\nz: [4, 8]") == {"lr": 0.001, "n": 10, "z": [4, 8]}
 

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sweeps.spec import TrialPlan
+from sweeps.specs.spec import TrialPlan
 
 THRESHOLD = 37  # the fake accuracy jumps from ~0 to ~1 at this many instructions
 
@@ -104,7 +104,7 @@ def paced_trainer(
 
     import ray
 
-    from sweeps.trainable import train_with_trainer
+    from sweeps.running.trainable import train_with_trainer
 
     resumed = 0
     meta = os.path.join(checkpoint_dir, "meta.json")

@@ -14,8 +14,8 @@ from pathlib import Path
 import fakes
 from ray import cloudpickle
 
-from sweeps import run_experiment
-from sweeps.spec import ExperimentSpec
+from sweeps.running.driver import run_experiment
+from sweeps.specs.spec import ExperimentSpec
 
 
 def main() -> None:

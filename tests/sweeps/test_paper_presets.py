@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from sweeps.__main__ import main
-from sweeps.presets import load_preset
-from sweeps.spec import TrialPlan
+from sweeps.specs.presets import load_preset
+from sweeps.specs.spec import TrialPlan
 
 MILLION = 10**6
 #: Paper model, "Model and training" (P3 appendix B): GPT-2, 6 layers, 4 heads, hidden 256.

@@ -1,4 +1,4 @@
-"""`sweeps.plan`: the arithmetic against hand-computed cases, and both plan commands."""
+"""`sweeps.reporting.plan`: the arithmetic against hand-computed cases, and both plan commands."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from data.spec import RuleFamily
 from data.vocab import Vocab
 from service import cli
 from sweeps.__main__ import main
-from sweeps.plan import (
+from sweeps.reporting.plan import (
     Throughput,
-    gpt2_params,
     length_distribution,
     load_with_overrides,
     plan_experiment,
     tokens_per_example,
     trial_cost,
 )
-from sweeps.presets import load_preset
-from sweeps.spec import spec_from_dict
+from sweeps.specs.model_size import gpt2_params
+from sweeps.specs.presets import load_preset
+from sweeps.specs.spec import spec_from_dict
 from trainer.config import ModelDims, TrainConfig
 
 H100_40 = 0.4 * 989e12  # the default assumption, FLOP/s
@@ -85,7 +85,7 @@ def test_gpt2_params_match_the_built_model() -> None:
 def test_fig2a_cell_by_hand() -> None:
     trial = next(t for t in load_preset("fig2a").trials() if t.data.n_instructions == 1000)
     cost = trial_cost(trial, 1, Throughput.at_mfu())
-    tok_ex = 11 + 10.5 + 2 * 31.447368 + (10.5 - 11) + 4  # see the sweeps.plan docstring
+    tok_ex = 11 + 10.5 + 2 * 31.447368 + (10.5 - 11) + 4  # see the sweeps.reporting.plan docstring
     tokens = 1_000_000 * 50 * tok_ex
     flops = (6 * 4_812_544 + 12 * 6 * 256 * tok_ex) * tokens
     assert cost.examples == 50_000_000 and cost.n_params == 4_812_544

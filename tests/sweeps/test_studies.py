@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sweeps import verdicts
-from sweeps.presets import PRESET_DIR, load_preset
-from sweeps.results_doc import (
+from sweeps.reporting import verdicts
+from sweeps.reporting.results_doc import (
     ResultsIndex,
     RunInfo,
     StoreSource,
@@ -22,9 +21,7 @@ from sweeps.results_doc import (
     index_path,
     render,
 )
-from sweeps.spec import ExperimentSpec
-from sweeps.store import TrialRecord, open_store
-from sweeps.studies import (
+from sweeps.reporting.studies import (
     SMOKE_EXAMPLES,
     STUDIES,
     _merge,
@@ -32,30 +29,37 @@ from sweeps.studies import (
     select,
     smoke_overrides,
 )
-from sweeps.verdicts import ThresholdRun
+from sweeps.reporting.verdicts import ThresholdRun
+from sweeps.specs.presets import PRESET_DIR, load_preset
+from sweeps.specs.spec import ExperimentSpec
+from sweeps.store import TrialRecord, open_store
+
+STRICT = "test_acc_op_new_x"
 
 
-def cell(
-    metric: str = "test_acc", m: float = 0.0, s: float = 0.0, n: int = 2, **keys: Any
-) -> dict[str, Any]:
-    return {**keys, "n": n, f"{metric}_mean": m, f"{metric}_std": s}
+def seeds(m: float, spread: float = 0.01) -> list[float]:
+    """Three seeds around ``m``: ``m - spread``, ``m``, ``m + spread``."""
+    return [m - spread, m, m + spread]
 
 
-def fig2a_cell(i: int, op: float, train: float = 1.0, s: float = 0.01) -> dict[str, Any]:
+def cell(metric: str = STRICT, m: float = 0.0, spread: float = 0.01, **keys: Any) -> dict[str, Any]:
+    return {**keys, "n": 3, f"{metric}_values": seeds(m, spread)}
+
+
+def fig2a_cell(i: int, acc: float, fresh: float = 1.0, spread: float = 0.01) -> dict[str, Any]:
     return {
         "I": i,
-        "n": 2,
-        "test_acc_op_mean": op,
-        "test_acc_op_std": s,
-        "train_acc_mean": train,
-        "train_acc_std": 0.0,
+        "n": 3,
+        f"{STRICT}_values": seeds(acc, spread),
+        "fresh_acc_values": seeds(fresh, 0.0),
+        "test_rules_op_new_x_values": [150, 160, 170],
     }
 
 
 # --- verdicts ---------------------------------------------------------------------------------
 
 
-def test_fig2a_shown_with_a_jump_beyond_the_spread() -> None:
+def test_fig2a_shown_with_a_significant_jump() -> None:
     v = verdicts.fig2a(
         [
             fig2a_cell(4, 0.0),
@@ -65,7 +69,8 @@ def test_fig2a_shown_with_a_jump_beyond_the_spread() -> None:
         ]
     )
     assert v.outcome == "effect shown", v.reason
-    assert "I=64->256: +0.57" in v.reason and "0.95 at I=1024" in v.reason
+    assert "sharpest step I=64->256: +0.57, 95% CI" in v.reason and "0.95 at I=1024" in v.reason
+    assert "one-sided p = " in v.reason  # the test behind the comparison is stated
 
 
 def test_fig2a_not_shown_when_nothing_generalises() -> None:
@@ -74,36 +79,50 @@ def test_fig2a_not_shown_when_nothing_generalises() -> None:
 
 
 def test_fig2a_partly_when_the_training_rules_are_not_learnt_or_the_jump_is_noise() -> None:
-    v = verdicts.fig2a([fig2a_cell(4, 0.0), fig2a_cell(1024, 0.9, train=0.6)])
-    assert v.outcome == "partly" and "train-rule accuracy >= 0.60" in v.reason
+    v = verdicts.fig2a([fig2a_cell(4, 0.0), fig2a_cell(1024, 0.9, fresh=0.6)])
+    assert v.outcome == "partly" and "fresh inputs >= 0.60 everywhere (>= 0.9 no)" in v.reason
+    # Every step is within the seeds' noise: the effect overall is there, no single jump is.
     noisy = verdicts.fig2a(
-        [fig2a_cell(4, 0.0, s=0.3), fig2a_cell(64, 0.45, s=0.3), fig2a_cell(1024, 0.9, s=0.3)]
+        [
+            fig2a_cell(4, 0.0, spread=0.0),
+            fig2a_cell(64, 0.3, spread=0.3),
+            fig2a_cell(256, 0.6, spread=0.3),
+            fig2a_cell(1024, 0.9, spread=0.05),
+        ]
     )
-    assert noisy.outcome == "partly" and "exceeds it: no" in noisy.reason
+    assert noisy.outcome == "partly", noisy.reason
 
 
-def _noops(thr: dict[float, int], above: dict[float, float]) -> list[dict[str, Any]]:
+def test_fig2a_warns_when_few_new_x_rules_stand_behind_the_strict_metric() -> None:
+    few = fig2a_cell(1024, 0.95)
+    few["test_rules_op_new_x_values"] = [40, 45, 50]
+    v = verdicts.fig2a([fig2a_cell(4, 0.0), few])
+    assert "fewer than 100 new-x test rules (I=1024: 40)" in v.reason
+
+
+def _noops(thr: dict[float, int], above: dict[float, float], spread: float = 0.01) -> list:
     cells = []
     for share, t in thr.items():
         for i in (4, 64, 1024):
-            op = above[share] if i >= t else 0.1
-            cells.append(
-                {"share": share, "I": i, "n": 1, "test_acc_op_mean": op, "test_acc_op_std": 0.0}
-            )
+            acc = above[share] if i >= t else 0.1
+            cells.append(cell(m=acc, spread=spread, share=share, I=i))
     return cells
 
 
 def test_noops_shown_when_every_share_generalises_from_the_same_rule_count() -> None:
-    v = verdicts.noops(_noops({0.1: 64, 0.3: 64, 0.5: 64}, {0.1: 0.9, 0.3: 0.86, 0.5: 0.82}))
+    v = verdicts.noops(_noops({0.1: 64, 0.3: 64, 0.5: 64}, {0.1: 0.9, 0.3: 0.86, 0.5: 0.88}))
     assert v.outcome == "effect shown", v.reason
-    assert "0.1: 64, 0.3: 64, 0.5: 64" in v.reason
+    assert "0.1: 64, 0.3: 64, 0.5: 64" in v.reason and "TOST p" in v.reason
 
 
-def test_noops_not_shown_when_a_share_never_generalises() -> None:
+def test_noops_not_shown_when_a_share_never_generalises_and_partly_when_shares_differ() -> None:
     v = verdicts.noops(_noops({0.1: 10**9, 0.3: 10**9}, {0.1: 0.9, 0.3: 0.9}))
     assert v.outcome == "not shown", v.reason
     spread = verdicts.noops(_noops({0.1: 64, 0.3: 64}, {0.1: 0.95, 0.3: 0.6}))
-    assert spread.outcome == "partly" and "0.35" in spread.reason
+    assert spread.outcome == "partly" and "-0.35" in spread.reason
+    # Equal means, but seeds too noisy to show the shares agree within 0.10.
+    noisy = verdicts.noops(_noops({0.1: 64, 0.3: 64}, {0.1: 0.8, 0.3: 0.8}, spread=0.15))
+    assert noisy.outcome == "partly" and "not inside" in noisy.reason
 
 
 def _power(small: list[float], large: list[float]) -> list[dict[str, Any]]:
@@ -114,9 +133,14 @@ def _power(small: list[float], large: list[float]) -> list[dict[str, Any]]:
 
 
 def test_powerlaw_shown_when_few_rules_collapse_and_many_do_not() -> None:
-    v = verdicts.powerlaw(_power([0.8, 0.75, 0.5, 0.1], [0.9, 0.9, 0.88, 0.85]))
+    v = verdicts.powerlaw(_power([0.8, 0.75, 0.5, 0.1], [0.95, 0.94, 0.93, 0.92]))
     assert v.outcome == "effect shown", v.reason
     assert "0.80 -> 0.75 -> 0.50 -> 0.10" in v.reason
+
+
+def test_powerlaw_needs_a_saturated_uniform_arm() -> None:
+    v = verdicts.powerlaw(_power([0.8, 0.75, 0.5, 0.1], [0.8, 0.8, 0.79, 0.78]))
+    assert v.outcome == "partly" and "(>= 0.9 no)" in v.reason, v.reason
 
 
 def test_powerlaw_not_shown_when_alpha_changes_nothing() -> None:
@@ -125,10 +149,8 @@ def test_powerlaw_not_shown_when_alpha_changes_nothing() -> None:
 
 
 def _semantic(single: float, mix_small: float, mix_large: float) -> list[dict[str, Any]]:
-    out = [
-        cell(m=single, family=f, I=i) for f in ("repeated", "periodic", "mirror") for i in (64, 512)
-    ]
-    return out + [cell(m=mix_small, family="mix", I=64), cell(m=mix_large, family="mix", I=512)]
+    out = [cell(m=single, family=f, I=1024) for f in ("repeated", "periodic", "mirror")]
+    return out + [cell(m=mix_small, family="mix", I=64), cell(m=mix_large, family="mix", I=1024)]
 
 
 def test_semantic_shown_when_only_the_mix_transfers_and_only_with_many_rules() -> None:
@@ -153,7 +175,7 @@ def _occ(mix: list[float], single: list[float]) -> list[dict[str, Any]]:
 def test_occurrences_shown_when_the_mix_wins_at_every_rule_count() -> None:
     v = verdicts.occurrences(_occ([0.4, 0.9], [0.2, 0.6]))
     assert v.outcome == "effect shown", v.reason
-    assert "I=1024: mix 0.90 vs best single 0.60 (yes)" in v.reason
+    assert "I=1024: mix 0.90 vs single counts 1: 0.60, 4: 0.30" in v.reason
 
 
 def test_occurrences_not_shown_when_a_single_count_wins() -> None:
@@ -161,47 +183,57 @@ def test_occurrences_not_shown_when_a_single_count_wins() -> None:
     assert verdicts.occurrences(_occ([0.2, 0.9], [0.3, 0.7])).outcome == "partly"
 
 
-def _ft(full: float, half_u: float, half_s: float) -> list[dict[str, Any]]:
+def _ft(full: float, half_u: float, half_s: float, spread: float = 0.005) -> list[dict[str, Any]]:
     return [
-        cell(m=full, data="full"),
-        cell(m=half_u, data="half uniform"),
-        cell(m=half_s, data="half skewed"),
+        cell("test_acc_new_x", full, spread, data="full"),
+        cell("test_acc_new_x", half_u, spread, data="half uniform"),
+        cell("test_acc_new_x", half_s, spread, data="half skewed"),
     ]
 
 
 def test_finetune_shown_when_only_skewed_halving_costs() -> None:
-    v = verdicts.finetune(_ft(0.8, 0.79, 0.5))
+    v = verdicts.finetune(_ft(0.95, 0.94, 0.6))
     assert v.outcome == "effect shown", v.reason
-    assert "halving uniformly costs +0.01" in v.reason and "+0.30" in v.reason
+    assert "full minus half uniform +0.01" in v.reason and "+0.34" in v.reason
 
 
 def test_finetune_not_shown_when_uniform_halving_costs_as_much() -> None:
-    assert verdicts.finetune(_ft(0.8, 0.5, 0.55)).outcome == "not shown"
+    assert verdicts.finetune(_ft(0.95, 0.5, 0.55)).outcome == "not shown"
     assert verdicts.finetune(_ft(0.02, 0.0, 0.0)).outcome == "not shown"
-    assert verdicts.finetune(_ft(0.8, 0.7, 0.5)).outcome == "partly"
+    assert verdicts.finetune(_ft(0.95, 0.8, 0.5)).outcome == "partly"
 
 
-def test_threshold_shown_with_few_trials_and_an_interval() -> None:
+def probe(i: int, *vals: float) -> dict[str, Any]:
+    return {"I": i, "n": len(vals), f"{STRICT}_values": list(vals)}
+
+
+def test_threshold_shown_with_few_trials_and_an_interval_holding_the_grid() -> None:
     probes = [
-        cell("test_acc_op", m, I=i)
-        for i, m in ((4, 0.0), (64, 0.2), (128, 0.4), (181, 0.55), (256, 0.7), (1024, 0.9))
+        probe(4, 0.0, 0.0),
+        probe(64, 0.2, 0.25),
+        probe(128, 0.4, 0.45, 0.42),
+        probe(181, 0.55, 0.6, 0.5),
+        probe(256, 0.7, 0.72),
+        probe(1024, 0.9, 0.92),
     ]
-    run = ThresholdRun(level=0.5, low=4, high=1024, resolution=1.25, replicates=2, n_trials=14)
-    v = verdicts.threshold(probes, run)
+    run = ThresholdRun(level=0.5, low=4, high=1024, resolution=1.25, replicates=2, n_trials=15)
+    grid = [probe(4, 0.0, 0.0, 0.0), probe(64, 0.2, 0.2, 0.2), probe(256, 0.64, 0.65, 0.66)]
+    v = verdicts.threshold(probes, run, grid_cells=grid)
     assert verdicts.grid_trials(run) == 52
     assert v.outcome == "effect shown", v.reason
-    assert (
-        "I* = 181" in v.reason
-        and "in (128, 181]" in v.reason
-        and "14 trials against 52" in v.reason
-    )
+    assert "I* = 181" in v.reason and "in (128, 181]" in v.reason
+    assert "15 trials against 52" in v.reason and "95% interval" in v.reason
+    assert "lies inside the interval: yes" in v.reason
+    # A grid whose crossing lies elsewhere is said to disagree.
+    far = [probe(4, 0.0, 0.0), probe(1024, 0.4, 0.45)]
+    assert "inside the interval: no" in verdicts.threshold(probes, run, grid_cells=far).reason
 
 
 def test_threshold_not_shown_when_nothing_passes_and_partly_when_too_costly() -> None:
     run = ThresholdRun(level=0.5, low=4, high=1024, resolution=1.25, replicates=2, n_trials=14)
-    low = [cell("test_acc_op", 0.1, I=4), cell("test_acc_op", 0.3, I=1024)]
+    low = [probe(4, 0.1, 0.1), probe(1024, 0.3, 0.3)]
     assert verdicts.threshold(low, run).outcome == "not shown"
-    ok = [cell("test_acc_op", 0.1, I=4), cell("test_acc_op", 0.9, I=1024)]
+    ok = [probe(4, 0.1, 0.1), probe(1024, 0.9, 0.9)]
     costly = ThresholdRun(0.5, 4, 1024, 1.25, 2, n_trials=40)
     assert verdicts.threshold(ok, costly).outcome == "partly"
 
@@ -215,7 +247,7 @@ def test_threshold_preset_keeps_data_train_and_budget_in_sync_with_fig2a_mini() 
     for part in ("data", "train", "budget", "resources"):
         assert thr[part] == grid[part], f"{part}: resync fig2a-mini-threshold.yaml"
     spec = load_preset("fig2a-mini-threshold")
-    assert spec.search.kind == "threshold" and spec.search.metric == "test_acc_op"
+    assert spec.search.kind == "threshold" and spec.search.metric == STRICT
     assert spec.search.level == 0.5
     axis = next(a for a in load_preset("fig2a-mini").axes if a.field == "data.n_instructions")
     assert (spec.search.low, spec.search.high) == (min(axis.points()), max(axis.points()))
@@ -330,7 +362,7 @@ FIG2A = {
     "budget": {"total_examples": 16000},
     "seeds": [0, 1],
     "max_concurrent": 2,
-    "metric": "test_acc_op",
+    "metric": "test_acc_op_new_x",
 }
 GRID = {**FIG2A, "axes": [{"field": "data.n_instructions", "values": [4, 16, 64, 256, 1024]}]}
 THRESHOLD = {
@@ -340,7 +372,7 @@ THRESHOLD = {
     "search": {
         "kind": "threshold",
         "axis": "data.n_instructions",
-        "metric": "test_acc_op",
+        "metric": "test_acc_op_new_x",
         "level": 0.5,
         "low": 4,
         "high": 1024,
@@ -360,7 +392,13 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
         store,
         "xfig",
         spec,
-        lambda p: {"test_acc_op": acc[p.data.n_instructions] + 0.01 * p.seed, "train_acc": 0.99},
+        lambda p: {
+            "test_acc_op_new_x": acc[p.data.n_instructions] + 0.01 * p.seed,
+            "test_acc_op": acc[p.data.n_instructions] + 0.02 * p.seed,
+            "test_rules_op_new_x": 120 + p.seed,
+            "fresh_acc": 0.99,
+            "memo_acc": 1.0,
+        },
     )
     out = tmp_path / "docs" / "RESULTS.md"
     index = ResultsIndex()
@@ -383,8 +421,12 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     assert out.read_text() == doc and "do not edit by hand" in doc[:200]
     for name in STUDIES:
         assert f"## {name}: " in doc
-    assert "| 1024 | 15 | 2 | 0.955 ± 0.007 | 0.990 ± 0.000 |" in doc
-    assert "**Verdict: effect shown.** unseen-rule has-op accuracy 0.01 at I=4" in doc
+    assert (
+        "| 1024 | 15 | 2 | 0.955 ± 0.007 | 0.960 ± 0.014 | ≥ 120 | 0.990 ± 0.000 | 1.000 ± 0.000 |"
+        in doc
+    )
+    assert "| 1024 | 15 | 0, 1 | 0.950, 0.960 | 0.990, 0.990 |" in doc  # per seed
+    assert "**Verdict: effect shown.** unseen rules, new x: 0.01 at I=4" in doc
     assert "![fig2a-mini](img/results/fig2a-mini.png)" in doc
     assert (tmp_path / "docs" / "img" / "results" / "fig2a-mini.png").read_bytes()[:4] == b"\x89PNG"
     assert "7 min 35 s" in doc and "`abc1234-dirty`" in doc
@@ -414,7 +456,8 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
                     "complete",
                 )
             )
-            store.append_metrics("xthr", tid, {"step": 1, "test_acc_op": m, "train_acc": 1.0})
+            metrics = {"step": 1, "test_acc_op_new_x": m + 0.02 * seed, "fresh_acc": 1.0}
+            store.append_metrics("xthr", tid, metrics)
     store.set_experiment_status("xthr", "complete")
     index = ResultsIndex.load(index_path(out))
     index.studies["fig2a-mini-threshold"] = StudyRecord(
@@ -423,10 +466,9 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     again = render(index, StoreSource(store), out)
     first = doc.split("## fig2a-mini: ")[1].split("<a id=")[0]
     assert first in again
-    assert (
-        "**Verdict: effect shown.** I* = 181 (test_acc_op >= 0.5), in (166, 181]; 16 "
-        "trials against 52" in again
-    )
+    assert "search: I* = 181 (test_acc_op_new_x >= 0.5), in (166, 181]; crossing of 0.5" in again
+    assert "16 trials against 52" in again
+    assert "the grid study's own crossing, 167, lies inside the interval" in again
 
 
 SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure them
@@ -445,7 +487,7 @@ def test_verdicts_judge_sparse_and_unmeasured_tables_without_failing(name: str) 
     assert verdict is not None
     for cells in (
         SPARSE[name],
-        [{k: v for k, v in c.items() if not k.endswith("_mean")} for c in SPARSE[name]],
+        [{k: v for k, v in c.items() if not k.endswith("_values")} for c in SPARSE[name]],
     ):
         v = verdict(cells)
         assert v.outcome == "not shown" and v.reason, (name, v)

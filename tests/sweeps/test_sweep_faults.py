@@ -25,9 +25,10 @@ import pytest
 import torch
 
 from data import generate
-from sweeps import run_experiment, spec_from_dict
+from sweeps import spec_from_dict
 from sweeps.errors import UnknownExperimentError
-from sweeps.spec import ExperimentSpec, TrialPlan
+from sweeps.running.driver import run_experiment
+from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from sweeps.store import ResultsStore, open_store
 from trainer.loop import train
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from conftest import in_process_ray, tiny_spec
 
-from sweeps import open_store, run_experiment, spec_from_dict
-from sweeps.fusing import fuse_groups, fuse_width
-from sweeps.spec import SpecError
-from sweeps.trainable import FusedReport, TrialPlan, train_fused_with_trainer
+from sweeps import open_store, spec_from_dict
+from sweeps.running.driver import run_experiment
+from sweeps.running.fusing import fuse_groups, fuse_width
+from sweeps.running.trainable import FusedReport, TrialPlan, train_fused_with_trainer
+from sweeps.specs.spec import SpecError
 
 # Four cells at a fixed budget of 80 examples: every trial trains 10 steps, so all four fuse.
 AXES = [{"field": "data.n_instructions", "values": [4, 8, 10, 20]}]
@@ -150,7 +151,7 @@ def test_fused_trial_resumes_from_its_tune_checkpoint_after_a_crash(
 
 
 def test_auto_width_is_what_fits_the_gpu_by_the_fused_estimate() -> None:
-    from sweeps.packing import gpu_share, largest_estimate
+    from sweeps.running.packing import gpu_share, largest_estimate
 
     probe = _spec(None, resources={"cpus": 1, "gpu": "auto"})
     one = largest_estimate(probe)

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from conftest import in_process_ray, tiny_spec
 
-from sweeps import run_experiment, spec_from_dict
-from sweeps.packing import gpu_share, trial_memory
-from sweeps.spec import TrialPlan
+from sweeps import spec_from_dict
+from sweeps.running.driver import run_experiment
+from sweeps.running.packing import gpu_share, trial_memory
+from sweeps.specs.spec import TrialPlan
 
 AXES = [{"field": "data.n_instructions", "values": [4, 8, 12, 16]}]
 

@@ -9,9 +9,10 @@ import fakes
 import pytest
 from conftest import tiny_spec
 
-from sweeps import results, run_experiment, spec_from_dict, summary
+from sweeps import results, spec_from_dict, summary
 from sweeps.codeversion import code_version, source_hash
-from sweeps.reuse import ReuseIndex, reused_trial_id
+from sweeps.running.driver import run_experiment
+from sweeps.running.reuse import ReuseIndex, reused_trial_id
 from sweeps.store import TrialRecord, open_store
 
 pytestmark = pytest.mark.usefixtures("local_ray")

@@ -11,8 +11,8 @@ from conftest import tiny_spec
 from pydantic import ValidationError
 
 from sweeps import ExperimentSpec, SpecError, list_presets, load_preset, load_spec, spec_from_dict
-from sweeps.presets import PRESET_DIR
-from sweeps.spec import LogRange
+from sweeps.specs.presets import PRESET_DIR
+from sweeps.specs.spec import LogRange
 
 STUDIES = ("fig2a", "noops", "powerlaw", "semantic", "occurrences", "finetune")
 
@@ -49,7 +49,8 @@ def test_fig2a_uses_the_fixed_budget() -> None:
 
 
 def test_finetune_checkpoint_is_checked_at_run_time_not_load_time(tmp_path: Path) -> None:
-    from sweeps import RunError, run_experiment
+    from sweeps import RunError
+    from sweeps.running.driver import run_experiment
 
     spec = load_preset("finetune")
     assert not Path(spec.train.init).exists()
@@ -62,7 +63,7 @@ def test_finetune_checkpoint_is_checked_at_run_time_not_load_time(tmp_path: Path
 
 
 def test_a_builtin_init_is_built_before_the_trials_start(tmp_path: Path, monkeypatch) -> None:
-    from sweeps.driver import check_runnable
+    from sweeps.running.driver import check_runnable
     from trainer.builtin import BUILTINS, build_dir
 
     assert load_preset("finetune-mini").train.init == "divsweep:tiny-lm"  # runs out of the box

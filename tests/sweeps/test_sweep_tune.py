@@ -12,7 +12,8 @@ import fakes
 import pytest
 from conftest import tiny_spec
 
-from sweeps import results, run_experiment, spec_from_dict, summary, threshold_estimate
+from sweeps import results, spec_from_dict, summary, threshold_estimate
+from sweeps.running.driver import run_experiment
 from sweeps.store import open_store
 
 pytestmark = pytest.mark.usefixtures("local_ray")

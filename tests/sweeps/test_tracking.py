@@ -17,10 +17,11 @@ import fakes
 import pytest
 from conftest import tiny_spec
 
-from sweeps import run_experiment, spec_from_dict
+from sweeps import spec_from_dict
 from sweeps.errors import SpecError
+from sweeps.running.driver import run_experiment
+from sweeps.specs.tracking import Tracking, check_installed, missing
 from sweeps.store import open_store
-from sweeps.tracking import Tracking, check_installed, missing
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -113,6 +113,10 @@ def test_fake_tensors_count_what_a_real_cpu_step_counts():
 
 def test_cuda_autocast_lists_are_applied_on_cpu(monkeypatch):
     # CUDA autocast runs pow in fp32; CPU autocast does not, so gelu_new's saved tensors differ.
+    # Scratch models use torch's fused gelu (on neither list); GPT-2 checkpoints use gelu_new.
+    from trainer import model as model_module
+
+    monkeypatch.setattr(model_module, "ACTIVATION", "gelu_new")
     x = torch.ones(2, 3, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16), memory._cuda_autocast_policy(True):
         assert torch.pow(x, 3.0).dtype == torch.float32
@@ -121,7 +125,7 @@ def test_cuda_autocast_lists_are_applied_on_cpu(monkeypatch):
         assert torch.tanh(x).dtype == torch.bfloat16  # not on either list
     assert torch.pow(x, 3.0).dtype == torch.bfloat16  # only inside an autocast region
     c = memory._memory_config(cfg())
-    with_policy = memory._measure(c, VOCAB, 4, WIDTH, True, True)
+    with_policy = memory._measure.__wrapped__(c, VOCAB, 4, WIDTH, True, True)
     monkeypatch.setattr(memory, "_cuda_autocast_policy", lambda on: contextlib.nullcontext())
     plain = memory._measure.__wrapped__(c, VOCAB, 4, WIDTH, True, True)
     # Per MLP element CUDA saves pow's fp32 input, tanh's fp32 output and fp32 (1 + tanh) plus a
@@ -148,8 +152,17 @@ def test_lora_counts_gradients_and_state_of_the_adapters_only(tmp_path):
 
     core = Tokenizer(models.WordLevel({"<unk>": 0, "<eos>": 1, "a": 2}, unk_token="<unk>"))
     tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<eos>")
-    hf = GPT2Config(  # dropout 0.1 everywhere, as GPT-2 checkpoints have
-        vocab_size=3, n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=1
+    from trainer.model import ACTIVATION
+
+    hf = GPT2Config(  # dropout 0.1 everywhere, as GPT-2 checkpoints have; the scratch activation
+        vocab_size=3,  # so that activations compare with est()'s
+        n_positions=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=1,
+        activation_function=ACTIVATION,
     )
     GPT2LMHeadModel(hf).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)

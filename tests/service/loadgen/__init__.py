@@ -7,7 +7,7 @@ Two halves:
 with one collaborator replaced: the Ray job runner. Ray itself is too heavy to run dozens of
 sweeps at once on a 2-core machine (a head costs ~1 GB and seconds per job, a trial loads torch),
 so :class:`SimulatedRunner` stands in for it. On ``submit`` it starts a *writer* that behaves like
-a sweep driver's ``sweeps.callback.StoreCallback``: it opens the same store URI, creates the
+a sweep driver's ``sweeps.running.callback.StoreCallback``: it opens the same store URI, creates the
 experiment, marks it running, writes pending/running/complete trial rows and a KNOWN number of
 metric rows (one ``append_metrics`` per report, paced over ``write_s`` seconds), then marks the
 experiment complete and exits. By default the writer is a separate process (``python -m

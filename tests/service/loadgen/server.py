@@ -114,7 +114,7 @@ class SimulatedRunner:
         self._lock = threading.Lock()
 
     def _job_file(self, exp_id: str, spec_json: str) -> dict[str, Any]:
-        from sweeps.spec import ExperimentSpec
+        from sweeps.specs.spec import ExperimentSpec
 
         spec = ExperimentSpec.model_validate_json(spec_json)
         return {

@@ -1,11 +1,13 @@
-"""From a spec to its trials: dotted field paths, the budget coupling, the seeds, and each
-trial's identity (`TrialPlan.trial_key`).
+"""From a spec's pieces to its trials: dotted field paths, the budget coupling, the seeds, and
+each trial's identity (`TrialPlan.trial_key`).
 
-`ExperimentSpec.trials` and `ExperimentSpec.plan` call `grid_plans` and `resolve`; the spec's
-validator calls `check_path` on every path it names and builds every trial once, so a bad
-combination fails when the spec is loaded, not in the middle of a sweep. Example::
+This module does not know `ExperimentSpec`: the spec hands it a `TrialBase` (the base configs,
+the budget and the seed fields) and, for a grid, each axis's settings. `ExperimentSpec.trials`
+and `ExperimentSpec.plan` call `grid_plans` and `resolve`; the spec's validator calls
+`check_path` on every path it names and builds every trial once, so a bad combination fails
+when the spec is loaded, not in the middle of a sweep. Example::
 
-    resolve(spec, {"data.n_instructions": 100}, seed=0, where="params").params
+    resolve(spec.trial_base, {"data.n_instructions": 100}, seed=0, where="params").params
     # {'data.n_instructions': 100, 'data.examples_per_instruction': 10, 'seed': 0}
 """
 
@@ -14,19 +16,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data.errors import FieldRuleError, error_details, format_details
 from data.spec import DataSpec, canonical_json
 from sweeps.codeversion import code_version
 from trainer.config import TrainConfig
-
-if TYPE_CHECKING:
-    from sweeps.spec import ExperimentSpec
 
 #: The parts of a spec an axis may reach into, with the model each part is validated by.
 PARTS: dict[str, type[BaseModel]] = {"data": DataSpec, "train": TrainConfig}
@@ -57,9 +56,36 @@ class TrialPlan:
     gpu_share: float | None = None
 
 
-def grid_plans(spec: ExperimentSpec, strict: bool = False) -> list[TrialPlan]:
-    """Every grid cell x seed (first axis slowest, seeds fastest), each validated."""
-    per_axis = [list(enumerate(a.settings())) for a in spec.axes]
+class Budget(BaseModel):
+    """Fixed total examples: ``examples_field = total_examples // instructions_field``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    total_examples: int = Field(ge=1)
+    instructions_field: str = "data.n_instructions"
+    examples_field: str = "data.examples_per_instruction"
+
+
+@dataclass(frozen=True)
+class TrialBase:
+    """What every trial of a spec starts from: the base configs, the spec's `Budget` (if any)
+    and the field paths each replicate seed sets (`ExperimentSpec.trial_base`)."""
+
+    data: DataSpec
+    train: TrainConfig
+    budget: Budget | None
+    seed_fields: tuple[str, ...]
+
+
+def grid_plans(
+    base: TrialBase,
+    axes: Sequence[Sequence[Mapping[str, Any]]],
+    seeds: Sequence[int],
+    strict: bool = False,
+) -> list[TrialPlan]:
+    """Every grid cell x seed (first axis slowest, seeds fastest), each validated; ``axes``
+    holds each axis's settings (`Axis.settings`)."""
+    per_axis = [list(enumerate(settings)) for settings in axes]
     plans = []
     for combo in itertools.product(*per_axis):
         overrides: dict[str, Any] = {}
@@ -67,46 +93,49 @@ def grid_plans(spec: ExperimentSpec, strict: bool = False) -> list[TrialPlan]:
         for axis_i, (value_i, setting) in enumerate(combo):
             overrides.update(setting)
             where.append(f"axes.{axis_i}.values.{value_i}")
-        for seed in spec.seeds:
-            plans.append(resolve(spec, overrides, seed, ", ".join(where) or "data/train", strict))
+        for seed in seeds:
+            plans.append(resolve(base, overrides, seed, ", ".join(where) or "data/train", strict))
     return plans
 
 
 def resolve(
-    spec: ExperimentSpec, overrides: Mapping[str, Any], seed: int, where: str, strict: bool = False
+    base: TrialBase,
+    overrides: Mapping[str, Any],
+    seed: int,
+    where: str,
+    strict: bool = False,
 ) -> TrialPlan:
-    """The trial of ``spec`` with field-path ``overrides`` and replicate ``seed``: the budget
+    """The trial from ``base`` with field-path ``overrides`` and replicate ``seed``: the budget
     coupling applied, the seed set in every seed field, both parts validated; errors start with
     ``where`` (``axes.0.values.1``) and the cell's values."""
     values = dict(overrides)
-    if spec.budget is not None and spec.budget.examples_field not in values:
-        n_inst = values.get(
-            spec.budget.instructions_field, get_path(spec, spec.budget.instructions_field)
-        )
-        per = spec.budget.total_examples // int(n_inst)
+    budget = base.budget
+    if budget is not None and budget.examples_field not in values:
+        n_inst = values.get(budget.instructions_field, get_path(base, budget.instructions_field))
+        per = budget.total_examples // int(n_inst)
         if per < 1:
             raise at(
                 where,
-                f"budget.total_examples={spec.budget.total_examples} is smaller than "
-                f"{spec.budget.instructions_field}={n_inst}",
+                f"budget.total_examples={budget.total_examples} is smaller than "
+                f"{budget.instructions_field}={n_inst}",
             )
-        values[spec.budget.examples_field] = per
+        values[budget.examples_field] = per
     cell = dict(values)
-    for path in spec.seed_fields:
+    for path in base.seed_fields:
         values[path] = seed
     parts: dict[str, Any] = {}
     for part, model in PARTS.items():
-        base = getattr(spec, part).model_dump(mode="json")
+        dumped = getattr(base, part).model_dump(mode="json")
         mine = {p: v for p, v in values.items() if p.split(".", 1)[0] == part}
         budget_fields = {"data.n_examples", "data.examples_per_instruction"}
         if part == "data" and budget_fields & mine.keys():
             # The data budget is one of two fields; setting one clears the other.
             for k in ("n_examples", "examples_per_instruction"):
-                base[k] = None
+                dumped[k] = None
         for path, v in mine.items():
-            set_path(base, path.split(".")[1:], v)
+            set_path(dumped, path.split(".")[1:], v)
         try:
-            parts[part] = _validate(model, base, strict)
+            parts[part] = _validate(model, dumped, strict)
         except ValidationError as e:
             shown = ", ".join(f"{p}={v!r}" for p, v in cell.items()) or f"seed={seed}"
             why = format_details(error_details(e.errors(), part))
@@ -174,9 +203,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def get_path(spec: ExperimentSpec, path: str) -> Any:
-    """The value at dotted ``path`` (``data.n_instructions``) of ``spec``."""
-    cur: Any = spec
+def get_path(obj: Any, path: str) -> Any:
+    """The value at dotted ``path`` (``data.n_instructions``) of ``obj`` (a spec, a `TrialBase`)."""
+    cur: Any = obj
     for name in path.split("."):
         cur = getattr(cur, name)
     return cur

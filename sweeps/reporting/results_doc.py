@@ -1,4 +1,5 @@
-"""docs/RESULTS.md, rendered from stored results: one section per study of `sweeps.studies`.
+"""docs/RESULTS.md, rendered from stored results: one section per study of
+`sweeps.reporting.studies`.
 
 The document is never edited by hand and never holds a number that is not in the results store.
 Beside it, an *index* (``results.json`` next to ``RESULTS.md``) records which experiment answered
@@ -27,15 +28,18 @@ from typing import Any, Protocol
 import pyarrow as pa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from data.io import write_bytes_atomic
-from sweeps.spec import ExperimentSpec, ThresholdSearch
-from sweeps.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
-from sweeps.tables import summarize
-from sweeps.verdicts import Verdict, threshold_of
+from sweeps.reporting.plot import Series, draw_bands, log_ticks
+from sweeps.reporting.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
+from sweeps.reporting.tables import results, summarize
+from sweeps.reporting.verdicts import Verdict, threshold_interval, values
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
+from sweeps.stats import threshold_of
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+#: Versions `ResultsIndex.load` reads (1 had no code versions: such results are never current).
+READABLE_VERSIONS = (1, 2)
 FINAL = ("complete", "failed", "cancelled", "skipped")
 
 
@@ -61,6 +65,8 @@ class StudyRecord:
     error: str | None = None
     #: how far the preset's seeds were shifted (``divsweep reproduce --seed-offset``)
     seed_offset: int = 0
+    #: `sweeps.codeversion.code_version` (data/ and trainer/) of the code that ran it
+    code_version: str | None = None
 
 
 @dataclass
@@ -75,6 +81,7 @@ class RunInfo:
     finished_at: float | None = None
     wall_s: float | None = None
     seed_offset: int = 0
+    code_version: str | None = None
 
 
 @dataclass
@@ -90,7 +97,7 @@ class ResultsIndex:
         if not path.is_file():
             return cls()
         raw = json.loads(path.read_text())
-        if raw.get("version") != INDEX_VERSION:
+        if raw.get("version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{path}: index version {raw.get('version')!r}, expected {INDEX_VERSION}"
             )
@@ -129,7 +136,8 @@ def figure_dir(out: Path) -> Path:
 
 
 class ResultsSource(Protocol):
-    """The stored rows of an experiment (`sweeps.tables.results` layout) and its status."""
+    """The stored rows of an experiment (`sweeps.reporting.tables.results` layout) and its
+    status."""
 
     def results_table(self, experiment_id: str) -> pa.Table: ...
 
@@ -143,8 +151,6 @@ class StoreSource:
         self.store = store
 
     def results_table(self, experiment_id: str) -> pa.Table:
-        from sweeps.tables import results
-
         return results(experiment_id, store=self.store)
 
     def status(self, experiment_id: str) -> str | None:
@@ -168,15 +174,23 @@ class Measurement:
     verdict: Verdict
 
 
-def measure(study: Study, spec: ExperimentSpec, table: pa.Table) -> Measurement:
-    """Summarise ``table`` (one row per report) across seeds and judge it.
-
-    The parameter columns are the spec's varied fields plus the seed; every complete trial's
-    last report counts (`sweeps.tables.summarize`).
-    """
+def study_cells(study: Study, spec: ExperimentSpec, table: pa.Table) -> list[dict[str, Any]]:
+    """``table`` (one row per report) as the study's cells, with per-seed values. The
+    parameter columns are the spec's varied fields plus the seed; every complete trial's last
+    report counts (`sweeps.reporting.tables.summarize`)."""
     params = set(spec.varied_fields) | {"seed"}
-    rows = summarize(table, params).to_pylist()
-    cells = cells_of(study, rows)
+    return cells_of(study, summarize(table, params, per_seed=True).to_pylist())
+
+
+def measure(
+    study: Study,
+    spec: ExperimentSpec,
+    table: pa.Table,
+    reference: Sequence[Mapping[str, Any]] | None = None,
+) -> Measurement:
+    """Summarise ``table`` across seeds and judge it (``reference``: the cells of a threshold
+    study's grid twin, `Study.reference`)."""
+    cells = study_cells(study, spec, table)
     if table.num_rows:
         trials = set(table.column("trial_id").to_pylist())
         reused = {
@@ -190,7 +204,8 @@ def measure(study: Study, spec: ExperimentSpec, table: pa.Table) -> Measurement:
         }
     else:
         trials, reused = set(), set()
-    return Measurement(cells, len(trials), len(reused), judge(study, cells, spec, len(trials)))
+    verdict = judge(study, cells, spec, len(trials), reference)
+    return Measurement(cells, len(trials), len(reused), verdict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,10 +214,14 @@ def measure(study: Study, spec: ExperimentSpec, table: pa.Table) -> Measurement:
 
 
 def fmt_stat(cell: Mapping[str, Any], metric: str) -> str:
-    """``0.941 ± 0.012`` (mean ± std across seeds; no ± with one seed; ``–`` if unmeasured)."""
+    """``0.941 ± 0.012`` (mean ± std across seeds; no ± with one seed; ``–`` if unmeasured);
+    a count (``test_rules_op_new_x``) is its smallest value over the seeds: ``≥ 163``."""
     m, s = cell.get(f"{metric}_mean"), cell.get(f"{metric}_std")
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return "–"
+    if "_rules_" in metric or "_n_" in metric:
+        low = min((v for v in values(cell, metric) if not math.isnan(v)), default=m)
+        return f"≥ {low:.0f}" if (cell.get("n") or 0) > 1 else f"{m:.0f}"
     if (cell.get("n") or 0) < 2 or s is None or math.isnan(s):
         return f"{m:.3f}"
     return f"{m:.3f} ± {s:.3f}"
@@ -227,7 +246,8 @@ def _values(study: Study, cells: Sequence[Mapping[str, Any]], key: str) -> list[
 
 
 def table_md(study: Study, layout: Pivot | Long, cells: Sequence[Mapping[str, Any]]) -> str:
-    """One table of the study's cells as markdown (see `sweeps.studies.Pivot` / `Long`)."""
+    """One table of the study's cells as markdown (see `sweeps.reporting.studies.Pivot` /
+    `Long`)."""
     if isinstance(layout, Long):
         keys = [k for k in layout.keys if cells and k in cells[0]]
         metrics = _metrics(layout.metrics, cells)
@@ -285,7 +305,7 @@ def figure_png(
     """``study.metric`` against the ``x`` key, one line (± std band) per ``group`` value.
 
     A numeric x is drawn on a log axis labelled with the measured values; a threshold study
-    also gets its level and I* as dashed lines.
+    also gets its level, the search's I* and the crossing's bootstrap interval.
     """
     fig = Figure(figsize=(7, 4.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -298,17 +318,24 @@ def figure_png(
     else:
         _lines(ax, study, usable)
         if level is not None:
-            ax.axhline(level, color="grey", linestyle="--", linewidth=1)
-            i_star = threshold_of([(c[study.x], c[f"{metric}_mean"]) for c in usable], level)
-            if i_star is not None:
-                ax.axvline(
-                    i_star, color="tab:red", linestyle=":", linewidth=1.5, label=f"I* = {i_star:g}"
-                )
-                ax.legend(fontsize=8)
+            _threshold_marks(ax, usable, study.x, metric, level)
     ax.set_title(title, fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
+
+
+def _threshold_marks(
+    ax: Any, cells: Sequence[Mapping[str, Any]], x: str, metric: str, level: float
+) -> None:
+    ax.axhline(level, color="grey", linestyle="--", linewidth=1)
+    i_star = threshold_of([(c[x], c[f"{metric}_mean"]) for c in cells], level)
+    if i_star is not None:
+        ax.axvline(i_star, color="tab:red", linestyle=":", linewidth=1.5, label=f"I* = {i_star:g}")
+    ci = threshold_interval([{**c, "I": c[x]} for c in cells], level, metric)
+    if math.isfinite(ci.low) and math.isfinite(ci.high):
+        ax.axvspan(ci.low, ci.high, color="tab:red", alpha=0.1, label="95 % interval")
+    ax.legend(fontsize=8)
 
 
 def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
@@ -317,36 +344,42 @@ def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
     numeric = all(isinstance(c[x], int | float) and c[x] > 0 for c in cells)
     xs_all = _values(study, cells, x)
     groups = _values(study, cells, group) if group and group in cells[0] else [None]
+    series = []
     for g in groups:
         rs = [c for c in cells if g is None or c[group] == g]  # type: ignore[index]
         rs.sort(key=lambda c: xk.order(c[x]))
-        xs = [c[x] if numeric else xs_all.index(c[x]) for c in rs]
-        ys = [c[f"{metric}_mean"] for c in rs]
-        sd = [c.get(f"{metric}_std") or 0.0 for c in rs]
-        label = study.keys[group].fmt(g) if group and g is not None else None
-        ax.plot(xs, ys, marker="o", label=label)
-        ax.fill_between(
-            xs,
-            [a - b for a, b in zip(ys, sd, strict=True)],
-            [a + b for a, b in zip(ys, sd, strict=True)],
-            alpha=0.15,
+        series.append(
+            Series(
+                study.keys[group].fmt(g) if group and g is not None else None,
+                [c[x] if numeric else xs_all.index(c[x]) for c in rs],
+                [c[f"{metric}_mean"] for c in rs],
+                [c.get(f"{metric}_std") or 0.0 for c in rs],
+            )
         )
+    draw_bands(ax, series, numeric)
     if numeric:
-        ax.set_xscale("log")
-        spaced = all(b / a >= 1.5 for a, b in zip(xs_all, xs_all[1:], strict=False))
-        if len(xs_all) <= 12 and spaced:  # label the measured values, not powers of ten
-            ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        else:  # bisection probes crowd near the threshold: plain numbers at powers of ten
-            ax.xaxis.set_major_formatter(ScalarFormatter())
+        log_ticks(ax, xs_all)
     else:
         ax.set_xticks(range(len(xs_all)), [xk.fmt(v) for v in xs_all])
     ax.set_xlabel(xk.header)
     ax.set_ylabel(metric_name(metric))
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
     if group and len(groups) > 1:
         ax.legend(fontsize=8, title=study.keys[group].header, title_fontsize=8)
+
+
+def per_seed_md(study: Study, cells: Sequence[Mapping[str, Any]]) -> str:
+    """Each cell's seeds and the per-seed values of the metrics its verdict reads."""
+    keys = [k for k in study.keys if cells and k in cells[0]]
+    metrics = [m for m in study.per_seed if any(f"{m}_values" in c for c in cells)]
+    head = [study.keys[k].header for k in keys] + ["seeds"] + [metric_name(m) for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for c in cells:
+        row = [study.keys[k].fmt(c[k]) for k in keys]
+        row.append(", ".join(map(str, c.get("seeds") or [])))
+        for m in metrics:
+            row.append(", ".join("–" if math.isnan(v) else f"{v:.3f}" for v in values(c, m)))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,11 +438,17 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
 
 
 def section_md(
-    study: Study, rec: StudyRecord | None, source: ResultsSource, img_dir: Path, img_rel: str
+    study: Study,
+    rec: StudyRecord | None,
+    source: ResultsSource,
+    img_dir: Path,
+    img_rel: str,
+    reference: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[str, str]:
     """One study's section and its short verdict (``effect shown`` / ``partly`` / ...).
 
     Writes the study's figure into ``img_dir`` (linked as ``img_rel/<study>.png``).
+    ``reference``: the cells of the study's grid twin (`Study.reference`), if measured.
     """
     head = [
         f'<a id="{study.name}"></a>',
@@ -443,7 +482,7 @@ def section_md(
         return "\n".join(
             head + [provenance + ".", "", f"**Results unavailable:** {e}"]
         ), "unavailable"
-    meas = measure(study, spec, table)
+    meas = measure(study, spec, table, reference)
     verdict, short = meas.verdict, str(meas.verdict.outcome)
     if status != "complete":  # judge only finished studies; show what is stored so far
         verdict = Verdict(
@@ -462,6 +501,7 @@ def section_md(
     body += [f"**Setting.** {_setting(spec, rec.smoke)}", "", "**Measured:**", ""]
     for layout in study.tables:
         body += [table_md(study, layout, meas.cells), ""]
+    body += ["Per seed (what the verdict's tests read):", "", per_seed_md(study, meas.cells), ""]
     level = spec.search.level if isinstance(spec.search, ThresholdSearch) else None
     png = figure_png(study, meas.cells, f"{study.name} ({rec.experiment_id})", level)
     _write_atomic(img_dir / f"{study.name}.png", png)
@@ -485,11 +525,27 @@ def _setting(spec: ExperimentSpec, smoke: bool) -> str:
         return described
     model = spec.train.model or spec.train.init
     return (
-        f"smoke settings (`sweeps.studies.smoke_overrides`): {spec.train.max_steps} "
+        f"smoke settings (`sweeps.reporting.studies.smoke_overrides`): {spec.train.max_steps} "
         f"optimizer steps of the {model} model, seed {spec.seeds[0]}, the first and last "
         f"value of each axis, {spec.data.test.n_test} test examples. The preset itself: "
         f"{described}"
     )
+
+
+def reference_cells(
+    study: Study, index: ResultsIndex, source: ResultsSource
+) -> list[dict[str, Any]] | None:
+    """The cells of ``study``'s grid twin (`Study.reference`) when it ran to completion (None
+    otherwise: the threshold verdict then says nothing about the grid)."""
+    rec = index.studies.get(study.reference) if study.reference else None
+    if rec is None or rec.status != "complete" or not rec.spec or not rec.experiment_id:
+        return None
+    twin = STUDIES[rec.study]
+    try:
+        table = source.results_table(rec.experiment_id)
+    except Exception:  # the section of the twin says why its results are missing
+        return None
+    return study_cells(twin, ExperimentSpec.model_validate(rec.spec), table)
 
 
 def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:
@@ -498,7 +554,8 @@ def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:
     img_rel = img_dir.relative_to(out.parent).as_posix()
     sections, outcomes = [], {}
     for name, study in STUDIES.items():
-        text, outcome = section_md(study, index.studies.get(name), source, img_dir, img_rel)
+        ref = reference_cells(study, index, source)
+        text, outcome = section_md(study, index.studies.get(name), source, img_dir, img_rel, ref)
         sections.append(text)
         outcomes[name] = outcome
     doc = "\n\n".join([header_md(index, index_path(out).name, outcomes), *sections]) + "\n"

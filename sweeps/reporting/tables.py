@@ -22,7 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sweeps.spec import ExperimentSpec, ThresholdSearch
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
+from sweeps.stats import threshold_of
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 #: Columns of `results` besides the parameters and metrics.
@@ -132,12 +133,17 @@ def summary(
 
 
 def summarize(
-    table: pa.Table, param_names: Collection[str], include_running: bool = False
+    table: pa.Table,
+    param_names: Collection[str],
+    include_running: bool = False,
+    per_seed: bool = False,
 ) -> pa.Table:
     """`summary` of a `results` table already in hand (e.g. downloaded from the service).
 
     ``param_names`` says which columns are trial parameters (the rest are metrics); the seed is
-    the replicate axis, every other parameter is a cell coordinate. Example::
+    the replicate axis, every other parameter is a cell coordinate. ``per_seed`` adds ``seeds``
+    (the cell's seeds, ascending) and ``<metric>_values`` (each seed's value, in that order; NaN
+    where a seed did not report it), which the verdicts' tests read. Example::
 
         summarize(results(exp_id, store=st), {"data.n_instructions", "seed"}).to_pandas()
         #    data.n_instructions  n  test_acc_mean  test_acc_std ...
@@ -161,6 +167,13 @@ def summarize(
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, Any] = dict(zip(cells, key, strict=True))
         row["n"] = len(g)
+        if per_seed:
+            g = g.sort_values("seed") if "seed" in g else g
+            row["seeds"] = [int(v) for v in g["seed"]] if "seed" in g else []
+            for m in metric_cols:
+                row[f"{m}_values"] = [
+                    math.nan if v is None or math.isnan(v) else float(v) for v in g[m]
+                ]
         for m in metric_cols:
             vals = [float(v) for v in g[m] if v is not None and not math.isnan(v)]
             mean = sum(vals) / len(vals) if vals else math.nan
@@ -198,11 +211,7 @@ def threshold_estimate(
                 0.0 if v is None or math.isnan(v) else float(v) for v in g.get(search.metric, [])
             ]
             probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
-    threshold = None
-    for value, mean, _ in reversed(probes):
-        if mean < search.level:
-            break
-        threshold = value
+    threshold = threshold_of([(value, mean) for value, mean, _ in probes], search.level)
     return {
         "axis": search.axis,
         "metric": search.metric,

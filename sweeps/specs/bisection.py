@@ -1,6 +1,6 @@
 """The arithmetic of a threshold search's bisection on a log scale, without Ray or a spec.
 
-`sweeps.threshold` probes midpoints; the spec bounds its trial count by `max_probes`, which
+`sweeps.running.threshold` probes midpoints; the spec bounds its trial count by `max_probes`, which
 follows the same bisection. Both live here so neither borrows from the other.
 
 >>> midpoint(16, 1024, integer=True)

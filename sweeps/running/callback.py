@@ -14,8 +14,8 @@ live:
 - ``on_trial_error`` (after the retries are spent) → ``failed`` with the error text. The sweep
   goes on: a crashed trial is a row, not a crashed sweep.
 
-A fused Tune trial (`sweeps.fusing`: config ``{"members": [params, ...]}``) is K trials in the
-store: member ``k`` gets the trial id ``<tune trial id>-m<k>``, its own trial key and params,
+A fused Tune trial (`sweeps.running.fusing`: config ``{"members": [params, ...]}``) is K trials in
+the store: member ``k`` gets the trial id ``<tune trial id>-m<k>``, its own trial key and params,
 and its own metric rows from ``result["members"]["<k>"]``; states and errors apply to all K.
 
 `CancelStopper` checks the experiment's status every few seconds; once the service has marked it
@@ -34,9 +34,9 @@ from typing import Any
 from ray.tune import Callback, Stopper
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from sweeps.spec import ExperimentSpec
+from sweeps.running.trainable import trial_params
+from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord
-from sweeps.trainable import trial_params
 
 log = logging.getLogger(__name__)
 

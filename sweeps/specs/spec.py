@@ -40,16 +40,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from data.errors import FieldRuleError, error_details, format_details
 from data.spec import DataSpec, canonical_json
-from sweeps.bisection import max_probes
 from sweeps.errors import SpecError
-from sweeps.expand import (
+from sweeps.specs.bisection import max_probes
+from sweeps.specs.expand import (
+    Budget,
+    TrialBase,
     TrialPlan,
     as_axis_value,
     check_path,
     grid_plans,
     resolve,
 )
-from sweeps.tracking import Tracking
+from sweeps.specs.tracking import Tracking
 from trainer.config import TrainConfig, fusable
 
 # No NaN or infinity anywhere: no setting of a study means "not a number" or "unbounded".
@@ -164,16 +166,6 @@ class Axis(BaseModel):
         return [self.field] if self.field else sorted({k for v in self.values or () for k in v})
 
 
-class Budget(BaseModel):
-    """Fixed total examples: ``examples_field = total_examples // instructions_field``."""
-
-    model_config = _FROZEN
-
-    total_examples: int = Field(ge=1)
-    instructions_field: str = "data.n_instructions"
-    examples_field: str = "data.examples_per_instruction"
-
-
 # --------------------------------------------------------------------------------------------
 # search
 # --------------------------------------------------------------------------------------------
@@ -253,7 +245,8 @@ class ThresholdSearch(BaseModel):
     With ``max_replicates`` set, replicates are adaptive: a probed value whose seeds disagree
     (scores on both sides of ``level`` and a Student-t interval of their mean, at ``confidence``,
     that contains ``level``) gets one more seed per round until they agree or it has
-    ``max_replicates`` seeds (see `sweeps.threshold`). E.g. ``replicates=2, max_replicates=6``.
+    ``max_replicates`` seeds (see `sweeps.running.threshold`). E.g. ``replicates=2,
+    max_replicates=6``.
     """
 
     model_config = _FROZEN
@@ -303,7 +296,7 @@ class ThresholdSearch(BaseModel):
 
     @property
     def max_probes(self) -> int:
-        """An upper bound on the number of probed values (`sweeps.bisection.max_probes`)."""
+        """An upper bound on the number of probed values (`sweeps.specs.bisection.max_probes`)."""
         return max_probes(self.low, self.high, self.resolution, self.integer)
 
 
@@ -344,8 +337,8 @@ class Resources(BaseModel):
     """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU).
 
     ``gpu: auto`` sizes the share from a measured memory estimate of the largest trial
-    (`sweeps.packing`): the smallest eighth of a ``gpu_memory_gb`` GPU that holds it with 25 %
-    headroom, e.g. 0.125 for the ``tiny`` model, so eight such trials share one GPU. Each trial's
+    (`sweeps.running.packing`): the smallest eighth of a ``gpu_memory_gb`` GPU that holds it with 25
+    % headroom, e.g. 0.125 for the ``tiny`` model, so eight such trials share one GPU. Each trial's
     trainer then caps its CUDA allocator at its share.
     """
 
@@ -356,8 +349,8 @@ class Resources(BaseModel):
     #: Memory of one GPU of the workers, for ``gpu: auto`` (80 for an H100 80GB / A100 80GB).
     gpu_memory_gb: float = Field(80.0, gt=0)
     #: Train up to this many compatible trials as one fused model in one process
-    #: (`sweeps.fusing`, `trainer.fused`): 1 turns fusing off, ``auto`` fuses as many as fit the
-    #: GPU (``gpu: auto``) or 16. Unset: ``auto`` with ``gpu: auto``, otherwise off.
+    #: (`sweeps.running.fusing`, `trainer.fused`): 1 turns fusing off, ``auto`` fuses as many as fit
+    #: the GPU (``gpu: auto``) or 16. Unset: ``auto`` with ``gpu: auto``, otherwise off.
     fuse: int | Literal["auto"] | None = Field(None, json_schema_extra={"minimum": 1})
 
     @model_validator(mode="after")
@@ -381,7 +374,9 @@ class Resources(BaseModel):
         """The dict `tune.with_resources` takes; ``gpu`` is the resolved share for ``auto``."""
         share = self.gpu if gpu is None else gpu
         if isinstance(share, str):
-            raise FieldRuleError("gpu", "'auto' must be resolved first (sweeps.packing.gpu_share)")
+            raise FieldRuleError(
+                "gpu", "'auto' must be resolved first (sweeps.running.packing.gpu_share)"
+            )
         return {"cpu": self.cpus, "gpu": float(share)}
 
 
@@ -408,7 +403,7 @@ class ExperimentSpec(BaseModel):
     max_concurrent: int | None = Field(None, ge=1)
     retries: int = Field(0, ge=0)
     #: Adopt stored complete results of identical trials (same `TrialPlan.trial_key`) instead of
-    #: running them again (see `sweeps.reuse`). False runs every trial.
+    #: running them again (see `sweeps.running.reuse`). False runs every trial.
     reuse: bool = True
     #: Results-store URI (a local directory, ``memory://name`` or any pyarrow.fs URI).
     store: str | None = None
@@ -416,7 +411,8 @@ class ExperimentSpec(BaseModel):
     data_cache_dir: str | None = None
     #: The headline metric for summaries and the phase diagram.
     metric: str = "test_acc"
-    #: MLflow / W&B runs for every trial, through Tune's logger callbacks (`sweeps.tracking`).
+    #: MLflow / W&B runs for every trial, through Tune's logger callbacks
+    #: (`sweeps.specs.tracking`, `sweeps.running.trackers`).
     tracking: Tracking = Tracking()
 
     @model_validator(mode="after")
@@ -457,10 +453,11 @@ class ExperimentSpec(BaseModel):
             # Both bracket ends must be valid trials; errors name the bound.
             for bound in ("low", "high"):
                 value = as_axis_value(getattr(search, bound), search.integer)
-                resolve(self, {search.axis: value}, self.seeds[0], f"search.{bound}", strict)
+                base = self.trial_base
+                resolve(base, {search.axis: value}, self.seeds[0], f"search.{bound}", strict)
         else:
             # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
-            grid_plans(self, strict)
+            self._grid_plans(strict)
         self._check_fuse()
         return self
 
@@ -488,6 +485,11 @@ class ExperimentSpec(BaseModel):
         return None
 
     # --- derived values ----------------------------------------------------------------------
+    @property
+    def trial_base(self) -> TrialBase:
+        """What every trial starts from (`sweeps.specs.expand` builds the trials from it)."""
+        return TrialBase(self.data, self.train, self.budget, self.seed_fields)
+
     @property
     def spec_json(self) -> str:
         """Canonical JSON of the whole spec (what the store keeps)."""
@@ -560,8 +562,11 @@ class ExperimentSpec(BaseModel):
         returns the base configuration once per replicate seed.
         """
         if isinstance(self.search, GridSearch):
-            return grid_plans(self)
-        return [resolve(self, {}, s, "seeds") for s in self.replicate_seeds]
+            return self._grid_plans()
+        return [resolve(self.trial_base, {}, s, "seeds") for s in self.replicate_seeds]
+
+    def _grid_plans(self, strict: bool = False) -> list[TrialPlan]:
+        return grid_plans(self.trial_base, [a.settings() for a in self.axes], self.seeds, strict)
 
     def plan(self, params: Mapping[str, Any]) -> TrialPlan:
         """The trial for explicit ``params`` (field path → value, plus ``"seed"``).
@@ -570,7 +575,7 @@ class ExperimentSpec(BaseModel):
         """
         values = dict(params)
         seed = int(values.pop("seed", self.seeds[0]))
-        return resolve(self, values, seed, "params")
+        return resolve(self.trial_base, values, seed, "params")
 
 
 def format_errors(e: ValidationError, prefix: str = "") -> str:

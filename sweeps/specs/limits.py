@@ -6,7 +6,7 @@ bracket ends (the searched axis is monotone in every size), an optuna search's c
 and cheap: parameters come from closed forms or a meta-device build, memory from a formula, not
 from running anything. Worked example::
 
-    >>> from sweeps.presets import load_preset
+    >>> from sweeps.specs.presets import load_preset
     >>> spec = load_preset("fig2a-mini")
     >>> s = trial_sizes(spec)
     >>> s.n_train, s.n_test, s.seq_len, s.n_layer
@@ -28,7 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sweeps.spec import ExperimentSpec, OptunaSearch, ThresholdSearch, TrialPlan
+from data.vocab import Vocab
+from sweeps.specs.model_size import model_size
+from sweeps.specs.spec import ExperimentSpec, OptunaSearch, ThresholdSearch, TrialPlan
 
 #: ``Field(json_schema_extra={PATH_MARK: True})`` marks a field that names a path.
 PATH_MARK = "x-divsweep-path"
@@ -124,9 +126,6 @@ def memory_bound(
 def trial_sizes(spec: ExperimentSpec, plans: list[TrialPlan] | None = None) -> TrialSizes:
     """The largest sizes over `bounding_plans` (see `TrialSizes`); pass ``plans`` when the
     caller has them already (building them validates every trial of the spec)."""
-    from data.vocab import Vocab
-    from sweeps.plan import model_size
-
     plans = bounding_plans(spec) if plans is None else plans
     n_params: int | None = 0
     n_layer: int | None = 0

@@ -1,9 +1,9 @@
 """Experiment trackers (MLflow, Weights & Biases) through Ray Tune's own logger callbacks.
 
-A spec asks for them with ``tracking``; every trial then appears as a run with its parameters
-and every report's metrics, beside divsweep's own results store (which stays the record)::
+The spec's ``tracking`` section (which trackers, whether they are installed) is
+`sweeps.specs.tracking`; here is what the driver hands Tune for it::
 
-    tracking: {mlflow: true, wandb: true}        # project defaults to the spec's name
+    run_config = tune.RunConfig(callbacks=[*callbacks(spec.tracking, spec.name, storage)], ...)
 
 Where the runs go is the operator's choice, never the submitter's (a spec holds no paths):
 
@@ -13,63 +13,14 @@ Where the runs go is the operator's choice, never the submitter's (a spec holds 
 - W&B: offline unless ``WANDB_MODE`` says otherwise on the driver's machine (with
   ``WANDB_API_KEY`` for online); offline runs go to ``<tune storage>/wandb`` (``wandb sync``
   uploads them later).
-
-Both are optional extras (``pip install 'divsweep[mlflow]'`` / ``'divsweep[wandb]'``), so the
-base install stays lean; a spec asking for one that is not installed is refused before it runs.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from sweeps.errors import SpecError
-
-#: tracker -> (import name, pip extra)
-PACKAGES = {"mlflow": ("mlflow", "divsweep[mlflow]"), "wandb": ("wandb", "divsweep[wandb]")}
-
-
-class Tracking(BaseModel):
-    """Which trackers receive every trial's reports (see the module docstring)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mlflow: bool = False
-    wandb: bool = False
-    #: MLflow experiment / W&B project name; default: the spec's ``name``
-    project: str | None = Field(
-        None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-    )
-
-    @property
-    def enabled(self) -> list[str]:
-        return [name for name in PACKAGES if getattr(self, name)]
-
-
-def missing(tracking: Tracking) -> list[tuple[str, str]]:
-    """``(field, message)`` for each requested tracker that is not installed here."""
-    out = []
-    for name in tracking.enabled:
-        module, extra = PACKAGES[name]
-        if importlib.util.find_spec(module) is None:
-            out.append(
-                (
-                    f"tracking.{name}",
-                    f"the {module} package is not installed where the "
-                    f"sweep runs; pip install '{extra}' there, or set "
-                    "it false",
-                )
-            )
-    return out
-
-
-def check_installed(tracking: Tracking) -> None:
-    """SpecError naming ``tracking.<name>`` for a requested tracker that is not installed."""
-    for field, message in missing(tracking):
-        raise SpecError(f"{field}: {message}")
+from sweeps.specs.tracking import Tracking, check_installed
 
 
 def callbacks(tracking: Tracking, spec_name: str, storage_path: str) -> list[Any]:

@@ -32,7 +32,6 @@ for running them again.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -44,8 +43,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from sweeps.bisection import midpoint
-from sweeps.spec import ThresholdSearch
+from sweeps.specs.bisection import midpoint
+from sweeps.specs.spec import ThresholdSearch
+from sweeps.stats import t_critical
 
 log = logging.getLogger(__name__)
 
@@ -68,47 +68,6 @@ _STATE = (
     "done",
     "threshold",
 )
-
-
-def _t_central(theta: float, df: int) -> float:
-    """``P(|T| < sqrt(df) * tan(theta))`` for Student's t, integer ``df`` (A&S 26.7.3-4)."""
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    total = 0.0
-    if df % 2:  # theta + sin(theta) * (cos + 2/3 cos^3 + 2·4/(3·5) cos^5 + ... cos^(df-2))
-        term = math.cos(theta)
-        for k in range(1, df - 1, 2):
-            total += term
-            term *= c2 * (k + 1) / (k + 2)
-        return 2 / math.pi * (theta + s * total)
-    term = 1.0  # sin(theta) * (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ... cos^(df-2))
-    for k in range(0, df - 1, 2):
-        total += term
-        term *= c2 * (k + 1) / (k + 2)
-    return s * total
-
-
-@functools.cache
-def t_critical(confidence: float, df: int) -> float:
-    """The two-sided Student-t critical value ``t`` with ``P(|T| <= t) = confidence``.
-
-    ``t_critical(0.95, 4)`` is 2.7764 and ``t_critical(0.9, 1)`` is 6.3138 (scipy's
-    ``t.ppf((1 + confidence) / 2, df)``). The CDF has a closed form for whole ``df``; it is
-    inverted by bisection on ``theta = atan(t / sqrt(df))`` down to float precision.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
-    if df < 1:
-        raise ValueError(f"df: must be >= 1, got {df}")
-    lo, hi = 0.0, math.pi / 2
-    while True:
-        mid = (lo + hi) / 2
-        if mid in (lo, hi):
-            break
-        if _t_central(mid, df) < confidence:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(df) * math.tan(hi)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 reported, how the verdict is decided, and the smoke-sized settings that keep its preset alive.
 
 ``divsweep reproduce`` (`service.reproduce`) runs every `Study` in `STUDIES` through the service;
-`sweeps.results_doc` turns the stored results into the study's section of docs/RESULTS.md. This
+`sweeps.reporting.results_doc` turns the stored results into the study's section of docs/RESULTS.md.
+This
 module is Ray-free and does no I/O. Worked example, on a hand-made summary row::
 
     >>> study = STUDIES["powerlaw-mini"]
@@ -28,9 +29,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps import verdicts
-from sweeps.spec import ExperimentSpec, ThresholdSearch
-from sweeps.verdicts import Cell, ThresholdRun, Verdict
+from sweeps.reporting import verdicts
+from sweeps.reporting.verdicts import Cell, ThresholdRun, Verdict
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 
 Row = Mapping[str, Any]
 log = logging.getLogger(__name__)
@@ -146,13 +147,28 @@ KEYS: dict[str, Key] = {
     )
 }
 
-#: How tables and figures name the metrics.
+#: How tables and figures name the metrics. "Unseen rules, new x" is the strict sense of the
+#: paper's unseen instruction (the pattern never occurred in training); "unseen rules" alone is
+#: the lenient one (a new (x, y) pair, whose strings may have been seen).
 METRIC_NAMES = {
-    "test_acc": "unseen-rule accuracy",
-    "test_acc_op": "unseen-rule accuracy (has-op)",
-    "test_acc_noop": "unseen-rule accuracy (no-op)",
-    "train_acc": "train-rule accuracy",
+    "test_acc_op_new_x": "unseen rules, new x (has-op)",
+    "test_acc_new_x": "unseen rules, new x",
+    "test_acc_noop_new_x": "unseen rules, new x (no-op)",
+    "test_acc_op_seen_x": "unseen rules, seen x (has-op)",
+    "test_rules_op_new_x": "new-x test rules",
+    "test_acc": "unseen rules",
+    "test_acc_op": "unseen rules (has-op)",
+    "test_acc_noop": "unseen rules (no-op)",
+    "fresh_acc": "training rules, fresh inputs",
+    "fresh_acc_op": "training rules, fresh inputs (has-op)",
+    "fresh_acc_noop": "training rules, fresh inputs (no-op)",
+    "memo_acc": "training examples (memorisation)",
 }
+
+#: The columns every study tabulates for each cell: the strict and lenient unseen-rule
+#: accuracy, how many new-x rules stand behind the strict one, and the two training-rule
+#: figures that tell "has not learnt" (fresh) from "has memorised" (memo).
+EVERY_STUDY = ("test_acc_op_new_x", "test_acc_op", "test_rules_op_new_x", "fresh_acc", "memo_acc")
 
 
 def metric_name(metric: str) -> str:
@@ -161,6 +177,25 @@ def metric_name(metric: str) -> str:
         n = metric.removeprefix("test_acc_occ_")
         return f"test inputs, {n} occurrence{'' if n == '1' else 's'}"
     return METRIC_NAMES.get(metric, metric)
+
+
+def training_twin(metric: str, columns: Sequence[str]) -> str | None:
+    """The training-rule figure beside a test metric, if stored: ``test_acc_op_new_x`` ->
+    ``fresh_acc_op`` (training rules on fresh inputs, the same example kind), else
+    ``fresh_acc``; None for a metric that is no test accuracy.
+
+    >>> training_twin("test_acc_op_new_x", ["fresh_acc", "fresh_acc_op"])
+    'fresh_acc_op'
+    """
+    if not metric.startswith("test_acc"):
+        return None
+    rest = metric.removeprefix("test_")
+    for tail in ("_new_x", "_seen_x", "_new_y", "_seen_y"):
+        rest = rest.removesuffix(tail)
+    for twin in (f"fresh_{rest}", "fresh_acc"):
+        if twin in columns:
+            return twin
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,10 +237,17 @@ class Study:
     x: str
     metric: str
     group: str | None = None
-    #: Grid studies: verdict of the cells. Threshold studies use `threshold_verdict`.
+    #: Grid studies: verdict of the cells. Threshold studies use `verdicts.threshold`.
     verdict: Callable[[Sequence[Cell]], Verdict] | None = None
     #: Smoke overrides on top of the generic ones (`smoke_overrides`).
     smoke: dict[str, Any] = field(default_factory=dict)
+    #: A threshold study's grid twin: the study whose cells its interval is checked against.
+    reference: str | None = None
+
+    @property
+    def per_seed(self) -> tuple[str, ...]:
+        """The metrics listed seed by seed: the verdict's, and the training-rule figure."""
+        return (self.metric, "fresh_acc")
 
     @property
     def is_threshold(self) -> bool:
@@ -237,9 +279,9 @@ STUDIES: dict[str, Study] = {
             paper=_FIG2A_PAPER + "\n\nA very sharp phase transition around 400 rules; from 1,000 "
             "rules the models always generalise, even with a handful of examples per rule.",
             keys=_keys("I", "S"),
-            tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
+            tables=(Long(("I", "S"), EVERY_STUDY),),
             x="I",
-            metric="test_acc_op",
+            metric="test_acc_op_new_x",
             verdict=verdicts.fig2a,
         ),
         Study(
@@ -251,9 +293,10 @@ STUDIES: dict[str, Study] = {
             paper=_FIG2A_PAPER + "\n\nThe paper swept a grid of 16 values of I; it reports no "
             "search. Its transition (accuracy 0.5) lies between 400 and 500 rules.",
             keys=_keys("I", "S"),
-            tables=(Long(("I", "S"), ("test_acc_op", "train_acc")),),
+            tables=(Long(("I", "S"), EVERY_STUDY),),
             x="I",
-            metric="test_acc_op",
+            metric="test_acc_op_new_x",
+            reference="fig2a-mini",
         ),
         Study(
             name="noops-mini",
@@ -265,13 +308,14 @@ STUDIES: dict[str, Study] = {
             "generalise from ~400 rules, for every share; the share barely matters beyond.",
             keys=_keys("share", "I", "S"),
             tables=(
-                Pivot("I", "share", "test_acc_op"),
-                Pivot("I", "share", "test_acc_noop"),
-                Pivot("I", "share", "test_acc"),
+                Pivot("I", "share", "test_acc_op_new_x"),
+                Pivot("I", "share", "test_acc_noop_new_x"),
+                Pivot("I", "share", "test_acc_new_x"),
+                Long(("share", "I", "S"), EVERY_STUDY),
             ),
             x="I",
             group="share",
-            metric="test_acc_op",
+            metric="test_acc_op_new_x",
             verdict=verdicts.noops,
         ),
         Study(
@@ -283,10 +327,10 @@ STUDIES: dict[str, Study] = {
             paper="10⁶ examples, rule drawn with density α·u^(α−1): with 1k rules accuracy "
             "collapses once α < 0.2; with 10k and 100k rules it barely suffers.",
             keys=_keys("alpha", "I"),
-            tables=(Pivot("alpha", "I", "test_acc"),),
+            tables=(Pivot("alpha", "I", "test_acc_op_new_x"), Long(("alpha", "I"), EVERY_STUDY)),
             x="I",
             group="alpha",
-            metric="test_acc",
+            metric="test_acc_op_new_x",
             verdict=verdicts.powerlaw,
         ),
         Study(
@@ -298,10 +342,13 @@ STUDIES: dict[str, Study] = {
             paper="Train on the mix with k in 3–4 … 3–60, I ∈ {500, 1k, 5k, 10k}, test on k < 3: "
             "one family alone never transfers; the mix does, but not with 500 rules or fewer.",
             keys=_keys("family", "I"),
-            tables=(Pivot("family", "I", "test_acc"),),
+            tables=(
+                Pivot("family", "I", "test_acc_op_new_x"),
+                Long(("family", "I"), EVERY_STUDY),
+            ),
             x="I",
             group="family",
-            metric="test_acc",
+            metric="test_acc_op_new_x",
             verdict=verdicts.semantic,
         ),
         Study(
@@ -319,12 +366,13 @@ STUDIES: dict[str, Study] = {
 | mix 1, 5, 10, 15, 20 | 0.94 | 0.94 | 0.62 | 0.00 |""",
             keys=_keys("occurrences", "I"),
             tables=(
-                Pivot("occurrences", "I", "test_acc"),
+                Pivot("occurrences", "I", "test_acc_op_new_x"),
                 Long(("occurrences", "I"), ("test_acc_occ_*",)),
+                Long(("occurrences", "I"), EVERY_STUDY),
             ),
             x="I",
             group="occurrences",
-            metric="test_acc",
+            metric="test_acc_op_new_x",
             verdict=verdicts.occurrences,
         ),
         Study(
@@ -336,9 +384,22 @@ STUDIES: dict[str, Study] = {
             paper="Llama-2-7B with LoRA, 40k training examples over 9,000 rules, 40 % no-ops: "
             "halving the data uniformly does not hurt; halving it non-uniformly does.",
             keys=_keys("data"),
-            tables=(Long(("data",), ("test_acc", "test_acc_op", "test_acc_noop")),),
+            tables=(
+                Long(
+                    ("data",),
+                    (
+                        "test_acc_new_x",
+                        "test_acc",
+                        "test_acc_op_new_x",
+                        "test_acc_noop_new_x",
+                        "test_rules_op_new_x",
+                        "fresh_acc",
+                        "memo_acc",
+                    ),
+                ),
+            ),
             x="data",
-            metric="test_acc",
+            metric="test_acc_new_x",
             verdict=verdicts.finetune,
             smoke={"train": {"init": SMOKE_PRETRAINED_INIT}, "data": {"n_instructions": 40}},
         ),
@@ -352,14 +413,17 @@ STUDIES: dict[str, Study] = {
 
 
 def cells_of(study: Study, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Summary rows (field paths, ``n``, ``*_mean``/``*_std``) as the study's cells: its keys
-    that the rows have, then ``n`` and the statistics; sorted by the keys."""
+    """Summary rows (field paths, ``n``, ``*_mean``/``*_std``, and with per-seed summaries
+    ``seeds`` and ``*_values``) as the study's cells: its keys that the rows have, then ``n``
+    and the statistics; sorted by the keys."""
     present = [k for k in study.keys.values() if any(k.get(r, rows) is not None for r in rows)]
     cells = []
     for r in rows:
         cell: dict[str, Any] = {k.name: k.get(r, rows) for k in present}
         cell["n"] = r.get("n")
-        cell |= {c: v for c, v in r.items() if c.endswith(("_mean", "_std"))}
+        cell |= {c: v for c, v in r.items() if c.endswith(("_mean", "_std", "_values"))}
+        if "seeds" in r:
+            cell["seeds"] = r["seeds"]
         cells.append(cell)
     # Cells missing a key (None) sort last on it rather than failing to compare.
     cells.sort(
@@ -385,20 +449,28 @@ def threshold_run(spec: ExperimentSpec, n_trials: int) -> ThresholdRun:
     )
 
 
-def judge(study: Study, cells: Sequence[Cell], spec: ExperimentSpec, n_trials: int) -> Verdict:
-    """The study's verdict on its measured cells."""
+def judge(
+    study: Study,
+    cells: Sequence[Cell],
+    spec: ExperimentSpec,
+    n_trials: int,
+    reference: Sequence[Cell] | None = None,
+) -> Verdict:
+    """The study's verdict on its measured cells (``reference``: a threshold study's grid
+    twin's cells, see `Study.reference`)."""
     if not cells:
         return Verdict("not shown", "no complete trial to judge")
     try:
         if study.verdict is None:
-            return verdicts.threshold(cells, threshold_run(spec, n_trials), study.metric)
+            run = threshold_run(spec, n_trials)
+            return verdicts.threshold(cells, run, study.metric, reference)
         return study.verdict(cells)
     except Exception as e:  # one odd table must not take the whole document down; say so
         log.exception("%s: the verdict failed", study.name)
         return Verdict(
             "not shown",
             f"the verdict could not be computed ({type(e).__name__}: "
-            f"{e}); a bug in sweeps/verdicts.py",
+            f"{e}); a bug in sweeps/reporting/verdicts.py",
         )
 
 
@@ -417,6 +489,7 @@ SMOKE_TRAIN: dict[str, Any] = {
     "eval_every": None,
     "eval_test_n": 16,
     "eval_train_n": 8,
+    "eval_fresh_n": 8,
     "eval_batch_size": 16,
 }
 
@@ -480,7 +553,7 @@ def smoke_overrides(study: Study, spec: ExperimentSpec) -> dict[str, Any]:
     train = dict(SMOKE_TRAIN)
     if spec.train.init == "scratch":
         train["model"] = "nano"
-    test = {"n_test": 16, "n_instructions": min(4, spec.data.test.n_rules)}
+    test = {"n_test": 16, "n_instructions": min(4, spec.data.test.n_rules), "n_fresh": 8}
     out: dict[str, Any] = {
         "seeds": [spec.seeds[0]],
         "max_concurrent": 2,

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sweeps.spec import TrialPlan
+from sweeps.specs.spec import TrialPlan
 from sweeps.store import MetricRecord, ResultsStore, TrialRecord
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from sweeps.spec import ExperimentSpec
+from sweeps.reporting.tables import experiment_spec, summary
+from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore
 
 DEFAULT_X = "data.n_instructions"
@@ -86,32 +89,65 @@ def _lines(ax: Any, rows: list[dict[str, Any]], x: str, others: list[str], metri
     for r in rows:
         groups.setdefault(tuple(r[o] for o in others), []).append(r)
     numeric_x = all(_is_number(r[x]) and r[x] > 0 for r in rows)
+    series = []
     for key, rs in sorted(groups.items(), key=lambda kv: repr(kv[0])):
         rs = sorted(rs, key=lambda r: r[x] if numeric_x else repr(r[x]))
-        xs = [r[x] if numeric_x else str(r[x]) for r in rs]
-        ys = [r[f"{metric}_mean"] for r in rs]
-        sd = [r.get(f"{metric}_std") or 0.0 for r in rs]
         label = ", ".join(f"{o.split('.')[-1]}={v}" for o, v in zip(others, key, strict=True))
-        ax.plot(xs, ys, marker="o", label=label or None)
-        if numeric_x:
-            ax.fill_between(
-                xs,
-                [a - b for a, b in zip(ys, sd, strict=True)],
-                [a + b for a, b in zip(ys, sd, strict=True)],
-                alpha=0.15,
+        series.append(
+            Series(
+                label or None,
+                [r[x] if numeric_x else str(r[x]) for r in rs],
+                [r[f"{metric}_mean"] for r in rs],
+                [r.get(f"{metric}_std") or 0.0 for r in rs],
             )
+        )
+    draw_bands(ax, series, numeric_x)
     if numeric_x:
-        ax.set_xscale("log")
-        ticks = sorted({r[x] for r in rows})
-        if len(ticks) <= 12:  # label the swept values themselves, not powers of ten
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        log_ticks(ax, sorted({r[x] for r in rows}))
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
     if any(others):
         ax.legend(fontsize=8)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a band plot: its label, x values, means and standard deviations."""
+
+    label: str | None
+    xs: Sequence[Any]
+    means: Sequence[float]
+    stds: Sequence[float]
+
+
+def draw_bands(ax: Any, series: Sequence[Series], numeric_x: bool) -> None:
+    """Mean lines with a ± std band each, on a log x axis when x is numeric; accuracy from 0 to
+    1. The one drawing of a phase diagram (`plot_phase_diagram` and RESULTS.md's figures)."""
+    for s in series:
+        ax.plot(s.xs, s.means, marker="o", label=s.label)
+        ax.fill_between(
+            s.xs,
+            [a - b for a, b in zip(s.means, s.stds, strict=True)],
+            [a + b for a, b in zip(s.means, s.stds, strict=True)],
+            alpha=0.15,
+        )
+    if numeric_x:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+
+
+def log_ticks(ax: Any, xs: Sequence[float]) -> bool:
+    """Label a log axis with the measured values themselves when they are few and spread
+    (neighbours at least 1.5x apart); returns whether it did (else plain numbers at powers of
+    ten, for bisection probes crowding near a threshold)."""
+    spaced = all(b / a >= 1.5 for a, b in zip(xs, xs[1:], strict=False))
+    if len(xs) <= 12 and spaced:
+        ax.set_xticks(list(xs), [f"{v:g}" for v in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return True
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    return False
 
 
 def _heatmap(
@@ -149,8 +185,6 @@ def plot_experiment(
     metric: str | None = None,
 ) -> bytes:
     """The phase diagram of a stored experiment, using its spec's metric and axes."""
-    from sweeps.tables import experiment_spec, summary
-
     spec: ExperimentSpec = experiment_spec(experiment_id, store_uri, store)
     table = summary(experiment_id, store_uri, store)
     return plot_phase_diagram(

@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from sweeps.spec import ExperimentSpec, GridSearch, ThresholdSearch, TrialPlan
+from data.vocab import Vocab
+from sweeps.specs.spec import ExperimentSpec, GridSearch, ThresholdSearch, TrialPlan
 
 if TYPE_CHECKING:
     from trainer.memory import MemoryEstimate
@@ -38,8 +39,7 @@ GiB = 1024**3
 
 def trial_memory(plan: TrialPlan) -> MemoryEstimate:
     """The measured CUDA memory estimate of training ``plan`` (cached per distinct shape)."""
-    from data.vocab import Vocab
-    from trainer.memory import estimate_train_memory
+    from trainer.memory import estimate_train_memory  # imports torch: only ``gpu: auto`` needs it
 
     vocab = Vocab.build(plan.data.alphabet, markov=plan.data.markov is not None)
     longest = plan.data.max_seq_len  # an upper bound; Markov bounds can exceed the model's reach
@@ -75,13 +75,13 @@ def largest_estimate(spec: ExperimentSpec) -> MemoryEstimate:
 def gpu_share(spec: ExperimentSpec, members: int = 1) -> float:
     """The GPU share per trial: ``resources.gpu`` itself, or for ``auto`` the measured one.
 
-    ``members`` > 1: each Tune trial trains that many fused trials (`sweeps.fusing`), and its
-    share holds their fused estimate.
+    ``members`` > 1: each Tune trial trains that many fused trials (`sweeps.running.fusing`), and
+    its share holds their fused estimate.
     """
     res = spec.resources
     if not isinstance(res.gpu, str):
         return float(res.gpu)
-    from trainer.memory import gpu_fraction_for
+    from trainer.memory import gpu_fraction_for  # imports torch: only ``gpu: auto`` needs it
 
     gpu_bytes = int(res.gpu_memory_gb * GiB)
     largest = largest_estimate(spec)

@@ -15,9 +15,9 @@ groups before the sweep starts:
    K = 10 make two groups of 8, not 10 + 6, so both finish together).
 
 Each group becomes one Tune trial (config ``{"members": [params, ...]}``); its members keep
-their own trial keys, store rows, reuse and checkpoints (`sweeps.trainable`, `sweeps.callback`).
-Fusing applies to grid searches under the FIFO scheduler: Optuna and threshold searches choose
-one point at a time, and ASHA stops trials one by one.
+their own trial keys, store rows, reuse and checkpoints (`sweeps.running.trainable`,
+`sweeps.running.callback`). Fusing applies to grid searches under the FIFO scheduler: Optuna and
+threshold searches choose one point at a time, and ASHA stops trials one by one.
 
 Example::
 
@@ -32,7 +32,8 @@ import logging
 import math
 from collections.abc import Sequence
 
-from sweeps.spec import ExperimentSpec, TrialPlan
+from sweeps.running.packing import GiB, largest_estimate
+from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from trainer.config import fusable
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ def fuse_width(spec: ExperimentSpec) -> int:
 
 def _widest_that_fits(spec: ExperimentSpec) -> int:
     """The most members (up to `AUTO_MAX`) whose fused estimate fits one GPU with headroom."""
-    from sweeps.packing import GiB, largest_estimate
-    from trainer.memory import gpu_fraction_for
+    from trainer.memory import gpu_fraction_for  # imports torch: only ``gpu: auto`` needs it
 
     gpu_bytes = int(spec.resources.gpu_memory_gb * GiB)
     one = largest_estimate(spec)

@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sweeps.errors import SpecError
-from sweeps.spec import ExperimentSpec, load_spec
+from sweeps.specs.spec import ExperimentSpec, load_spec
 
-PRESET_DIR = Path(__file__).parent / "presets"
+#: ``sweeps/presets/``: the spec files stay where commands name them (``sweeps/presets/x.yaml``)
+PRESET_DIR = Path(__file__).parent.parent / "presets"
 
 
 def list_presets() -> list[str]:

@@ -14,12 +14,12 @@ to ``tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint))
 Tune restarts after a failure gets its latest checkpoint copied into ``checkpoint_dir`` first, and
 the trainer resumes from it.
 
-With fusing on (`sweeps.fusing`), a grid's configs are ``{"members": [params, ...]}``: a group
-of one is an ordinary trial, and a larger group is a *fused* trial whose plans go to a
+With fusing on (`sweeps.running.fusing`), a grid's configs are ``{"members": [params, ...]}``: a
+group of one is an ordinary trial, and a larger group is a *fused* trial whose plans go to a
 *fused trial function* (`train_fused_with_trainer`: one `trainer.train_fused` run), whose report
 ``(member_metrics, checkpoint)`` becomes one Tune result ``{"members": {"0": {...}, "1": {...}},
-"tokens_per_s": <sum>, "fused_members": K, "step": ...}``; `sweeps.callback` stores each member
-as its own trial. The checkpoint is the directory of every member's checkpoint.
+"tokens_per_s": <sum>, "fused_members": K, "step": ...}``; `sweeps.running.callback` stores each
+member as its own trial. The checkpoint is the directory of every member's checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import ExperimentSpec, TrialPlan
+from ray import tune
+
+from data import cached_generate
+from sweeps.specs.spec import ExperimentSpec, TrialPlan
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,7 @@ def train_with_trainer(
     plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str
 ) -> None:
     """The real trial: generate (or reuse) the data set, then train and evaluate on it."""
-    from data import cached_generate
-    from trainer.loop import train
+    from trainer.loop import train  # torch loads in the trial's worker, not in the sweep's driver
 
     ds = cached_generate(plan.data, cache_dir)
     # A fractional GPU is shared with other trials: stay within this trial's part of it.
@@ -78,8 +80,7 @@ def train_fused_with_trainer(
     plans: list[TrialPlan], report: FusedReport, checkpoint_dir: str, cache_dir: str
 ) -> None:
     """The real fused trial: every member's data set, then one `trainer.train_fused` run."""
-    from data import cached_generate
-    from trainer.fused import train_fused
+    from trainer.fused import train_fused  # torch loads in the worker, not in the driver
 
     datasets = [cached_generate(p.data, cache_dir) for p in plans]
     share = plans[0].gpu_share
@@ -110,8 +111,6 @@ def _tune_report_fused(member_metrics: Sequence[Mapping[str, Any]], checkpoint: 
 
 
 def _tune_report(metrics: Mapping[str, Any], checkpoint: str | None) -> None:
-    from ray import tune
-
     ckpt = tune.Checkpoint.from_directory(checkpoint) if checkpoint else None
     tune.report(dict(metrics), checkpoint=ckpt)
 
@@ -130,8 +129,6 @@ def tune_trainable(
     plans = [spec.plan(p) for p in trial_params(config)]
     if gpu_share > 0:
         plans = [replace(p, gpu_share=gpu_share) for p in plans]
-    from ray import tune
-
     # A per-trial scratch dir outside the git checkout: Tune's trial dir lives under the Ray
     # session (or storage) directory, and we fall back to the system temp dir.
     base = tune.get_context().get_trial_dir() or tempfile.gettempdir()

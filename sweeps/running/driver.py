@@ -11,9 +11,9 @@ Steps, top to bottom in `run_experiment`:
 4. if Tune saved state for this experiment id (its driver died), ``Tuner.restore`` it: finished
    trials stay finished and unfinished ones resume from their last checkpoint;
 5. otherwise build a new `Tuner`: trials whose identical twin (same trial key) already has a
-   complete result in the store are adopted, not run (`sweeps.reuse`); the rest, compatible
-   grid trials fused into groups where ``resources.fuse`` allows (`sweeps.fusing`), go to the
-   trainable wrapped in ``tune.with_resources``, the search (grid, Optuna, threshold), the
+   complete result in the store are adopted, not run (`sweeps.running.reuse`); the rest, compatible
+   grid trials fused into groups where ``resources.fuse`` allows (`sweeps.running.fusing`), go to
+   the trainable wrapped in ``tune.with_resources``, the search (grid, Optuna, threshold), the
    scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a persistent
    ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
 6. ``fit()``, then mark the experiment ``complete`` (or ``failed`` with the error).
@@ -33,15 +33,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray import tune
+
 from sweeps.errors import RunError
-from sweeps.fusing import fuse_groups
-from sweeps.packing import gpu_share
-from sweeps.reuse import ReuseIndex, final_metric
-from sweeps.spec import AshaScheduler, ExperimentSpec, GridSearch, OptunaSearch, ThresholdSearch
+from sweeps.running.asha import RecordingASHA
+from sweeps.running.callback import CancelStopper, StoreCallback
+from sweeps.running.fusing import fuse_groups
+from sweeps.running.packing import gpu_share
+from sweeps.running.reuse import ReuseIndex, final_metric
+from sweeps.running.threshold import ThresholdSearcher
+from sweeps.running.trackers import callbacks as tracking_callbacks
+from sweeps.running.trainable import FusedTrialFn, TrialFn, make_trainable
+from sweeps.specs.spec import (
+    AshaScheduler,
+    ExperimentSpec,
+    GridSearch,
+    OptunaSearch,
+    ThresholdSearch,
+)
+from sweeps.specs.tracking import check_installed
 from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
-from sweeps.tracking import callbacks as tracking_callbacks
-from sweeps.tracking import check_installed
-from sweeps.trainable import FusedTrialFn, TrialFn, make_trainable
+from trainer.builtin import is_builtin, resolve_init
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +80,6 @@ def check_runnable(spec: ExperimentSpec) -> None:
     before any trial starts (minutes on first use, then cached), so that parallel trials on this
     machine find it ready instead of waiting on one another's build.
     """
-    from trainer.builtin import is_builtin, resolve_init
-
     check_installed(spec.tracking)
     init = spec.train.init
     if is_builtin(init):
@@ -93,7 +104,7 @@ def run_experiment(
     """Run ``spec`` to the end and return its experiment id (see the module docstring).
 
     ``trial_fn`` replaces the real trainer (tests use fake trainables) and ``fused_fn`` the real
-    fused trainer (`sweeps.fusing`; with a fake ``trial_fn`` and no ``fused_fn`` nothing is
+    fused trainer (`sweeps.running.fusing`; with a fake ``trial_fn`` and no ``fused_fn`` nothing is
     fused); ``cache_dir`` overrides ``spec.data_cache_dir``. Individual trial failures do not
     raise: they are ``failed`` rows.
     """
@@ -125,8 +136,6 @@ def run_experiment(
 
 
 def _connect_ray() -> None:
-    import ray
-
     if ray.is_initialized():
         return
     # With no address, ray.init() uses RAY_ADDRESS when set (ray job submit sets it) and
@@ -148,16 +157,14 @@ class _TrialFns:
 
 
 def trial_groups(spec: ExperimentSpec, plans: list[Any], fns: _TrialFns) -> list[list[Any]]:
-    """``plans`` as the groups Tune runs: fused groups (`sweeps.fusing`) where the spec and the
-    trial functions allow, otherwise one plan per group."""
+    """``plans`` as the groups Tune runs: fused groups (`sweeps.running.fusing`) where the spec and
+    the trial functions allow, otherwise one plan per group."""
     return fuse_groups(spec, plans) if fns.can_fuse else [[p] for p in plans]
 
 
 def _trainable(spec: ExperimentSpec, fns: _TrialFns) -> Any:
-    """The trainable with the spec's resources (``gpu: auto`` measured, see `sweeps.packing`;
-    a fused trial's share holds its widest group)."""
-    from ray import tune
-
+    """The trainable with the spec's resources (``gpu: auto`` measured, see
+    `sweeps.running.packing`; a fused trial's share holds its widest group)."""
     members = 1
     if isinstance(spec.search, GridSearch):
         members = max((len(g) for g in trial_groups(spec, spec.trials(), fns)), default=1)
@@ -181,8 +188,6 @@ def restore_tuner(
     path; resubmitting the same experiment id lands here. Complete trials are not run again,
     unfinished and errored ones resume from their last checkpoint.
     """
-    from ray import tune
-
     path = f"{tune_storage_path(store, store_uri).rstrip('/')}/{experiment_id}"
     if not tune.Tuner.can_restore(path):
         return None
@@ -208,10 +213,6 @@ def build_tuner(
 
     None when there is nothing to run: every trial of a grid was adopted from stored results.
     """
-    from ray import tune
-
-    from sweeps.callback import CancelStopper, StoreCallback
-
     index = ReuseIndex(store, experiment_id) if spec.reuse else None
     search = _search(spec, experiment_id, index, fns)
     if index is not None and (index.adopted or index.kept):
@@ -264,8 +265,6 @@ def _search(
     the grid; the threshold searcher asks the index before each probe. Optuna trials are not
     reused: its sampled points rarely repeat exactly.
     """
-    from ray import tune
-
     search = spec.search
     if isinstance(search, GridSearch):
         todo = [p for p in spec.trials() if index is None or index.adopt(experiment_id, p) is None]
@@ -277,6 +276,7 @@ def _search(
         members = [[p.params for p in g] for g in groups]
         return {"members": tune.grid_search(members)}, None, 1
     if isinstance(search, OptunaSearch):
+        # Tune's Optuna searcher imports optuna (~1 s); only Optuna sweeps pay for it
         from ray.tune.search.optuna import OptunaSearch as TuneOptuna
 
         space = {path: _domain(d) for path, d in search.space.items()}
@@ -286,8 +286,6 @@ def _search(
         )
         return {"params": space}, searcher, search.n_trials
     if isinstance(search, ThresholdSearch):
-        from sweeps.threshold import ThresholdSearcher
-
         lookup = None
         if index is not None:
 
@@ -300,8 +298,6 @@ def _search(
 
 
 def _domain(d: Any) -> Any:
-    from ray import tune
-
     if d.kind == "choice":
         return tune.choice(list(d.choices))
     if d.kind == "int":
@@ -313,7 +309,7 @@ def _domain(d: Any) -> Any:
 
 
 def _sampler(search: OptunaSearch) -> Any:
-    import optuna
+    import optuna  # only Optuna sweeps pay for importing it
 
     seed = search.sampler_seed
     if search.sampler == "random":
@@ -328,8 +324,6 @@ def _scheduler(spec: ExperimentSpec) -> tuple[Any, Any]:
     sched = spec.scheduler
     if not isinstance(sched, AshaScheduler):
         return None, lambda trial_id: False
-    from sweeps.asha import RecordingASHA
-
     asha = RecordingASHA(
         time_attr=sched.time_attr,
         metric=sched.objective.metric,
