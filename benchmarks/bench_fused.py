@@ -29,9 +29,12 @@ batch (``--batch-size``) to finish.
     python benchmarks/bench_fused.py --shape paper --batch-size 4 --data mini
     python benchmarks/bench_fused.py --device cuda --shape paper --runs 1
 
-On a CPU every side keeps the core(s) it is given busy (``--cpus``, default one core: the
+On a CPU every side keeps the core(s) it is given busy (``--cores``, default the last core: the
 whole benchmark and its child processes are pinned to it, so "processes" share one device as
-they would share a GPU); the question there is only that fusing is not slower. On a GPU the
+they would share a GPU); the question there is only that fusing is not slower. Each figure is
+also given per CPU second (``tokens_per_cpu_s``): on a machine shared with other work, K
+processes get K shares of a contended core and one process one share, which favours processes
+on the wall clock for reasons that have nothing to do with them. On a GPU the
 targets are fused K = 8 at >= 4x the 8 processes for the mini model and >= 1.5x for the paper
 model (which fills more of the GPU alone).
 """
@@ -48,7 +51,7 @@ import queue
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,30 +151,36 @@ def drive(stepper: Stepper, it: Iterator[list[np.ndarray]], first: int, n: int) 
     return tokens
 
 
-def timed(stepper: Stepper, setup: Setup) -> tuple[float, float, int]:
-    """Warm up, then time ``setup.steps`` steps: (start, end) on the wall clock and tokens."""
+@dataclass(frozen=True)
+class Timing:
+    """What the timed steps of one side (or one member process) took."""
+
+    start: float  # wall clock (time.time)
+    end: float
+    tokens: int
+    cpu_s: float  # CPU time of the process (all its threads) over the same steps
+
+
+def timed(stepper: Stepper, setup: Setup, wait: Callable[[], None] | None = None) -> Timing:
+    """Warm up (then ``wait()``, for a common start), and time ``setup.steps`` steps."""
     it = batches(stepper.members, 0)
-    drive(stepper, it, 0, setup.warmup)
+    drive(stepper, it, 0, setup.warmup)  # CUDA context, kernels, allocator: before the clock
     device = stepper.members[0].device
     sync(device)
-    t0 = time.time()
+    if wait is not None:
+        wait()
+    t0, c0 = time.time(), time.process_time()
     tokens = drive(stepper, it, setup.warmup, setup.steps)
     sync(device)
-    return t0, time.time(), tokens
+    return Timing(t0, time.time(), tokens, time.process_time() - c0)
 
 
-def fused_side(setup: Setup, k: int, datasets: list[Any]) -> float:
-    stepper = FusedStepper([setup.cfg(i) for i in range(k)], datasets[:k])
-    t0, t1, tokens = timed(stepper, setup)
-    return tokens / (t1 - t0)
+def fused_side(setup: Setup, k: int, datasets: list[Any]) -> list[Timing]:
+    return [timed(FusedStepper([setup.cfg(i) for i in range(k)], datasets[:k]), setup)]
 
 
-def sequential_side(setup: Setup, k: int, datasets: list[Any]) -> float:
-    seconds, tokens = 0.0, 0
-    for i in range(k):
-        t0, t1, n = timed(ModelStepper(setup.cfg(i), datasets[i]), setup)
-        seconds, tokens = seconds + t1 - t0, tokens + n
-    return tokens / seconds
+def sequential_side(setup: Setup, k: int, datasets: list[Any]) -> list[Timing]:
+    return [timed(ModelStepper(setup.cfg(i), datasets[i]), setup) for i in range(k)]
 
 
 def _child(setup: Setup, i: int, k: int, threads: int, go: Any, out: Any) -> None:
@@ -183,22 +192,19 @@ def _child(setup: Setup, i: int, k: int, threads: int, go: Any, out: Any) -> Non
         ds = generate(setup.data_spec(i))
         share = 1.0 / k if setup.device.startswith("cuda") and k > 1 else None
         stepper = ModelStepper(setup.cfg(i), ds, gpu_memory_fraction=share)
-        it = batches(stepper.members, 0)
-        drive(stepper, it, 0, setup.warmup)  # CUDA context, kernels, allocator: before the clock
-        sync(stepper.members[0].device)
-        out.put(("ready", i))
-        if not go.wait(CHILD_READY_S):
-            raise TimeoutError("no common start came")
-        t0 = time.time()
-        tokens = drive(stepper, it, setup.warmup, setup.steps)
-        sync(stepper.members[0].device)
-        out.put(("done", i, t0, time.time(), tokens))
+
+        def ready_then_wait() -> None:
+            out.put(("ready", i))
+            if not go.wait(CHILD_READY_S):
+                raise TimeoutError("no common start came")
+
+        out.put(("done", i, timed(stepper, setup, ready_then_wait)))
     except BaseException as e:  # every failure goes back to the parent, named
         out.put(("error", i, f"{type(e).__name__}: {e}"))
         raise
 
 
-def processes_side(setup: Setup, k: int, threads: int) -> float:
+def processes_side(setup: Setup, k: int, threads: int) -> list[Timing]:
     """K member processes, started together after each has warmed up (see the module docstring).
 
     Every wait has a deadline and a child that dies is noticed (its exit code), so a crash or
@@ -217,8 +223,7 @@ def processes_side(setup: Setup, k: int, threads: int) -> float:
         done = _collect(procs, out, "done", k, time.monotonic() + CHILD_STEPS_S)
     finally:
         _stop(procs)
-    start, end = min(d[2] for d in done), max(d[3] for d in done)
-    return sum(d[4] for d in done) / (end - start)
+    return [d[2] for d in done]
 
 
 def _collect(procs: list[Any], out: Any, kind: str, n: int, deadline: float) -> list[tuple]:
@@ -265,22 +270,39 @@ def measure(
     summaries = []
     for k in ks:
         figures: dict[str, list[float]] = {s: [] for s in sides}
+        cpu_figures: dict[str, list[float]] = {s: [] for s in sides}
         for r in range(runs):
             for side in sides[r % len(sides) :] + sides[: r % len(sides)]:  # rotate the order
                 row: dict[str, Any] = {"k": k, "run": r, "side": side}
                 try:
-                    tps = _one(setup, side, k, datasets, threads)
-                    figures[side].append(tps)
-                    row["tokens_per_s"] = round(tps, 1)
+                    row |= rates(side, _one(setup, side, k, datasets, threads))
+                    figures[side].append(row["tokens_per_s"])
+                    cpu_figures[side].append(row["tokens_per_cpu_s"])
                 except Exception as e:  # noqa: BLE001 - the row says why; the others go on
                     row["error"] = f"{type(e).__name__}: {e}"
                 emit(row)
-        summaries.append(summary(k, figures))
+        summaries.append(summary(k, figures) | summary(k, cpu_figures, "tokens_per_cpu_s"))
         emit(summaries[-1])
     return summaries
 
 
-def _one(setup: Setup, side: str, k: int, datasets: list[Any], threads: int) -> float:
+def rates(side: str, timings: list[Timing]) -> dict[str, float]:
+    """Tokens per wall-clock second (sequential: over the sum of the members' times; fused and
+    processes: from the first start to the last end) and per CPU second of the processes.
+
+    On a shared CPU the second is the fair one: K processes get K shares of a contended core
+    from the scheduler, one process one share, so wall-clock figures favour processes there.
+    """
+    tokens = sum(t.tokens for t in timings)
+    if side == "sequential":
+        wall = sum(t.end - t.start for t in timings)
+    else:
+        wall = max(t.end for t in timings) - min(t.start for t in timings)
+    cpu = sum(t.cpu_s for t in timings)
+    return {"tokens_per_s": round(tokens / wall, 1), "tokens_per_cpu_s": round(tokens / cpu, 1)}
+
+
+def _one(setup: Setup, side: str, k: int, datasets: list[Any], threads: int) -> list[Timing]:
     try:
         if side == "fused":
             return fused_side(setup, k, datasets)
@@ -293,16 +315,17 @@ def _one(setup: Setup, side: str, k: int, datasets: list[Any], threads: int) -> 
             torch.cuda.empty_cache()
 
 
-def summary(k: int, figures: dict[str, list[float]]) -> dict[str, Any]:
-    """Medians per side and the fused ratios against the others."""
+def summary(k: int, figures: dict[str, list[float]], unit: str = "tokens_per_s") -> dict[str, Any]:
+    """Medians per side (of figures in ``unit``) and the fused ratios against the others."""
+    tag = "" if unit == "tokens_per_s" else "_cpu"
     row: dict[str, Any] = {"k": k, "summary": True}
     med = {s: statistics.median(v) for s, v in figures.items() if v}
     for side, value in med.items():
-        row[f"{side}_tokens_per_s"] = round(value, 1)
-        row[f"{side}_runs"] = [round(x) for x in figures[side]]
+        row[f"{side}_{unit}"] = round(value, 1)
+        row[f"{side}{tag}_runs"] = [round(x) for x in figures[side]]
     for other in ("processes", "sequential"):
         if "fused" in med and other in med:
-            row[f"fused_over_{other}"] = round(med["fused"] / med[other], 3)
+            row[f"fused_over_{other}{tag}"] = round(med["fused"] / med[other], 3)
     return row
 
 
@@ -333,14 +356,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--cpus", type=int, default=1, help="CPU cores to pin to (CPU runs)")
+    p.add_argument("--cores", type=int, nargs="+", help="CPU cores to pin to (default: the last)")
     p.add_argument("--rows", type=Path, help="append every measurement here (JSON lines)")
     args = p.parse_args(argv)
     threads = 1
     if args.device == "cpu":
-        cores = sorted(os.sched_getaffinity(0))[-args.cpus :]
+        cores = args.cores or sorted(os.sched_getaffinity(0))[-1:]
         os.sched_setaffinity(0, cores)  # children inherit it: one device for every side
-        threads = args.cpus
+        threads = len(cores)
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     setup = Setup(
@@ -356,10 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     emit = appender(args.rows)
     emit(
         {
-            "setup": asdict(replace(setup)),
+            "setup": asdict(setup),
             "ks": args.ks,
             "runs": args.runs,
             "threads": threads,
+            "cores": sorted(os.sched_getaffinity(0)),
             "load_avg": os.getloadavg(),
             "cpus": os.cpu_count(),
         }

@@ -57,13 +57,13 @@ class Section:
 
 # In order of value: a lease that ends early keeps the figures that matter most.
 SECTIONS = [
-    Section("smoke", 90, 15, 60),
-    Section("fused", 270, 60, 240),
-    Section("fig2a_slice", 60, 30, 60),
-    Section("train_speed", 100, 40, 90),
-    Section("evaluator", 45, 20, 60),
-    Section("memory", 45, 20, 60),
-    Section("cuda_tests", 150, 40, 90),
+    Section("smoke", 60, 15, 120),
+    Section("fused", 240, 60, 300),
+    Section("fig2a_slice", 50, 25, 120),
+    Section("train_speed", 100, 40, 120),
+    Section("evaluator", 45, 20, 120),
+    Section("memory", 40, 20, 120),
+    Section("cuda_tests", 120, 40, 150),
 ]
 
 
@@ -212,13 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--quick", action="store_true", help="every section at toy size")
     p.add_argument(
-        "--budget-s", type=float, help="end of the last section (default 480; quick 300)"
+        "--budget-s", type=float, help="end of the last section (default 480; quick 600)"
     )
     p.add_argument("--only", nargs="+", choices=[s.name for s in SECTIONS], help="these only")
     p.add_argument("--section-s", action="append", default=[], metavar="NAME=S", help="a bound")
     p.add_argument("--inject", action="append", default=[], metavar="NAME=KIND", help="tests")
     args = p.parse_args(argv)
-    budget = args.budget_s or (300.0 if args.quick else 480.0)
+    budget = args.budget_s or (600.0 if args.quick else 480.0)
     bounds = {k: float(v) for k, v in (a.split("=", 1) for a in args.section_s)}
     inject = dict(a.split("=", 1) for a in args.inject)
     args.out.mkdir(parents=True, exist_ok=True)
