@@ -34,13 +34,16 @@ from sweeps.reporting.plot import Series, draw_bands, log_ticks
 from sweeps.reporting.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
 from sweeps.reporting.tables import results, summarize
 from sweeps.reporting.verdicts import Verdict, threshold_interval, values
+from sweeps.specs.lifecycle import ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import threshold_of
 
 INDEX_VERSION = 2
 #: Versions `ResultsIndex.load` reads (1 had no code versions: such results are never current).
 READABLE_VERSIONS = (1, 2)
-FINAL = ("complete", "failed", "cancelled", "skipped")
+#: A study record's status: its experiment's, or ``skipped`` (it could not run here).
+SKIPPED = "skipped"
+FINAL = (*ExperimentStatus.terminal(), SKIPPED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +413,9 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"torch threads {m.get('torch_threads', '?')} (client process; each trial "
             f"runs with its own CPUs, see its section); {m.get('platform', '')}"
         ).rstrip("; ")
-        total = sum(r.wall_s or 0.0 for r in index.studies.values() if r.status == "complete")
+        total = sum(
+            r.wall_s or 0.0 for r in index.studies.values() if r.status == ExperimentStatus.COMPLETE
+        )
         lines += [
             "| | |",
             "|---|---|",
@@ -459,8 +464,8 @@ def section_md(
     ]
     if rec is None:
         return "\n".join(head + [f"Not run yet: `divsweep reproduce --studies {study.name}`."]), "–"
-    if rec.status == "skipped":
-        return "\n".join(head + [f"**Skipped.** {rec.error}"]), "skipped"
+    if rec.status == SKIPPED:
+        return "\n".join(head + [f"**Skipped.** {rec.error}"]), SKIPPED
     spec = ExperimentSpec.model_validate(rec.spec) if rec.spec else None
     status = source.status(rec.experiment_id) if rec.experiment_id else None
     status = status or rec.status
@@ -484,7 +489,9 @@ def section_md(
         ), "unavailable"
     meas = measure(study, spec, table, reference)
     verdict, short = meas.verdict, str(meas.verdict.outcome)
-    if status != "complete":  # judge only finished studies; show what is stored so far
+    if (
+        status != ExperimentStatus.COMPLETE
+    ):  # judge only finished studies; show what is stored so far
         verdict = Verdict(
             "not shown",
             f"the experiment is {status}"
@@ -538,7 +545,12 @@ def reference_cells(
     """The cells of ``study``'s grid twin (`Study.reference`) when it ran to completion (None
     otherwise: the threshold verdict then says nothing about the grid)."""
     rec = index.studies.get(study.reference) if study.reference else None
-    if rec is None or rec.status != "complete" or not rec.spec or not rec.experiment_id:
+    if (
+        rec is None
+        or rec.status != ExperimentStatus.COMPLETE
+        or not rec.spec
+        or not rec.experiment_id
+    ):
         return None
     twin = STUDIES[rec.study]
     try:

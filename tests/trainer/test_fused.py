@@ -67,7 +67,7 @@ def _assert_like_separate(alone, other):
     for (name, pa), pb in zip(
         alone.model.state_dict().items(), other.model.state_dict().values(), strict=True
     ):
-        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=3e-5, msg=name)
 
 
 # None: the CPU default (all 3 members in one pass); 2: passes of 2 and 1 members.
