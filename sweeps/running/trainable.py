@@ -68,7 +68,7 @@ def train_with_trainer(
     plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str
 ) -> None:
     """The real trial: generate (or reuse) the data set, then train and evaluate on it."""
-    from trainer import train  # torch loads in the trial's worker, not in the sweep's driver
+    from trainer.loop import train  # torch loads in the trial's worker, not in the sweep's driver
 
     ds = cached_generate(plan.data, cache_dir)
     # A fractional GPU is shared with other trials: stay within this trial's part of it.

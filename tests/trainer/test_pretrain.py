@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from trainer import ConfigError, LoraSpec, TrainConfig, train
+from trainer import ConfigError, LoraSpec, TrainConfig
 from trainer.builtin import (
     BUILTINS,
     build_atomically,
@@ -20,7 +20,9 @@ from trainer.builtin import (
     is_builtin,
     resolve_init,
 )
-from trainer.pretrain import CHARSET, MANIFEST, PretrainSpec, corpus, weights_sha256
+from trainer.loop import train
+from trainer.pretrain import CHARSET, corpus, weights_sha256
+from trainer.pretrain_spec import MANIFEST, PretrainSpec
 
 SMOKE = BUILTINS["smoke-lm"]
 
@@ -99,7 +101,7 @@ def test_builtin_name_resolves_to_its_cached_build(model_cache, monkeypatch):
     info = json.loads((path / MANIFEST).read_text())
     assert info["content_hash"] == SMOKE.content_hash
     # A second resolution reuses the build: nothing is pretrained again.
-    monkeypatch.setattr("trainer.builtin.pretrain", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr("trainer.pretrain.pretrain", lambda *a, **k: pytest.fail("rebuilt"))
     assert resolve_init("divsweep:smoke-lm") == path
     # A path is a path, whatever it looks like.
     assert resolve_init("~/models/x") == path.home() / "models" / "x"

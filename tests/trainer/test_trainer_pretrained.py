@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import LoraSpec, TrainConfig, build_codec, build_model, train
+from trainer import LoraSpec, TrainConfig
 from trainer.decode import greedy_decode
+from trainer.loop import train
+from trainer.model import build_codec, build_model
 
 
 @pytest.fixture(scope="module")
