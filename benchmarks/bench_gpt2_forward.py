@@ -34,9 +34,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
-from trainer.gpt2.fused import FusedGPT2
 
 from trainer import TrainConfig
+from trainer.gpt2.fused import FusedGPT2
 from trainer.model import build_model
 
 
