@@ -33,7 +33,11 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
+from service.errors import ServiceError as SpecRefused  # the service's own refusal, raised here
+from service.presets import find
+from service.specs import Quotas, prepare_preset
 from sweeps.codeversion import code_version
+from sweeps.errors import SweepError
 from sweeps.reporting.results_doc import (
     SKIPPED,
     ResultsIndex,
@@ -153,9 +157,6 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
     """The overrides to submit and the spec the service will run from them (validated here
     the way the service validates a preset submission). ``seed_offset`` shifts each of the
     preset's seeds (after the smoke overrides): 3 turns seeds 0, 1, 2 into 3, 4, 5."""
-    from service.presets import find
-    from service.specs import Quotas, prepare_preset
-
     preset = find(study.preset)
     quotas = Quotas(10**9, 10**12)
     overrides = smoke_overrides(study, preset) if smoke and preset is not None else {}
@@ -168,7 +169,7 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
 
 def runnable_problem(spec: Any) -> str | None:
     """Why ``spec`` cannot run on this machine (e.g. a missing checkpoint), or None."""
-    from sweeps.errors import SweepError
+    # Ray comes with the driver module: only a run on this machine pays for it, not --check.
     from sweeps.running.driver import check_runnable
 
     try:
@@ -191,11 +192,9 @@ def run_study(
     seed_offset: int = 0,
 ) -> StudyRecord:
     """Submit one study, wait for it to end, and record it in ``index`` (saved as it goes)."""
-    from service.errors import ServiceError
-
     try:
         overrides, prepared = prepare_study(study, smoke, seed_offset)
-    except ServiceError as e:
+    except SpecRefused as e:
         rec = StudyRecord(
             study.name,
             SKIPPED,
