@@ -404,8 +404,15 @@ back from that experiment's stored results. Each study runs a `-mini` preset
 Mean ± std are across seeds; n is the number of seeds in a cell."""
 
 
-def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str]) -> str:
-    """The document's header: provenance, machine, wall time, and one line per study."""
+def header_md(
+    index: ResultsIndex,
+    index_name: str,
+    verdicts: Mapping[str, str],
+    stale: Mapping[str, str] | None = None,
+) -> str:
+    """The document's header: provenance, machine, wall time, and one line per study
+    (``stale``: the studies whose sections are not current, see `render`)."""
+    stale = stale or {}
     run = index.last_run
     lines = [HEADER.format(index=index_name), ""]
     if run is not None:
@@ -416,7 +423,9 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"runs with its own CPUs, see its section); {m.get('platform', '')}"
         ).rstrip("; ")
         total = sum(
-            r.wall_s or 0.0 for r in index.studies.values() if r.status == ExperimentStatus.COMPLETE
+            r.wall_s or 0.0
+            for name, r in index.studies.items()
+            if r.status == ExperimentStatus.COMPLETE and name not in stale
         )
         lines += [
             "| | |",
@@ -428,7 +437,7 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"| machine | {machine} |",
             f"| wall time | last run "
             f"{duration(run.wall_s) if run.finished_at else 'still in progress'}; "
-            f"all complete studies together "
+            f"all complete and current studies together "
             f"{duration(total)} |",
             "",
         ]
@@ -439,7 +448,8 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
         status = (rec.status + (" (smoke)" if rec.smoke else "")) if rec else "not run"
         lines.append(
             f"| [{name}](#{name}) | {exp} | {status} | "
-            f"{duration(rec.wall_s if rec else None)} | {verdicts.get(name, '–')} |"
+            f"{duration(rec.wall_s if rec else None)} | "
+            f"{'not current' if name in stale and rec else verdicts.get(name, '–')} |"
         )
     return "\n".join(lines)
 
@@ -586,6 +596,7 @@ def render(
             text = f"{head}\n\n{note}\n\n{rest}"
         sections.append(text)
         outcomes[name] = outcome
-    doc = "\n\n".join([header_md(index, index_path(out).name, outcomes), *sections]) + "\n"
+    head = header_md(index, index_path(out).name, outcomes, stale)
+    doc = "\n\n".join([head, *sections]) + "\n"
     _write_atomic(out, doc.encode())
     return doc

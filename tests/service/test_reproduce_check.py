@@ -98,3 +98,5 @@ def test_the_document_marks_each_section_that_is_not_current(tmp_path: Path) -> 
     marked = [name for name, s in sections.items() if "**Not current:**" in s]
     assert marked == ["noops-mini"], marked
     assert "ran at code version 000000000000" in sections["noops-mini"]
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| [")]
+    assert [r.split("]")[0][3:] for r in rows if r.endswith("| not current |")] == ["noops-mini"]
