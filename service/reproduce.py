@@ -35,6 +35,7 @@ import pyarrow as pa
 from service.client import DivsweepClient, ServiceError
 from sweeps.codeversion import code_version
 from sweeps.reporting.results_doc import (
+    SKIPPED,
     ResultsIndex,
     ResultsSource,
     RunInfo,
@@ -197,7 +198,7 @@ def run_study(
     except ServiceError as e:
         rec = StudyRecord(
             study.name,
-            "skipped",
+            SKIPPED,
             smoke=smoke,
             commit=commit,
             error=f"its spec does not validate here: {e}",
@@ -209,7 +210,7 @@ def run_study(
     if problem:
         rec = StudyRecord(
             study.name,
-            "skipped",
+            SKIPPED,
             smoke=smoke,
             commit=commit,
             error=f"it cannot run on this machine: {problem}",
@@ -328,13 +329,13 @@ def reproduce(
     index = ResultsIndex.load(idx_path)
     source = source or client
     if render_only:
-        render(index, source, out)
+        _render(index, source, out)
         progress(f"wrote {out} from {idx_path}")
         return 0
     real = [
         s.name
         for s in studies
-        if (r := index.studies.get(s.name)) is not None and not r.smoke and r.status != "skipped"
+        if (r := index.studies.get(s.name)) is not None and not r.smoke and r.status != SKIPPED
     ]
     if smoke and real:
         raise ReproduceError(
@@ -367,11 +368,11 @@ def reproduce(
         if rec.status in ("failed", "cancelled"):
             failed.append(study.name)
         if not smoke and i < len(studies):
-            render(index, source, out)  # minutes apart: keep the document current
+            _render(index, source, out)  # minutes apart: keep the document current
     index.last_run.finished_at = time.time()
     index.last_run.wall_s = time.monotonic() - t0
     save()
-    render(index, source, out)
+    _render(index, source, out)
     progress(
         f"wrote {out} ({index.last_run.wall_s:.1f} s)"
         + (f"; failed: {', '.join(failed)}" if failed else "")
@@ -395,14 +396,28 @@ def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
         # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
     """
     index = ResultsIndex.load(index_path(out))
+    return [f"{name}: {why}" for name, why in stale_sections(index, studies).items()]
+
+
+def stale_sections(index: ResultsIndex, studies: Sequence[Study] | None = None) -> dict[str, str]:
+    """``{study: why its section is not current}`` for ``index`` and this checkout (`check`)."""
     code = code_version()
-    stale = []
+    stale = {}
     for study in studies if studies is not None else list(STUDIES.values()):
-        rec = index.studies.get(study.name)
-        why = _stale(study, rec, code)
+        why = _stale(study, index.studies.get(study.name), code)
         if why:
-            stale.append(f"{study.name}: {why}")
+            stale[study.name] = why
     return stale
+
+
+def _render(index: ResultsIndex, source: ResultsSource, out: Path) -> None:
+    """`render`, each real section from other code or another spec marked as not current."""
+    stale = {
+        name: why
+        for name, why in stale_sections(index).items()
+        if (rec := index.studies.get(name)) is not None and not rec.smoke
+    }
+    render(index, source, out, stale)
 
 
 UNKNOWN = "unknown (an older index)"

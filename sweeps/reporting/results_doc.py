@@ -34,13 +34,16 @@ from sweeps.reporting.plot import Series, draw_bands, log_ticks
 from sweeps.reporting.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
 from sweeps.reporting.tables import results, summarize
 from sweeps.reporting.verdicts import Verdict, threshold_interval, values
+from sweeps.specs.lifecycle import ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import threshold_of
 
 INDEX_VERSION = 2
 #: Versions `ResultsIndex.load` reads (1 had no code versions: such results are never current).
 READABLE_VERSIONS = (1, 2)
-FINAL = ("complete", "failed", "cancelled", "skipped")
+#: A study record's status: its experiment's, or ``skipped`` (it could not run here).
+SKIPPED = "skipped"
+FINAL = (*ExperimentStatus.terminal(), SKIPPED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +338,9 @@ def _threshold_marks(
     ci = threshold_interval([{**c, "I": c[x]} for c in cells], level, metric)
     if math.isfinite(ci.low) and math.isfinite(ci.high):
         ax.axvspan(ci.low, ci.high, color="tab:red", alpha=0.1, label="95 % interval")
-    ax.legend(fontsize=8)
+    # Neither mark when no curve crosses the level: a legend without artists only warns.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
@@ -410,7 +415,9 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"torch threads {m.get('torch_threads', '?')} (client process; each trial "
             f"runs with its own CPUs, see its section); {m.get('platform', '')}"
         ).rstrip("; ")
-        total = sum(r.wall_s or 0.0 for r in index.studies.values() if r.status == "complete")
+        total = sum(
+            r.wall_s or 0.0 for r in index.studies.values() if r.status == ExperimentStatus.COMPLETE
+        )
         lines += [
             "| | |",
             "|---|---|",
@@ -459,8 +466,8 @@ def section_md(
     ]
     if rec is None:
         return "\n".join(head + [f"Not run yet: `divsweep reproduce --studies {study.name}`."]), "–"
-    if rec.status == "skipped":
-        return "\n".join(head + [f"**Skipped.** {rec.error}"]), "skipped"
+    if rec.status == SKIPPED:
+        return "\n".join(head + [f"**Skipped.** {rec.error}"]), SKIPPED
     spec = ExperimentSpec.model_validate(rec.spec) if rec.spec else None
     status = source.status(rec.experiment_id) if rec.experiment_id else None
     status = status or rec.status
@@ -484,7 +491,9 @@ def section_md(
         ), "unavailable"
     meas = measure(study, spec, table, reference)
     verdict, short = meas.verdict, str(meas.verdict.outcome)
-    if status != "complete":  # judge only finished studies; show what is stored so far
+    if (
+        status != ExperimentStatus.COMPLETE
+    ):  # judge only finished studies; show what is stored so far
         verdict = Verdict(
             "not shown",
             f"the experiment is {status}"
@@ -538,7 +547,12 @@ def reference_cells(
     """The cells of ``study``'s grid twin (`Study.reference`) when it ran to completion (None
     otherwise: the threshold verdict then says nothing about the grid)."""
     rec = index.studies.get(study.reference) if study.reference else None
-    if rec is None or rec.status != "complete" or not rec.spec or not rec.experiment_id:
+    if (
+        rec is None
+        or rec.status != ExperimentStatus.COMPLETE
+        or not rec.spec
+        or not rec.experiment_id
+    ):
         return None
     twin = STUDIES[rec.study]
     try:
@@ -548,14 +562,28 @@ def reference_cells(
     return study_cells(twin, ExperimentSpec.model_validate(rec.spec), table)
 
 
-def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:
-    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown."""
+def render(
+    index: ResultsIndex,
+    source: ResultsSource,
+    out: Path,
+    stale: Mapping[str, str] | None = None,
+) -> str:
+    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown.
+
+    ``stale``: ``{study: why its section is not from this checkout's code and preset}`` (what
+    ``divsweep reproduce --check`` finds); such a section says so above its numbers.
+    """
     img_dir = figure_dir(out)
     img_rel = img_dir.relative_to(out.parent).as_posix()
     sections, outcomes = [], {}
     for name, study in STUDIES.items():
         ref = reference_cells(study, index, source)
         text, outcome = section_md(study, index.studies.get(name), source, img_dir, img_rel, ref)
+        why = (stale or {}).get(name)
+        if why and name in index.studies:
+            head, _, rest = text.partition("\n\n")
+            note = f"> **Not current:** {why}. Its numbers are not the shipped code's."
+            text = f"{head}\n\n{note}\n\n{rest}"
         sections.append(text)
         outcomes[name] = outcome
     doc = "\n\n".join([header_md(index, index_path(out).name, outcomes), *sections]) + "\n"

@@ -35,6 +35,7 @@ from ray.tune import Callback, Stopper
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.running.trainable import trial_params
+from sweeps.specs.lifecycle import ExperimentStatus, TrialState
 from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord
 
@@ -74,10 +75,22 @@ class StoreCallback(Callback):
         self._started: dict[str, float] = {}
         self._base: dict[str, list[TrialRecord]] = {}
         self._last_iteration: dict[str, int] | None = None  # loaded from the store on first use
+        self._finished: set[str] | None = None  # likewise
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its saved state; a restored driver re-reads the store.
-        return {**self.__dict__, "_last_iteration": None}
+        return {**self.__dict__, "_last_iteration": None, "_finished": None}
+
+    def _is_finished(self, trial: Any) -> bool:
+        """Whether the store holds every store trial of ``trial`` as complete: a restored
+        experiment re-runs such a trial only to report its stored result (see
+        `sweeps.running.trainable.tune_trainable`), and its row keeps its times."""
+        if self._finished is None:
+            states: dict[str, set[str]] = {}
+            for t in self.store.get_trials(self.experiment_id):
+                states.setdefault(t.trial_id.split("-m")[0], set()).add(t.state)
+            self._finished = {k for k, v in states.items() if v == {TrialState.COMPLETE}}
+        return trial.trial_id in self._finished
 
     def _is_new(self, trial_id: str, result: dict[str, Any]) -> bool:
         """Whether ``result`` is a report the store does not hold yet (see the module doc)."""
@@ -128,13 +141,20 @@ class StoreCallback(Callback):
             log.exception("could not record trial %s as %s", trial.trial_id, state)
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        new = [t for t in trials if t.trial_id not in self._known and t.status == "PENDING"]
+        # A restored experiment lists its trials as pending again, finished ones included.
+        new = [
+            t
+            for t in trials
+            if t.trial_id not in self._known and t.status == "PENDING" and not self._is_finished(t)
+        ]
         if not new:
             return
         recs: list[TrialRecord] = []
         for t in new:
             self._known.add(t.trial_id)
-            recs.extend(TrialRecord(**{**r.__dict__, "state": "pending"}) for r in self._records(t))
+            recs.extend(
+                TrialRecord(**{**r.__dict__, "state": TrialState.PENDING}) for r in self._records(t)
+            )
         try:
             self.store.put_trials(recs)
         except Exception:
@@ -142,12 +162,16 @@ class StoreCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._known.add(trial.trial_id)
+        if self._is_finished(trial):
+            return
         self._started[trial.trial_id] = time.time()
-        self._put(trial, "running", started_at=self._started[trial.trial_id])
+        self._put(trial, TrialState.RUNNING, started_at=self._started[trial.trial_id])
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        if self._is_finished(trial):
+            return  # its stored result, reported again (see _is_finished)
         try:
             rows = []
             for trial_id, metrics in self._results(trial, result):
@@ -176,14 +200,16 @@ class StoreCallback(Callback):
         ]
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        state = "pruned" if self.was_pruned(trial.trial_id) else "complete"
+        if self._is_finished(trial):
+            return
+        state = TrialState.PRUNED if self.was_pruned(trial.trial_id) else TrialState.COMPLETE
         self._put(trial, state, started_at=self._started.get(trial.trial_id), ended_at=time.time())
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         text = _error_text(trial) or "trial failed (no error text)"
         self._put(
             trial,
-            "failed",
+            TrialState.FAILED,
             error=text[-_MAX_ERROR_CHARS:],
             started_at=self._started.get(trial.trial_id),
             ended_at=time.time(),
@@ -232,7 +258,7 @@ class CancelStopper(Stopper):
             except Exception:
                 log.exception("could not read the status of %s", self.experiment_id)
                 return False
-            self._cancelled = status == "cancelled"
+            self._cancelled = status == ExperimentStatus.CANCELLED
             if self._cancelled:
                 log.info("experiment %s was cancelled; stopping every trial", self.experiment_id)
         return self._cancelled

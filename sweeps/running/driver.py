@@ -31,6 +31,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,15 @@ from ray import tune
 
 from sweeps.errors import RunError
 from sweeps.running.asha import RecordingASHA
-from sweeps.running.callback import CancelStopper, StoreCallback
+from sweeps.running.callback import KEEP_TUNE_KEYS, CancelStopper, StoreCallback
 from sweeps.running.cluster import driver_node_types
 from sweeps.running.fusing import fuse_groups
 from sweeps.running.packing import GpuFleet, TrialResources, largest_estimate
 from sweeps.running.reuse import ReuseIndex, final_metric
 from sweeps.running.threshold import ThresholdSearcher
 from sweeps.running.trackers import callbacks as tracking_callbacks
-from sweeps.running.trainable import FusedTrialFn, TrialFn, make_trainable
+from sweeps.running.trainable import FusedTrialFn, TrialFn, fused_result, make_trainable
+from sweeps.specs.lifecycle import ExperimentStatus, TrialState
 from sweeps.specs.spec import (
     AshaScheduler,
     ExperimentSpec,
@@ -56,7 +58,14 @@ from sweeps.specs.spec import (
     ThresholdSearch,
 )
 from sweeps.specs.tracking import check_installed
-from sweeps.store import ParquetStore, ResultsStore, default_store_uri, join_uri, open_store
+from sweeps.store import (
+    ParquetStore,
+    ResultsStore,
+    TrialRecord,
+    default_store_uri,
+    join_uri,
+    open_store,
+)
 from trainer.builtin import is_builtin, resolve_init
 
 log = logging.getLogger(__name__)
@@ -117,13 +126,13 @@ def run_experiment(
     rec = store.create_experiment(
         exp_id, name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash, exist_ok=True
     )
-    if rec.status in ("cancelled", "complete"):
+    if rec.status in (ExperimentStatus.CANCELLED, ExperimentStatus.COMPLETE):
         log.info("experiment %s is already %s; nothing to run", exp_id, rec.status)
         return exp_id
     try:
         check_runnable(spec)
         _connect_ray()
-        store.set_experiment_status(exp_id, "running")
+        store.set_experiment_status(exp_id, ExperimentStatus.RUNNING)
         fns = _TrialFns(trial_fn, fused_fn, cache_dir, gpu_fleet(spec))
         tuner = restore_tuner(spec, exp_id, store, uri, fns)
         if tuner is None:
@@ -131,9 +140,11 @@ def run_experiment(
         if tuner is not None:
             tuner.fit()
     except BaseException as e:
-        store.set_experiment_status(exp_id, "failed", error=f"{type(e).__name__}: {e}")
+        store.set_experiment_status(
+            exp_id, ExperimentStatus.FAILED, error=f"{type(e).__name__}: {e}"
+        )
         raise
-    final = store.set_experiment_status(exp_id, "complete")
+    final = store.set_experiment_status(exp_id, ExperimentStatus.COMPLETE)
     log.info("experiment %s finished: %s, trials %s", exp_id, final.status, store.progress(exp_id))
     return exp_id
 
@@ -190,11 +201,16 @@ def trial_groups(spec: ExperimentSpec, plans: list[Any], fns: _TrialFns) -> list
     return fuse_groups(spec, plans, fns.gpus) if fns.can_fuse else [[p] for p in plans]
 
 
-def _trainable(spec: ExperimentSpec, fns: _TrialFns) -> Any:
+def _trainable(
+    spec: ExperimentSpec, fns: _TrialFns, finished: Mapping[str, Mapping[str, Any]] | None = None
+) -> Any:
     """The trainable with the spec's resources: ``resources.gpu`` as it is, or for ``auto`` a
     request per trial (`sweeps.running.packing.TrialResources`: a trial alone gets its own share,
-    a fused group the group's). The trainer reads its share back from Tune."""
-    trainable = make_trainable(spec, fns.trial_fn, fns.cache_dir, fused_fn=fns.fused_fn)
+    a fused group the group's). The trainer reads its share back from Tune. ``finished``: trials
+    the store holds as complete (`sweeps.running.trainable.tune_trainable`)."""
+    trainable = make_trainable(
+        spec, fns.trial_fn, fns.cache_dir, fused_fn=fns.fused_fn, finished=finished
+    )
     if fns.gpus is None:
         return tune.with_resources(trainable, spec.resources.as_tune())
     return tune.with_resources(trainable, TrialResources(spec, fns.gpus))
@@ -219,10 +235,39 @@ def restore_tuner(
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)
     return tune.Tuner.restore(
         path,
-        trainable=_trainable(spec, fns),
+        trainable=_trainable(spec, fns, finished_results(store, experiment_id)),
         resume_unfinished=True,
         resume_errored=True,
     )
+
+
+def finished_results(store: ResultsStore, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """``{tune trial id: its last Tune result}`` for each Tune trial whose store trials are all
+    complete (a fused trial's members are ``<tune id>-m<k>``, `member_trial_id`).
+
+    Tune saves its experiment state every few seconds, so a driver killed just after a trial
+    ended leaves state that still calls it running; the store, written at the end, knows better.
+    """
+    by_tune: dict[str, list[TrialRecord]] = {}
+    for t in store.get_trials(experiment_id):
+        by_tune.setdefault(t.trial_id.split("-m")[0], []).append(t)
+    last: dict[str, dict[str, Any]] = {}
+    for m in store.get_metrics(experiment_id):
+        prev = last.get(m.trial_id)
+        if prev is None or m.metrics.get("training_iteration", 0) >= prev.get(
+            "training_iteration", 0
+        ):
+            last[m.trial_id] = dict(m.metrics)
+    out: dict[str, dict[str, Any]] = {}
+    for tune_id, recs in by_tune.items():
+        if not all(r.state == TrialState.COMPLETE and r.trial_id in last for r in recs):
+            continue
+        ends = [
+            {k: v for k, v in last[r.trial_id].items() if k not in KEEP_TUNE_KEYS}
+            for r in sorted(recs, key=lambda r: r.trial_id)
+        ]
+        out[tune_id] = ends[0] if len(recs) == 1 else fused_result(ends)
+    return out
 
 
 def build_tuner(

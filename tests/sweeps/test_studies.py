@@ -265,10 +265,12 @@ def test_every_study_has_its_preset_and_smoke_settings_validate(name: str) -> No
     plans = smoke.trials()
     if study.is_threshold:  # the bracket's top end is a trial too
         plans.append(smoke.plan({"data.n_instructions": round(smoke.search.high)}))  # type: ignore[union-attr]
-    # A few hundred examples, or one per rule of the largest I.
-    assert max(p.data.n_train for p in plans) <= max(
+    # A few hundred examples, or one per rule of the largest I (no-ops on top of that budget
+    # make at most as many again: the no-op share is below 1/2 or equal to it).
+    assert max(p.data.n_budget for p in plans) <= max(
         [SMOKE_EXAMPLES] + [p.data.n_instructions for p in plans]
     )
+    assert all(p.data.n_train <= 2 * p.data.n_budget for p in plans)
     # The smoke run varies the preset's fields, and reaches both ends of every axis.
     assert set(smoke.varied_fields) == set(spec.varied_fields)
     for axis in spec.axes:
@@ -468,7 +470,7 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     assert first in again
     assert "search: I* = 181 (test_acc_op_new_x >= 0.5), in (166, 181]; crossing of 0.5" in again
     assert "16 trials against 52" in again
-    assert "the grid study's own crossing, 167, lies inside the interval" in again
+    assert "the grid study's own crossing, 166, lies inside the interval: no" in again
 
 
 SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure them
