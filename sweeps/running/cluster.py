@@ -111,6 +111,38 @@ def gpu_sizes(nodes: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return out
 
 
+def unknown_gpus(nodes: Iterable[Mapping[str, float]]) -> list[str]:
+    """The GPU nodes of ``nodes`` whose GPU memory is unknown (`gpu_memory_gb` is None), each
+    by its accelerator type, or ``'unnamed'`` when Ray gave it none: a trial sized on the known
+    GPUs must not land there. Example: ``unknown_gpus([{"GPU": 1}]) == ["unnamed"]``."""
+    out = []
+    for node in nodes:
+        if node.get("GPU") and gpu_memory_gb(node) is None:
+            names = sorted(k[len(_ACCEL) :] for k in node if k.startswith(_ACCEL))
+            out.append("/".join(names) or "unnamed")
+    return out
+
+
+#: The node label in which Ray also names a node's GPU (`ray.util.accelerators`), e.g. "H100".
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+
+
+def node_resources(node: Mapping[str, Any]) -> dict[str, float]:
+    """The resources of one node as ``ray.nodes()`` lists it (``Resources``), with the
+    ``accelerator_type:<name>`` resource added from its ``Labels`` when Ray named the GPU
+    only there (``ray.io/accelerator-type``). Example::
+
+        >>> node_resources({"Resources": {"CPU": 8.0, "GPU": 1.0},
+        ...                 "Labels": {"ray.io/accelerator-type": "L4"}})
+        {'CPU': 8.0, 'GPU': 1.0, 'accelerator_type:L4': 1.0}
+    """
+    out = {str(k): float(v) for k, v in (node.get("Resources") or {}).items()}
+    label = (node.get("Labels") or {}).get(ACCELERATOR_LABEL)
+    if label and out.get("GPU") and not any(k.startswith(_ACCEL) for k in out):
+        out[f"{_ACCEL}{label}"] = 1.0
+    return out
+
+
 def node_types_from_config(config: Mapping[str, Any]) -> list[NodeType]:
     """The worker node types of a cluster-launcher config (``available_node_types``) that the
     autoscaler may start (``max_workers`` > 0), each with its declared ``resources``.

@@ -42,7 +42,7 @@ from ray import tune
 from sweeps.errors import RunError
 from sweeps.running.asha import RecordingASHA
 from sweeps.running.callback import KEEP_TUNE_KEYS, CancelStopper, StoreCallback
-from sweeps.running.cluster import driver_node_types
+from sweeps.running.cluster import driver_node_types, node_resources
 from sweeps.running.fusing import fuse_groups
 from sweeps.running.packing import GpuFleet, TrialResources, largest_estimate
 from sweeps.running.reuse import ReuseIndex, final_metric
@@ -167,7 +167,7 @@ def gpu_fleet(spec: ExperimentSpec) -> GpuFleet | None:
     """
     if spec.resources.gpu != "auto":
         return None
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [node_resources(n) for n in ray.nodes() if n.get("Alive")]
     nodes += [t.resources for t in driver_node_types()]
     fleet = GpuFleet.read(spec, nodes)
     place = fleet.place(largest_estimate(spec))
@@ -315,7 +315,8 @@ def build_tuner(
         num_samples=num_samples,
         max_concurrent_trials=spec.max_concurrent,
         # A new actor per trial means a new Python process importing torch (seconds on a busy
-        # CPU); trials share resource shapes, so Tune can hand a finished actor the next trial.
+        # CPU); Tune hands a finished actor the next trial that asks for the same resources
+        # (with ``gpu: auto``, trials alone and fused groups of one width each share a shape).
         reuse_actors=True,
     )
     return tune.Tuner(

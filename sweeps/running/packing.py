@@ -11,14 +11,16 @@ creates it (``tune.with_resources`` with `TrialResources`, called with the trial
    (`sweeps.running.fusing`) needs K members' worth and the CUDA context once
    (`MemoryEstimate.fused`);
 2. the GPUs it may land on are read from the cluster (`GpuFleet.read`): Ray's
-   ``accelerator_type:<name>`` resource of every live node and of every node type the
-   autoscaler may add, mapped to memory by `sweeps.running.cluster.GPU_MEMORY_GB`
-   (``resources.gpu_memory_gb``, when set, overrides them: every GPU is taken to be that size);
+   ``accelerator_type:<name>`` resource (or ``ray.io/accelerator-type`` label) of every live
+   node and of every node type the autoscaler may add, mapped to memory by
+   `sweeps.running.cluster.GPU_MEMORY_GB` (``resources.gpu_memory_gb``, when set, overrides
+   them: every GPU is taken to be that size; with no GPU of known memory, it must be set);
 3. the share is the smallest eighth of the smallest GPU holding the estimate with 25 % headroom
    (`trainer.memory.gpu_fraction_for`). A trial too large for the smallest GPU is sized on the
    smallest one that holds it and pinned to that accelerator type (a sliver of its
    ``accelerator_type:<name>`` resource joins the request), so Ray never puts it on a GPU too
-   small for it;
+   small for it; where some GPUs' memory is unknown, every trial is pinned to the type it was
+   sized on;
 4. the trial's trainer caps the CUDA caching allocator at the share Ray gave it
    (`sweeps.running.trainable`), so a trial that outgrows the estimate fails with an
    out-of-memory error instead of starving its neighbours.
@@ -44,10 +46,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from data.vocab import Vocab
-from sweeps.running.cluster import gpu_sizes
+from sweeps.running.cluster import gpu_sizes, unknown_gpus
 from sweeps.specs.spec import ExperimentSpec, GridSearch, ThresholdSearch, TrialPlan
 
 if TYPE_CHECKING:
+    from ray.tune import PlacementGroupFactory
+
     from trainer.memory import MemoryEstimate
 
 log = logging.getLogger(__name__)
@@ -112,10 +116,12 @@ class GpuPlace:
 @dataclass(frozen=True)
 class GpuFleet:
     """The GPUs trials may land on: ``sizes`` are (accelerator type, GB) pairs, smallest first,
-    read from the cluster; ``override`` is ``resources.gpu_memory_gb``: every GPU that size."""
+    read from the cluster; ``unknown`` names GPU nodes (types) whose memory divsweep does not
+    know; ``override`` is ``resources.gpu_memory_gb``: every GPU that size."""
 
     sizes: tuple[tuple[str, float], ...] = ()
     override: float | None = None
+    unknown: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, spec: ExperimentSpec, nodes: Iterable[Mapping[str, float]]) -> GpuFleet:
@@ -123,26 +129,33 @@ class GpuFleet:
         nodes and of the node types the autoscaler may add)."""
         if spec.resources.gpu_memory_gb is not None:
             return cls(override=spec.resources.gpu_memory_gb)
-        return cls(tuple(sorted(gpu_sizes(nodes).items(), key=lambda kv: (kv[1], kv[0]))))
+        nodes = list(nodes)
+        sizes = tuple(sorted(gpu_sizes(nodes).items(), key=lambda kv: (kv[1], kv[0])))
+        return cls(sizes, unknown=tuple(sorted(set(unknown_gpus(nodes)))))
 
     def describe(self) -> str:
         """``'A10G 24 GB, H100 80 GB'``, or ``'every GPU 24 GB (resources.gpu_memory_gb)'``."""
         if self.override is not None:
             return f"every GPU {self.override:g} GB (resources.gpu_memory_gb)"
-        return ", ".join(f"{name} {gb:g} GB" for name, gb in self.sizes) or "no GPU of known size"
+        known = [f"{name} {gb:g} GB" for name, gb in self.sizes]
+        unknown = [f"{name} of unknown memory" for name in self.unknown]
+        return ", ".join(known + unknown) or "no GPU"
 
     def place(self, estimate: MemoryEstimate) -> GpuPlace:
         """The smallest GPU that holds ``estimate`` with headroom, and the share of it.
 
-        ValueError naming the field when no GPU is known or none is large enough.
+        The run is pinned to that GPU's accelerator type when a smaller GPU (or one of unknown
+        memory) could otherwise take it. ValueError naming the field when no GPU's memory is
+        known or none is large enough.
         """
         from trainer.memory import gpu_fraction_for  # imports torch: only ``gpu: auto`` needs it
 
         candidates = [("", self.override)] if self.override is not None else list(self.sizes)
         if not candidates:
             raise ValueError(
-                "resources.gpu_memory_gb: no node of the cluster says how much memory its GPU "
-                "has (Ray's accelerator_type:<name> resource, for a type divsweep knows: "
+                f"resources.gpu_memory_gb: the cluster's GPUs ({self.describe()}) come with no "
+                "memory divsweep knows (Ray's accelerator_type:<name> resource or "
+                "ray.io/accelerator-type label, for a type in "
                 "sweeps.running.cluster.GPU_MEMORY_GB), so gpu: auto cannot size the trials; "
                 "set resources.gpu_memory_gb"
             )
@@ -153,7 +166,7 @@ class GpuFleet:
             except ValueError as e:
                 error = str(e)
                 continue
-            pin = name if name and gb > candidates[0][1] else None
+            pin = name if name and (self.unknown or gb > candidates[0][1]) else None
             return GpuPlace(share, gb, pin)
         raise ValueError(f"resources.gpu: auto: {error} (the largest GPU: {self.describe()})")
 
@@ -167,10 +180,15 @@ class TrialResources:
     spec: ExperimentSpec
     fleet: GpuFleet
 
-    def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
-        from sweeps.running.trainable import trial_params  # imports Ray Tune: the driver's side
+    def __call__(self, config: Mapping[str, Any]) -> PlacementGroupFactory:
+        # Ray Tune: imported on the driver's side only (this module stays light)
+        from ray.tune import PlacementGroupFactory
 
-        return self.request([self.spec.plan(p) for p in trial_params(config)])
+        from sweeps.running.trainable import trial_params
+
+        return PlacementGroupFactory(
+            [self.request([self.spec.plan(p) for p in trial_params(config)])]
+        )
 
     def request(self, plans: Sequence[TrialPlan]) -> dict[str, float]:
         """``{"CPU": .., "GPU": share}``, plus ``accelerator_type:<name>`` when pinned."""
@@ -184,7 +202,7 @@ class TrialResources:
             place.gb,
             f", pinned to {place.accelerator}" if place.accelerator else "",
         )
-        out = {"CPU": self.spec.resources.cpus, "GPU": place.share}
+        out = {"CPU": float(self.spec.resources.cpus), "GPU": place.share}
         if place.accelerator:
             out[f"accelerator_type:{place.accelerator}"] = PIN_AMOUNT
         return out

@@ -378,7 +378,7 @@ class Resources(BaseModel):
         share = self.gpu if gpu is None else gpu
         if isinstance(share, str):
             raise FieldRuleError(
-                "gpu", "'auto' must be resolved first (sweeps.running.packing.gpu_share)"
+                "gpu", "'auto' is sized per trial (sweeps.running.packing.TrialResources)"
             )
         return {"cpu": self.cpus, "gpu": float(share)}
 
