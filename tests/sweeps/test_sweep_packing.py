@@ -243,16 +243,22 @@ def test_the_driver_reads_live_nodes_and_node_types(
 
 
 def record_group(
-    plans: list[TrialPlan], report: Any, checkpoint_dir: str, cache_dir: str, *, out: str
+    plans: TrialPlan | list[TrialPlan],
+    report: Any,
+    checkpoint_dir: str,
+    cache_dir: str,
+    *,
+    out: str,
 ) -> None:
-    """A fake fused trial (or a trial alone): records each member's share and group size."""
-    for plan in plans:
+    """A fake trial (one plan) or fused trial (a list): records each member's share and group."""
+    group = plans if isinstance(plans, list) else [plans]
+    for plan in group:
         with open(os.path.join(out, f"{plan.data.n_instructions}.json"), "w") as f:
-            json.dump({"share": plan.gpu_share, "members": len(plans)}, f)
-    if len(plans) == 1:
-        report({"step": 1, "test_acc": 0.0}, None)
-    else:
+            json.dump({"share": plan.gpu_share, "members": len(group)}, f)
+    if isinstance(plans, list):
         report([{"step": 1, "test_acc": 0.0} for _ in plans], None)
+    else:
+        report({"step": 1, "test_acc": 0.0}, None)
 
 
 @pytest.mark.usefixtures("one_gpu_ray")
