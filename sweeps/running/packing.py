@@ -28,14 +28,20 @@ creates it (``tune.with_resources`` with `TrialResources`, called with the trial
 So a trial that runs alone asks for its own share and a fused group for the group's, not every
 trial for the widest group's.
 
-Example (a cluster of A10G and H100 workers; ``tiny`` models need ~2.5 GB each)::
+Example (the fig2a preset, ``resources: {cpus: 2, gpu: auto}``, on cluster.yaml's A10G and
+H100 workers: its 16 trials fuse into groups of 7, 7, and two trials that run alone)::
 
+    >>> spec = load_preset("fig2a")
     >>> fleet = GpuFleet.read(spec, [{"GPU": 1, "accelerator_type:A10G": 1},
     ...                              {"GPU": 1, "accelerator_type:H100": 1}])
     >>> fleet.describe()
     'A10G 24 GB, H100 80 GB'
-    >>> TrialResources(spec, fleet)({"params": spec.trials()[0].params})  # doctest: +SKIP
-    {'CPU': 1.0, 'GPU': 0.25}
+    >>> request = TrialResources(spec, fleet)
+    >>> request.request(spec.trials()[:1])          # a trial alone  # doctest: +SKIP
+    {'CPU': 2.0, 'GPU': 0.25}
+    >>> groups = fuse_groups(spec, spec.trials(), fleet)            # doctest: +SKIP
+    >>> [len(g) for g in groups], request.request(groups[0])        # doctest: +SKIP
+    ([7, 7, 1, 1], {'CPU': 2.0, 'GPU': 1.0})
 """
 
 from __future__ import annotations
