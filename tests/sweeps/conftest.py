@@ -47,6 +47,9 @@ def in_process_ray(
         cloudpickle.register_pickle_by_value(module)
     saved = os.environ.pop("RAY_ADDRESS", None)
     ray.init(
+        # "local": always a new Ray, even when another one on this machine left its address in
+        # /tmp/ray/ray_current_cluster (ray.init() with no address would join that one)
+        address="local",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         resources=resources,
