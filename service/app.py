@@ -101,7 +101,7 @@ class NoCluster:
         return None
 
 
-def _default_runner(settings: Settings) -> JobRunner:
+def _default_runner(settings: Settings, node_types: NodeTypes | None = None) -> JobRunner:
     if not settings.dashboard_url:
         return NoCluster()
     return RayJobRunner(
@@ -112,6 +112,7 @@ def _default_runner(settings: Settings) -> JobRunner:
         ship_packages=settings.ship_packages,
         token=settings.ray_token,
         driver_cpus=settings.driver_cpus,
+        node_types=node_types.get if node_types is not None else None,
     )
 
 
@@ -186,11 +187,11 @@ def create_app(
 ) -> FastAPI:
     """Build the app; collaborators default to the real ones named by ``settings``."""
     registry = registry or Registry(settings.registry_url)
-    runner = runner or _default_runner(settings)
+    node_types = NodeTypes(settings.node_types, settings.cluster_config)
+    runner = runner or _default_runner(settings, node_types)
     results = results or StoreResults(settings.store_uri)
     resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
     stalls = Stalls()  # per process: since when each experiment has had no running trial
-    node_types = NodeTypes(settings.node_types, settings.cluster_config)
     service = ExperimentService(
         registry,
         runner,

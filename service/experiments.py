@@ -33,7 +33,7 @@ from typing import Any
 from service.capacity import NodeTypes, Placement, check_feasible, check_spec
 from service.errors import BackendError, ConflictError, NotFoundError
 from service.jobs import JobRunner, JobState, job_id_for
-from service.registry import Experiment, IdempotencyClash, Registry
+from service.registry import Experiment, IdempotencyClash, QuotaExceeded, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
@@ -138,25 +138,23 @@ class ExperimentService:
             earlier = self.registry.find_idempotent(submitter, idempotency_key)
             if earlier is not None:
                 return self._same_spec(earlier, prepared), False
-        # Count and create under one lock, or concurrent submissions all pass the quota check.
-        with self.registry.admission_lock:
-            active = self.registry.count_active()
-            if active >= self.max_concurrent:
-                raise ConflictError(
-                    f"{active} experiments are pending or running; the quota is "
-                    f"max_concurrent={self.max_concurrent}. Wait for one to finish or cancel one."
-                )
-            try:
-                exp = self.registry.create(
-                    name=prepared.name,
-                    spec_json=prepared.spec_json,
-                    spec_hash=prepared.spec_hash,
-                    n_trials=prepared.n_trials,
-                    submitter=submitter,
-                    idempotency_key=idempotency_key,
-                )
-            except IdempotencyClash as clash:
-                return self._same_spec(clash.existing, prepared), False
+        try:
+            exp = self.registry.admit(
+                self.max_concurrent,
+                name=prepared.name,
+                spec_json=prepared.spec_json,
+                spec_hash=prepared.spec_hash,
+                n_trials=prepared.n_trials,
+                submitter=submitter,
+                idempotency_key=idempotency_key,
+            )
+        except QuotaExceeded as full:
+            raise ConflictError(
+                f"{full.active} experiments are pending or running; the quota is "
+                f"max_concurrent={self.max_concurrent}. Wait for one to finish or cancel one."
+            ) from None
+        except IdempotencyClash as clash:
+            return self._same_spec(clash.existing, prepared), False
         try:
             job_id = self.runner.submit(exp.id, prepared.spec_json)
         except BackendError as e:

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import json
 import logging
 import os
 import shlex
 import shutil
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from service.errors import BackendError
 from service.ray_http import answers, get_json, live_nodes
+from sweeps.running.cluster import NODE_TYPES_ENV, NodeType
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,7 @@ class RayJobRunner:
         env_vars: dict[str, str] | None = None,
         token: str | None = None,
         driver_cpus: float = 0.0,
+        node_types: Callable[[], Sequence[NodeType]] | None = None,
     ) -> None:
         self._url = dashboard_url
         #: Ray's token authentication (`service.local_ray`): every call carries the token.
@@ -142,6 +146,9 @@ class RayJobRunner:
         self.env_vars = dict(env_vars or {})
         #: `Settings.driver_cpus`: above 0 the driver runs on a worker node, not the head
         self.driver_cpus = driver_cpus
+        #: The node types the autoscaler may add, as the service reads them now
+        #: (`service.capacity.NodeTypes.get`): each job's driver gets them (`job_env`).
+        self.node_types = node_types
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -165,8 +172,9 @@ class RayJobRunner:
         runtime_env: dict[str, Any] = {"working_dir": str(workdir)}
         if self.ship_packages:
             runtime_env["py_modules"] = _package_dirs()
-        if self.env_vars:
-            runtime_env["env_vars"] = self.env_vars
+        env = self.job_env()
+        if env:
+            runtime_env["env_vars"] = env
         entrypoint = build_entrypoint(self.python, exp_id, self.store_uri)
         try:
             job_id: str = self._jobs().submit_job(
@@ -182,6 +190,18 @@ class RayJobRunner:
             raise BackendError(f"Ray refused job for experiment {exp_id}: {e}") from e
         log.info("submitted %s as Ray job %s", exp_id, job_id)
         return job_id
+
+    def job_env(self) -> dict[str, str]:
+        """The environment variables of a job: ``env_vars``, and ``DIVSWEEP_NODE_TYPES`` (a JSON
+        list of resource mappings) with the node types the service knows, so that a driver
+        sizing ``gpu: auto`` trials (`sweeps.running.driver.gpu_fleet`) knows the GPUs the
+        autoscaler may add even on a worker, where no cluster config lies.
+        """
+        env = dict(self.env_vars)
+        types = list(self.node_types()) if self.node_types is not None else []
+        if types and NODE_TYPES_ENV not in env:
+            env[NODE_TYPES_ENV] = json.dumps([t.resources for t in types])
+        return env
 
     def status(self, job_id: str) -> JobState:
         try:

@@ -27,9 +27,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, create_engine, func, select
+from sqlalchemy import (
+    DateTime,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
 from sweeps.specs.lifecycle import TERMINAL_STATUSES, ExperimentStatus
@@ -46,6 +56,9 @@ TERMINAL = TERMINAL_STATUSES
 STATUSES = ACTIVE + TERMINAL
 #: Active statuses only move forward; any terminal status ranks above them all.
 _RANK = {status: i for i, status in enumerate(ACTIVE)}
+#: PostgreSQL advisory lock key of the admission ("count active, then insert"): any bigint that
+#: nothing else on the database uses; here the bytes of "divsweep" read as an integer.
+ADMISSION_LOCK_KEY = int.from_bytes(b"divsweep", "big") >> 1
 
 
 def new_id() -> str:
@@ -138,6 +151,14 @@ class Experiment:
         )
 
 
+class QuotaExceeded(Exception):
+    """`Registry.admit` found ``active`` experiments not terminal, as many as allowed or more."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} experiments are active")
+        self.active = active
+
+
 class IdempotencyClash(Exception):
     """Another experiment already holds this (submitter, idempotency key); carries it."""
 
@@ -164,8 +185,8 @@ class Registry:
             # create the table; the loser's CREATE fails. The table exists now: check again.
             _Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
-        #: Held across "count active, then create" so that concurrent submissions cannot all
-        #: pass the quota (one service process owns the registry).
+        #: Serialises this process's own admissions before they contend for the database's lock
+        #: (`admit`), which is what keeps several processes within the quota.
         self.admission_lock = threading.Lock()
 
     def close(self) -> None:
@@ -182,6 +203,73 @@ class Registry:
         idempotency_key: str | None,
     ) -> Experiment:
         """Insert a new experiment; raises :class:`IdempotencyClash` if the key is taken."""
+        return self._insert(
+            None,
+            name=name,
+            spec_json=spec_json,
+            spec_hash=spec_hash,
+            n_trials=n_trials,
+            submitter=submitter,
+            idempotency_key=idempotency_key,
+        )
+
+    def admit(
+        self,
+        max_active: int,
+        *,
+        name: str,
+        spec_json: str,
+        spec_hash: str,
+        n_trials: int,
+        submitter: str,
+        idempotency_key: str | None,
+    ) -> Experiment:
+        """`create`, unless ``max_active`` experiments are already active (not terminal):
+        then :class:`QuotaExceeded`.
+
+        The count and the insert are one transaction under a lock that every process sharing
+        the database respects (PostgreSQL: a transaction-level advisory lock; SQLite: ``BEGIN
+        IMMEDIATE``, the database's write lock), so two service processes on one registry
+        cannot both see room for one more and both insert: the quota holds for the registry,
+        not per process. Example::
+
+            reg.admit(4, name="smoke", spec_json="{}", spec_hash="...", n_trials=2,
+                      submitter="alice", idempotency_key=None)   # or QuotaExceeded(4)
+        """
+        with self.admission_lock:
+            return self._insert(
+                max_active,
+                name=name,
+                spec_json=spec_json,
+                spec_hash=spec_hash,
+                n_trials=n_trials,
+                submitter=submitter,
+                idempotency_key=idempotency_key,
+            )
+
+    def _lock_admission(self, s: Session) -> None:
+        """Take the database-wide admission lock for the rest of ``s``'s transaction."""
+        if self.engine.dialect.name == "postgresql":
+            s.execute(select(func.pg_advisory_xact_lock(ADMISSION_LOCK_KEY)))
+        elif self.engine.dialect.name == "sqlite":
+            # pysqlite opens its transaction lazily, before the first write; taking SQLite's
+            # write lock up front makes the count below part of the locked transaction.
+            s.execute(text("BEGIN IMMEDIATE"))
+        else:  # other databases: whatever their default isolation gives, said in the log
+            log.warning("no admission lock for %s: the quota is kept per process", self.engine)
+
+    def _insert(
+        self,
+        max_active: int | None,
+        *,
+        name: str,
+        spec_json: str,
+        spec_hash: str,
+        n_trials: int,
+        submitter: str,
+        idempotency_key: str | None,
+    ) -> Experiment:
+        """Insert a row; with ``max_active``, under the admission lock and the quota."""
         if idempotency_key is not None:
             existing = self.find_idempotent(submitter, idempotency_key)
             if existing is not None:
@@ -200,6 +288,11 @@ class Registry:
         )
         try:
             with self._session.begin() as s:
+                if max_active is not None:
+                    self._lock_admission(s)
+                    active = self.count_active(s)
+                    if active >= max_active:
+                        raise QuotaExceeded(active)
                 s.add(row)
         except IntegrityError:
             # Two concurrent retries with one key: the loser returns the winner's experiment.
@@ -261,14 +354,13 @@ class Registry:
             rows = c.execute(select(table.c.id).where(table.c.id.in_(ids))).all()
         return {r[0] for r in rows}
 
-    def count_active(self) -> int:
+    def count_active(self, session: Session | None = None) -> int:
+        """How many experiments are not terminal (in ``session``'s transaction when given)."""
+        q = select(func.count()).select_from(ExperimentRow).where(ExperimentRow.status.in_(ACTIVE))
+        if session is not None:
+            return int(session.scalar(q) or 0)
         with self._session() as s:
-            n = s.scalar(
-                select(func.count())
-                .select_from(ExperimentRow)
-                .where(ExperimentRow.status.in_(ACTIVE))
-            )
-            return int(n or 0)
+            return int(s.scalar(q) or 0)
 
     def active(self) -> list[Experiment]:
         with self._session() as s:

@@ -1,15 +1,27 @@
 """cluster.yaml passes the Ray cluster launcher's own validation (no cloud call is made), and
 every worker type it declares is one the service admits a paper preset on."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from service.capacity import check_feasible
+from service.capacity import NodeTypes, check_feasible
+from service.jobs import RayJobRunner
 from service.specs import Quotas, prepare_preset
-from sweeps.running.cluster import load_node_types
+from sweeps.running.cluster import (
+    ACCELERATOR_LABEL,
+    NODE_TYPES_ENV,
+    ClusterConfigError,
+    driver_node_types,
+    gpu_sizes,
+    load_node_types,
+    node_resources,
+    unknown_gpus,
+)
+from sweeps.running.packing import GpuFleet
 from sweeps.specs.presets import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +80,44 @@ def test_every_worker_type_runs_paper_presets_on_a_cold_cluster(node_type: str) 
         prepared = prepare_preset(load_preset(name), name, {}, QUOTAS)
         placement = check_feasible(prepared.spec, prepared.sizes, head, [kind])
         assert placement.checked and placement.waits_for == (node_type,), (name, placement)
+
+
+def test_a_node_names_its_gpu_in_a_resource_or_a_label() -> None:
+    listed = {"Resources": {"CPU": 8.0, "GPU": 1.0}, "Labels": {ACCELERATOR_LABEL: "H100"}}
+    assert node_resources(listed)["accelerator_type:H100"] == 1.0
+    both = {"Resources": {"GPU": 1.0, "accelerator_type:A10G": 1.0}, "Labels": listed["Labels"]}
+    assert node_resources(both) == {"GPU": 1.0, "accelerator_type:A10G": 1.0}  # the resource wins
+    cpu = {"Resources": {"CPU": 8.0}, "Labels": {ACCELERATOR_LABEL: "H100"}}
+    assert node_resources(cpu) == {"CPU": 8.0}  # a label without a GPU is no GPU
+    assert gpu_sizes([node_resources(listed), {"GPU": 1.0, "accelerator_type:T4": 1.0}]) == {
+        "H100": 80.0,
+        "T4": 16.0,
+    }
+    assert unknown_gpus([{"GPU": 1.0}, {"GPU": 1.0, "accelerator_type:Z1": 1.0}, {"CPU": 1}]) == [
+        "unnamed",
+        "Z1",
+    ]
+
+
+def test_the_service_hands_its_node_types_to_each_driver(tmp_path: Path) -> None:
+    """cluster.yaml's worker types, as the service reads them, travel in each job's environment;
+    a driver on a worker (no cluster config there) sizes ``gpu: auto`` on them."""
+    types = NodeTypes([], ROOT / "cluster.yaml")
+    runner = RayJobRunner(
+        "http://127.0.0.1:1", tmp_path, str(tmp_path / "store"), node_types=types.get
+    )
+    env = runner.job_env()
+    assert [r["accelerator_type:A10G"] for r in json.loads(env[NODE_TYPES_ENV])[:1]] == [1.0]
+    on_worker = {**env, "DIVSWEEP_CLUSTER_CONFIG": str(tmp_path / "absent.yaml")}
+    spec = load_preset("fig2a")
+    assert spec.resources.gpu == "auto" and spec.resources.gpu_memory_gb is None
+    nodes = [{"CPU": 0.0}, *(t.resources for t in driver_node_types(on_worker))]
+    assert GpuFleet.read(spec, nodes).sizes == (("A10G", 24.0), ("H100", 80.0))
+    # no node types known: nothing added; an operator's own DIVSWEEP_NODE_TYPES is kept
+    assert NODE_TYPES_ENV not in RayJobRunner("u", tmp_path, "s").job_env()
+    kept = RayJobRunner("u", tmp_path, "s", env_vars={NODE_TYPES_ENV: "[]"}, node_types=types.get)
+    assert kept.job_env() == {NODE_TYPES_ENV: "[]"}
+    # a driver on the head reads the cluster config itself
+    assert len(driver_node_types({"DIVSWEEP_CLUSTER_CONFIG": str(ROOT / "cluster.yaml")})) == 2
+    with pytest.raises(ClusterConfigError, match=NODE_TYPES_ENV):
+        driver_node_types({NODE_TYPES_ENV: "{not json"})

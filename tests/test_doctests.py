@@ -15,6 +15,7 @@ import data
 
 LIGHT = [f"data.{m.name}" for m in pkgutil.iter_modules(data.__path__) if m.name != "__main__"] + [
     "sweeps.stats",
+    "sweeps.running.cluster",
     "sweeps.specs.bisection",
     "sweeps.specs.expand",
     "sweeps.specs.spec",

@@ -15,6 +15,9 @@ cluster rather than typed in by hand:
   with a GPU (detected from the GPU's name, e.g. ``accelerator_type:H100``), or that a node
   type declares; `GPU_MEMORY_GB` maps the names to a GPU's memory.
 
+A sweep's driver may run on a worker, where no cluster config lies: the service hands it the
+node types it read, as ``DIVSWEEP_NODE_TYPES`` in the job's environment (`driver_node_types`).
+
 Example::
 
     >>> types = node_types_from_config({"available_node_types": {
@@ -24,13 +27,15 @@ Example::
     >>> [(t.name, t.max_workers, t.gpu_memory_gb) for t in types]
     [('h100', 4, 80.0)]
     >>> a10g = {"CPU": 8, "GPU": 1, "accelerator_type:A10G": 1}
-    >>> smallest_gpu_gb([a10g, *[t.resources for t in types]])
-    24.0
+    >>> gpu_sizes([a10g, *[t.resources for t in types]])
+    {'A10G': 24.0, 'H100': 80.0}
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +97,50 @@ def gpu_memory_gb(resources: Mapping[str, float]) -> float | None:
     return min(known) if known else None
 
 
-def smallest_gpu_gb(nodes: Iterable[Mapping[str, float]]) -> float | None:
-    """The smallest known GPU among ``nodes`` (a trial may land on any of them), or None."""
-    sizes = [g for g in (gpu_memory_gb(n) for n in nodes) if g is not None]
-    return min(sizes) if sizes else None
+def gpu_sizes(nodes: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The memory (GB) of each accelerator type among the GPU nodes of ``nodes`` whose type
+    divsweep knows, e.g. ``{"A10G": 24.0, "H100": 80.0}``."""
+    out: dict[str, float] = {}
+    for node in nodes:
+        if not node.get("GPU"):
+            continue
+        for key in node:
+            name = key[len(_ACCEL) :] if key.startswith(_ACCEL) else None
+            if name in GPU_MEMORY_GB:
+                out[name] = GPU_MEMORY_GB[name]
+    return out
+
+
+def unknown_gpus(nodes: Iterable[Mapping[str, float]]) -> list[str]:
+    """The GPU nodes of ``nodes`` whose GPU memory is unknown (`gpu_memory_gb` is None), each
+    by its accelerator type, or ``'unnamed'`` when Ray gave it none: a trial sized on the known
+    GPUs must not land there. Example: ``unknown_gpus([{"GPU": 1}]) == ["unnamed"]``."""
+    out = []
+    for node in nodes:
+        if node.get("GPU") and gpu_memory_gb(node) is None:
+            names = sorted(k[len(_ACCEL) :] for k in node if k.startswith(_ACCEL))
+            out.append("/".join(names) or "unnamed")
+    return out
+
+
+#: The node label in which Ray also names a node's GPU (`ray.util.accelerators`), e.g. "H100".
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+
+
+def node_resources(node: Mapping[str, Any]) -> dict[str, float]:
+    """The resources of one node as ``ray.nodes()`` lists it (``Resources``), with the
+    ``accelerator_type:<name>`` resource added from its ``Labels`` when Ray named the GPU
+    only there (``ray.io/accelerator-type``). Example::
+
+        >>> node_resources({"Resources": {"CPU": 8.0, "GPU": 1.0},
+        ...                 "Labels": {"ray.io/accelerator-type": "L4"}})
+        {'CPU': 8.0, 'GPU': 1.0, 'accelerator_type:L4': 1.0}
+    """
+    out = {str(k): float(v) for k, v in (node.get("Resources") or {}).items()}
+    label = (node.get("Labels") or {}).get(ACCELERATOR_LABEL)
+    if label and out.get("GPU") and not any(k.startswith(_ACCEL) for k in out):
+        out[f"{_ACCEL}{label}"] = 1.0
+    return out
 
 
 def node_types_from_config(config: Mapping[str, Any]) -> list[NodeType]:
@@ -136,3 +181,33 @@ def load_node_types(path: str | Path) -> list[NodeType]:
     if not isinstance(config, Mapping):
         raise ClusterConfigError(f"cluster config {path}: not a mapping")
     return node_types_from_config(config)
+
+
+#: The driver's environment variable carrying the node types (a JSON list of resource mappings).
+NODE_TYPES_ENV = "DIVSWEEP_NODE_TYPES"
+
+
+def driver_node_types(env: Mapping[str, str] = os.environ) -> list[NodeType]:
+    """The node types the autoscaler may add, as a sweep's driver knows them: the JSON list of
+    resource mappings in ``DIVSWEEP_NODE_TYPES`` (set by the service on the jobs it submits),
+    else the cluster config at ``DIVSWEEP_CLUSTER_CONFIG`` or ``~/ray_bootstrap_config.yaml``
+    when this machine has one (a driver on the head), else none.
+    """
+    raw = env.get(NODE_TYPES_ENV, "").strip()
+    if raw:
+        try:
+            types = json.loads(raw)
+            return [
+                NodeType(f"{NODE_TYPES_ENV}[{i}]", {str(k): float(v) for k, v in t.items()})
+                for i, t in enumerate(types)
+            ]
+        except (ValueError, AttributeError, TypeError) as e:
+            raise ClusterConfigError(f"{NODE_TYPES_ENV}: not a JSON list of resources: {e}") from e
+    path = Path(env.get("DIVSWEEP_CLUSTER_CONFIG") or BOOTSTRAP_CONFIG).expanduser()
+    if not path.is_file():
+        return []
+    try:
+        return load_node_types(path)
+    except ClusterConfigError as e:
+        log.warning("node types unknown: %s", e)
+        return []

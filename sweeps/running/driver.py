@@ -13,7 +13,9 @@ Steps, top to bottom in `run_experiment`:
 5. otherwise build a new `Tuner`: trials whose identical twin (same trial key) already has a
    complete result in the store are adopted, not run (`sweeps.running.reuse`); the rest, compatible
    grid trials fused into groups where ``resources.fuse`` allows (`sweeps.running.fusing`), go to
-   the trainable wrapped in ``tune.with_resources``, the search (grid, Optuna, threshold), the
+   the trainable wrapped in ``tune.with_resources`` (for ``gpu: auto``, each trial's own share,
+   sized on the GPUs Ray reports now, `sweeps.running.packing`), the search (grid, Optuna,
+   threshold), the
    scheduler (FIFO or ASHA), ``FailureConfig(max_failures=retries)``, a persistent
    ``storage_path`` beside the store, `StoreCallback` and `CancelStopper`;
 6. ``fit()``, then mark the experiment ``complete`` (or ``failed`` with the error).
@@ -40,8 +42,9 @@ from ray import tune
 from sweeps.errors import RunError
 from sweeps.running.asha import RecordingASHA
 from sweeps.running.callback import KEEP_TUNE_KEYS, CancelStopper, StoreCallback
+from sweeps.running.cluster import driver_node_types, node_resources
 from sweeps.running.fusing import fuse_groups
-from sweeps.running.packing import gpu_share
+from sweeps.running.packing import GpuFleet, TrialResources, largest_estimate
 from sweeps.running.reuse import ReuseIndex, final_metric
 from sweeps.running.threshold import ThresholdSearcher
 from sweeps.running.trackers import callbacks as tracking_callbacks
@@ -130,7 +133,7 @@ def run_experiment(
         check_runnable(spec)
         _connect_ray()
         store.set_experiment_status(exp_id, ExperimentStatus.RUNNING)
-        fns = _TrialFns(trial_fn, fused_fn, cache_dir)
+        fns = _TrialFns(trial_fn, fused_fn, cache_dir, gpu_fleet(spec))
         tuner = restore_tuner(spec, exp_id, store, uri, fns)
         if tuner is None:
             tuner = build_tuner(spec, exp_id, store, uri, fns, verbose=verbose)
@@ -154,13 +157,38 @@ def _connect_ray() -> None:
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
 
+def gpu_fleet(spec: ExperimentSpec) -> GpuFleet | None:
+    """The GPUs a ``gpu: auto`` spec's trials may land on (None for any other spec): the
+    ``gpu_memory_gb`` override, or what Ray reports of its live nodes now and the node types
+    the autoscaler may add (`sweeps.running.cluster.driver_node_types`).
+
+    Raises ValueError naming the field when the largest trial fits no GPU of the cluster, so
+    that the sweep fails before any trial starts.
+    """
+    if spec.resources.gpu != "auto":
+        return None
+    nodes = [node_resources(n) for n in ray.nodes() if n.get("Alive")]
+    nodes += [t.resources for t in driver_node_types()]
+    fleet = GpuFleet.read(spec, nodes)
+    place = fleet.place(largest_estimate(spec))
+    log.info(
+        "gpu: auto on %s: the largest trial takes %s of a %g GB GPU",
+        fleet.describe(),
+        place.share,
+        place.gb,
+    )
+    return fleet
+
+
 @dataclass(frozen=True)
 class _TrialFns:
-    """What runs the trials: the real trainer (all None) or a test's fakes."""
+    """What runs the trials (the real trainer when the functions are None, or a test's fakes)
+    and, for ``gpu: auto``, the GPUs they are sized for."""
 
     trial_fn: TrialFn | None = None
     fused_fn: FusedTrialFn | None = None
     cache_dir: str | None = None
+    gpus: GpuFleet | None = None
 
     @property
     def can_fuse(self) -> bool:
@@ -170,29 +198,22 @@ class _TrialFns:
 def trial_groups(spec: ExperimentSpec, plans: list[Any], fns: _TrialFns) -> list[list[Any]]:
     """``plans`` as the groups Tune runs: fused groups (`sweeps.running.fusing`) where the spec and
     the trial functions allow, otherwise one plan per group."""
-    return fuse_groups(spec, plans) if fns.can_fuse else [[p] for p in plans]
+    return fuse_groups(spec, plans, fns.gpus) if fns.can_fuse else [[p] for p in plans]
 
 
 def _trainable(
     spec: ExperimentSpec, fns: _TrialFns, finished: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Any:
-    """The trainable with the spec's resources (``gpu: auto`` measured, see
-    `sweeps.running.packing`; a fused trial's share holds its widest group)."""
-    members = 1
-    if isinstance(spec.search, GridSearch):
-        members = max((len(g) for g in trial_groups(spec, spec.trials(), fns)), default=1)
-    share = gpu_share(spec, members)
-    return tune.with_resources(
-        make_trainable(
-            spec,
-            fns.trial_fn,
-            fns.cache_dir,
-            gpu_share=share,
-            fused_fn=fns.fused_fn,
-            finished=finished,
-        ),
-        spec.resources.as_tune(gpu=share),
+    """The trainable with the spec's resources: ``resources.gpu`` as it is, or for ``auto`` a
+    request per trial (`sweeps.running.packing.TrialResources`: a trial alone gets its own share,
+    a fused group the group's). The trainer reads its share back from Tune. ``finished``: trials
+    the store holds as complete (`sweeps.running.trainable.tune_trainable`)."""
+    trainable = make_trainable(
+        spec, fns.trial_fn, fns.cache_dir, fused_fn=fns.fused_fn, finished=finished
     )
+    if fns.gpus is None:
+        return tune.with_resources(trainable, spec.resources.as_tune())
+    return tune.with_resources(trainable, TrialResources(spec, fns.gpus))
 
 
 def restore_tuner(
@@ -294,7 +315,8 @@ def build_tuner(
         num_samples=num_samples,
         max_concurrent_trials=spec.max_concurrent,
         # A new actor per trial means a new Python process importing torch (seconds on a busy
-        # CPU); trials share resource shapes, so Tune can hand a finished actor the next trial.
+        # CPU); Tune hands a finished actor the next trial that asks for the same resources
+        # (with ``gpu: auto``, trials alone and fused groups of one width each share a shape).
         reuse_actors=True,
     )
     return tune.Tuner(

@@ -8,8 +8,9 @@ groups before the sweep starts:
 1. **compatible** trials are those `trainer.config.fusable` accepts together (the one home of
    the rule): the same train config apart from its seed, the same number of training examples
    (so the same number of steps and evaluation points) and the same vocabulary;
-2. the **width** K is ``resources.fuse``, or for ``auto`` the most members that fit one GPU
-   (``gpu: auto``: K members need about K times one trial's measured memory, the CUDA context
+2. the **width** K is ``resources.fuse``, or for ``auto`` the most members that fit the GPU one
+   trial is sized for (``gpu: auto``, the cluster's GPUs as `sweeps.running.packing.GpuFleet`
+   reads them: K members need about K times one trial's measured memory, the CUDA context
    once, see `trainer.memory.MemoryEstimate.fused`) and at most `AUTO_MAX`;
 3. each compatible set is cut into ``ceil(n / K)`` groups of near-equal size (16 trials at
    K = 10 make two groups of 8, not 10 + 6, so both finish together).
@@ -32,7 +33,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from sweeps.running.packing import GiB, largest_estimate
+from sweeps.running.packing import GiB, GpuFleet, largest_estimate
 from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from trainer.config import fusable
 
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 AUTO_MAX = 16
 
 
-def fuse_width(spec: ExperimentSpec) -> int:
-    """How many trials one fused trial of ``spec`` may hold (1: fusing is off)."""
+def fuse_width(spec: ExperimentSpec, fleet: GpuFleet | None = None) -> int:
+    """How many trials one fused trial of ``spec`` may hold (1: fusing is off); ``fleet``: the
+    cluster's GPUs for ``gpu: auto`` (default: the spec's ``gpu_memory_gb`` override)."""
     mode = spec.resources.fuse_mode
     if mode == 1:
         return 1
@@ -53,15 +55,17 @@ def fuse_width(spec: ExperimentSpec) -> int:
         return mode
     if spec.resources.gpu != "auto":
         return AUTO_MAX
-    return _widest_that_fits(spec)
+    return _widest_that_fits(spec, fleet or GpuFleet.read(spec, ()))
 
 
-def _widest_that_fits(spec: ExperimentSpec) -> int:
-    """The most members (up to `AUTO_MAX`) whose fused estimate fits one GPU with headroom."""
+def _widest_that_fits(spec: ExperimentSpec, fleet: GpuFleet) -> int:
+    """The most members (up to `AUTO_MAX`) whose fused estimate fits, with headroom, the GPU
+    that one trial is sized for: fusing never pins a group to a larger GPU than one of its
+    trials would need."""
     from trainer.memory import gpu_fraction_for  # imports torch: only ``gpu: auto`` needs it
 
-    gpu_bytes = int(spec.resources.gpu_memory_gb * GiB)
     one = largest_estimate(spec)
+    gpu_bytes = int(fleet.place(one).gb * GiB)
     width = 1
     for k in range(2, AUTO_MAX + 1):
         try:
@@ -92,11 +96,13 @@ def compatible_sets(plans: Sequence[TrialPlan]) -> tuple[list[list[TrialPlan]], 
     return sets, alone
 
 
-def fuse_groups(spec: ExperimentSpec, plans: Sequence[TrialPlan]) -> list[list[TrialPlan]]:
+def fuse_groups(
+    spec: ExperimentSpec, plans: Sequence[TrialPlan], fleet: GpuFleet | None = None
+) -> list[list[TrialPlan]]:
     """``plans`` cut into fused groups (see the module docstring): the fused groups in the order
     their first member appears, then the trials that cannot be fused; a group of one is an
-    ordinary trial."""
-    width = fuse_width(spec)
+    ordinary trial. ``fleet`` as for `fuse_width`."""
+    width = fuse_width(spec, fleet)
     if width == 1:
         return [[p] for p in plans]
     sets, alone = compatible_sets(plans)

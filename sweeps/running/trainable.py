@@ -122,7 +122,6 @@ def tune_trainable(
     cache_dir: str,
     trial_fn: TrialFn,
     fused_fn: FusedTrialFn | None = None,
-    gpu_share: float = 0.0,
     finished: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """The function Tune runs for each trial (bound with `make_trainable`).
@@ -139,8 +138,11 @@ def tune_trainable(
         return
     spec = ExperimentSpec.model_validate_json(spec_json)
     plans = [spec.plan(p) for p in trial_params(config)]
-    if gpu_share > 0:
-        plans = [replace(p, gpu_share=gpu_share) for p in plans]
+    # The GPU share Ray gave this trial (`sweeps.running.packing` sized it for this trial or
+    # fused group): the trainer caps its CUDA allocator at it.
+    share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0.0)
+    if share > 0:
+        plans = [replace(p, gpu_share=float(share)) for p in plans]
     # A per-trial scratch dir outside the git checkout: Tune's trial dir lives under the Ray
     # session (or storage) directory, and we fall back to the system temp dir.
     base = tune.get_context().get_trial_dir() or tempfile.gettempdir()
@@ -162,11 +164,10 @@ def make_trainable(
     spec: ExperimentSpec,
     trial_fn: TrialFn | None = None,
     cache_dir: str | None = None,
-    gpu_share: float = 0.0,
     fused_fn: FusedTrialFn | None = None,
     finished: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[dict[str, Any]], None]:
-    """A picklable Tune function trainable for ``spec`` (``gpu_share``: what each trial gets).
+    """A picklable Tune function trainable for ``spec`` (its resources: `tune.with_resources`).
 
     ``fused_fn`` runs fused groups; it defaults to the real trainer's unless ``trial_fn``
     replaces the real trainer (a fake trial function comes with its own fused one, or none).
@@ -180,7 +181,6 @@ def make_trainable(
         cache_dir=os.path.expanduser(cache),
         trial_fn=trial_fn or train_with_trainer,
         fused_fn=fused_fn,
-        gpu_share=gpu_share,
         finished=dict(finished or {}),
     )
     fn.__name__ = "divsweep_trial"  # type: ignore[attr-defined]  # Tune names trials after it

@@ -336,18 +336,21 @@ MAX_FUSE = 64
 class Resources(BaseModel):
     """Per trial: CPUs and a GPU share (0.25 lets four small trials share one GPU).
 
-    ``gpu: auto`` sizes the share from a measured memory estimate of the largest trial
-    (`sweeps.running.packing`): the smallest eighth of a ``gpu_memory_gb`` GPU that holds it with 25
-    % headroom, e.g. 0.125 for the ``tiny`` model, so eight such trials share one GPU. Each trial's
-    trainer then caps its CUDA allocator at its share.
+    ``gpu: auto`` sizes each trial's share (a fused group's: the group's) from a measured memory
+    estimate (`sweeps.running.packing`): the smallest eighth of the cluster's smallest GPU that
+    holds it with 25 % headroom, e.g. 0.125 for the ``tiny`` model on an 80 GB GPU, so eight
+    such trials share one GPU. The GPUs' memory is read from the cluster (Ray's accelerator type
+    of each node and node type); ``gpu_memory_gb`` overrides it. Each trial's trainer then caps
+    its CUDA allocator at its share.
     """
 
     model_config = _FROZEN
 
     cpus: float = Field(1.0, gt=0)
     gpu: float | Literal["auto"] = 0.0
-    #: Memory of one GPU of the workers, for ``gpu: auto`` (80 for an H100 80GB / A100 80GB).
-    gpu_memory_gb: float = Field(80.0, gt=0)
+    #: Override, for ``gpu: auto``: take every GPU to have this much memory (80 for an H100).
+    #: Unset: read from the cluster (each node's Ray accelerator type, `sweeps.running.cluster`).
+    gpu_memory_gb: float | None = Field(None, gt=0)
     #: Train up to this many compatible trials as one fused model in one process
     #: (`sweeps.running.fusing`, `trainer.fused`): 1 turns fusing off, ``auto`` fuses as many as fit
     #: the GPU (``gpu: auto``) or 16. Unset: ``auto`` with ``gpu: auto``, otherwise off.
@@ -375,7 +378,7 @@ class Resources(BaseModel):
         share = self.gpu if gpu is None else gpu
         if isinstance(share, str):
             raise FieldRuleError(
-                "gpu", "'auto' must be resolved first (sweeps.running.packing.gpu_share)"
+                "gpu", "'auto' is sized per trial (sweeps.running.packing.TrialResources)"
             )
         return {"cpu": self.cpus, "gpu": float(share)}
 

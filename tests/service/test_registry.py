@@ -24,7 +24,7 @@ from loadgen.server import LoadServer
 from service_fakes import small_spec
 
 from service.errors import NotFoundError
-from service.registry import IdempotencyClash, Registry, is_valid_id
+from service.registry import IdempotencyClash, QuotaExceeded, Registry, is_valid_id
 from sweeps.specs.lifecycle import ExperimentStatus
 
 
@@ -118,6 +118,53 @@ def test_one_idempotency_key_is_one_experiment_under_concurrency(registry_url: s
     # the same key of another submitter is another experiment
     assert _create(regs[0], key="k1", who="bob").id != winners[0]
     assert regs[0].find_idempotent("alice", "k1").id == winners[0]  # type: ignore[union-attr]
+    for reg in regs:
+        reg.close()
+
+
+def test_the_quota_holds_for_the_registry_not_per_process(registry_url: str) -> None:
+    """Six registries (six connection pools with their own process locks, as six service
+    processes would have) admit at once under ``max_active=3``: three experiments, three
+    refusals. Each count waits at a barrier before inserting, which opens the race as wide as
+    it gets: without the database's admission lock all six would count 0 and insert."""
+    regs = [Registry(registry_url) for _ in range(6)]
+    barrier = threading.Barrier(len(regs), timeout=2)
+    for reg in regs:
+        count = reg.count_active
+
+        def counted_then_wait(session: Any = None, count: Any = count) -> int:
+            n = int(count(session))
+            try:
+                barrier.wait()  # every admission has counted before any inserts
+            except threading.BrokenBarrierError:
+                pass  # serialised by the lock: the others cannot reach the barrier
+            return n
+
+        reg.count_active = counted_then_wait  # type: ignore[method-assign]
+    start = threading.Barrier(len(regs))
+
+    def admit(reg: Registry) -> str:
+        start.wait()
+        try:
+            return str(
+                reg.admit(
+                    3,
+                    name="q",
+                    spec_json="{}",
+                    spec_hash="h" * 64,
+                    n_trials=1,
+                    submitter="alice",
+                    idempotency_key=None,
+                ).id
+            )
+        except QuotaExceeded as full:
+            return f"full:{full.active}"
+
+    with ThreadPoolExecutor(len(regs)) as pool:
+        outcomes = list(pool.map(admit, regs))
+    assert sorted(o.startswith("full:") for o in outcomes) == [False] * 3 + [True] * 3, outcomes
+    assert {o for o in outcomes if o.startswith("full:")} == {"full:3"}
+    assert regs[0].count_active() == 3
     for reg in regs:
         reg.close()
 

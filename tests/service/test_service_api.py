@@ -84,8 +84,8 @@ def test_concurrent_submissions_cannot_overrun_the_quota(harness: Harness) -> No
     # it the first waits out the barrier's timeout alone and the rest run one by one.
     barrier = threading.Barrier(6, timeout=3)
 
-    def slow_count() -> int:
-        n = count_active()
+    def slow_count(session: object = None) -> int:
+        n = count_active(session)  # type: ignore[arg-type]
         try:
             barrier.wait()  # every request has counted before any creates (the race window)
         except threading.BrokenBarrierError:

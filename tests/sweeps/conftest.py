@@ -27,8 +27,14 @@ def tiny_spec(**overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def in_process_ray(num_cpus: int, num_gpus: int = 0, ship: tuple[Any, ...] = ()) -> Iterator[None]:
-    """An in-process local Ray (no dashboard) with ``num_cpus`` (and logical ``num_gpus``).
+def in_process_ray(
+    num_cpus: int,
+    num_gpus: int = 0,
+    ship: tuple[Any, ...] = (),
+    resources: dict[str, float] | None = None,
+) -> Iterator[None]:
+    """An in-process local Ray (no dashboard) with ``num_cpus`` (and logical ``num_gpus``, and
+    custom ``resources``, e.g. ``{"accelerator_type:H100": 1}`` for the GPU a node would name).
 
     It never touches other Ray clusters on the machine (no ``ray stop``): shutdown ends only the
     processes this ``ray.init`` started. Test modules are not importable on Ray workers: the
@@ -41,8 +47,12 @@ def in_process_ray(num_cpus: int, num_gpus: int = 0, ship: tuple[Any, ...] = ())
         cloudpickle.register_pickle_by_value(module)
     saved = os.environ.pop("RAY_ADDRESS", None)
     ray.init(
+        # "local": always a new Ray, even when another one on this machine left its address in
+        # /tmp/ray/ray_current_cluster (ray.init() with no address would join that one)
+        address="local",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        resources=resources,
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=128 * 1024 * 1024,
