@@ -349,3 +349,99 @@ def log_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     return float(np.polyfit(lx, ly, 1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# a phase boundary: one threshold per budget, and the slope of log threshold against log budget
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slope:
+    """The slope of ``log I*`` against ``log budget`` with its bootstrap percentile interval.
+
+    ``xs`` are the budgets the fit used (those whose threshold lies inside its probes);
+    ``undefined`` counts the resamples left out because a resampled threshold fell outside its
+    probes at one of them (the interval is read from the others). NaN everywhere when fewer than
+    two budgets have a threshold inside their probes.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    n_boot: int
+    xs: tuple[float, ...]
+    undefined: int = 0
+
+    @property
+    def reliable(self) -> bool:
+        """At most (1 - CONFIDENCE) / 2 of the resamples were left out: however they would have
+        fallen, the interval could move by at most that share of its tail."""
+        return not math.isnan(self.low) and self.undefined <= self.n_boot * (1 - CONFIDENCE) / 2
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The interval lies on one side of 0: the threshold moves with the budget."""
+        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+    def text(self) -> str:
+        """``0.52 (95% interval 0.31–0.74, 2000 bootstrap resamples)``."""
+        if math.isnan(self.estimate):
+            return "n/a (fewer than two budgets with a threshold inside their probes)"
+        left = f", {self.undefined} left out: a threshold outside its probes" * bool(
+            self.undefined
+        )
+        if math.isnan(self.low):
+            return f"{self.estimate:.2f} (no resample defined{left})"
+        return (
+            f"{self.estimate:.2f} ({CONFIDENCE:.0%} interval {self.low:.2f}–{self.high:.2f}, "
+            f"{self.n_boot} bootstrap resamples{left})"
+        )
+
+
+def bootstrap_log_slope(
+    curves: Mapping[float, Probes], level: float, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[dict[float, Bootstrap], Slope]:
+    """Each budget's threshold with its interval, and the slope of ``log I*`` on ``log budget``
+    with its interval. ``curves`` maps a budget to its threshold search's probes.
+
+    How: each budget's crossing and its parametric bootstrap draws come from `crossing_samples`
+    on that budget's probes alone (seed ``seed + i`` for the i-th budget, so budgets draw
+    independently, as their trials are). Resample b takes draw b of every budget and fits
+    `log_slope` through them; the slope's interval is the `CONFIDENCE` percentile interval of
+    those fits. The estimate is `log_slope` through the crossings themselves. Budgets whose
+    crossing lies outside their probes (±inf) are left out of the fit, and a resample in which
+    any used budget's draw falls outside its probes is left out and counted (`Slope.undefined`).
+    Example, thresholds 40, 80, 160 at budgets 1k, 4k, 16k (slope 0.5)::
+
+        >>> def probes(t):
+        ...     return {t / 4: [0.0, 0.05], t: [0.45, 0.55], t * 4: [0.95, 1.0]}
+        >>> points, slope = bootstrap_log_slope(
+        ...     {1e3: probes(40), 4e3: probes(80), 16e3: probes(160)}, 0.5, n_boot=400)
+        >>> round(slope.estimate, 3), slope.low < 0.5 < slope.high, slope.excludes_zero
+        (0.5, True, True)
+    """
+    budgets = sorted(curves)
+    points, draws = {}, {}
+    for i, x in enumerate(budgets):
+        samples = crossing_samples(curves[x], level, n_boot, seed + i)
+        points[x] = percentile_interval(crossing(curves[x], level), samples)
+        draws[x] = samples
+    used = [x for x in budgets if math.isfinite(points[x].estimate) and points[x].estimate > 0]
+    nan = math.nan
+    if len(used) < 2:
+        return points, Slope(nan, nan, nan, n_boot, tuple(used))
+    estimate = log_slope(used, [points[x].estimate for x in used])
+    stacked = np.stack([draws[x] for x in used])  # (budgets, n_boot)
+    ok = np.all(np.isfinite(stacked) & (stacked > 0), axis=0)
+    undefined = int(n_boot - ok.sum())
+    if not ok.any():
+        return points, Slope(estimate, nan, nan, n_boot, tuple(used), undefined)
+    # least-squares slopes of every kept resample at once (what `log_slope` computes for one)
+    lx = np.log(np.asarray(used, float))
+    ly = np.log(stacked[:, ok])  # (budgets, kept)
+    dx = lx - lx.mean()
+    fits = dx @ (ly - ly.mean(axis=0)) / float(dx @ dx)
+    q = (1 - CONFIDENCE) / 2
+    low, high = (float(np.quantile(fits, p, method="lower")) for p in (q, 1 - q))
+    return points, Slope(estimate, low, high, n_boot, tuple(used), undefined)
