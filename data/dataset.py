@@ -1,9 +1,12 @@
 """``RewriteDataset``: the generated splits plus everything derived from them.
 
 >>> ds = generate(spec)                      # doctest: +SKIP
->>> ds.train.column("output")[0]             # pyarrow tables, one row per example
->>> enc = ds.encoded("train")                # EncodedSplit, cached on the object
->>> prompts, completions = ds.texts("test")  # ("ab→c|zzabz=", "zzcz") pairs as plain text
+>>> ds.train.column("output")[0]             # doctest: +SKIP
+>>> enc = ds.encoded("train")                # doctest: +SKIP
+>>> prompts, completions = ds.texts("test")  # doctest: +SKIP
+
+(pyarrow tables, one row per example; the encoded split is cached on the object; texts are
+``("ab→c|zzabz=", "zzcz")`` pairs.)
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ function drawPhase(d) {
   if (th) {
     layout.shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: th.level, y1: th.level,
                          line: { dash: "dash", color: "#888" } });
-    if (th.estimate !== null && th.low !== null) {
-      layout.shapes.push({ type: "rect", yref: "paper", y0: 0, y1: 1, x0: th.low, x1: th.high,
+    const [lo, hi] = th.interval || [null, null];
+    if (lo !== null && hi !== null) {  // the crossing's 95 % interval (bootstrap over seeds)
+      layout.shapes.push({ type: "rect", yref: "paper", y0: 0, y1: 1, x0: lo, x1: hi,
                            fillcolor: "rgba(255,160,0,0.2)", line: { width: 0 } });
     }
   }
@@ -85,7 +86,10 @@ function drawThreshold(d) {
   if (th.estimate === null) answer = `no finished probe reaches ${th.metric} ≥ ${th.level} yet`;
   else if (th.low === null) answer = `${short(th.axis)}* ≤ ${fmt(th.estimate)} (the lowest probe passes)`;
   else answer = `${short(th.axis)}* = ${fmt(th.estimate)} in (${fmt(th.low)}, ${fmt(th.high)}]`;
-  el.textContent = `Threshold estimate: ${answer}. Probes (${th.metric} mean): ${probes}.`;
+  const [lo, hi] = th.interval || [null, null];
+  const crossing = th.crossing === null ? "" : `; the level is crossed at ${fmt(th.crossing)}` +
+    ` (95 % interval ${lo === null ? "below the probes" : fmt(lo)}–${hi === null ? "above the probes" : fmt(hi)})`;
+  el.textContent = `Threshold estimate: ${answer}${crossing}. Probes (${th.metric} mean): ${probes}.`;
 }
 
 function drawHeatmap(d) {
@@ -117,7 +121,7 @@ function drawCurves(d) {
   }
   const base = { margin: { t: 30 }, height: 340, xaxis: { title: { text: "step" } },
                  showlegend: d.curves.length <= 24, legend: { font: { size: 10 } } };
-  Plotly.react("curves", acc, { ...base, title: { text: `${d.metric} (dotted: ${d.train_metric || "no train twin"})` },
+  Plotly.react("curves", acc, { ...base, title: { text: `${d.metric} (dotted: ${d.train_metric || "no training-rule twin"})` },
                                 yaxis: { range: [0, 1.02] } }, CONFIG);
   Plotly.react("loss", loss, { ...base, title: { text: "train_loss" },
                                yaxis: { type: "log" } }, CONFIG);

@@ -23,21 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from sweeps.reporting.studies import training_twin
 from sweeps.reporting.tables import summarize
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
+from sweeps.stats import bootstrap_crossing, threshold_of
 from sweeps.store import TrialRecord
 
 #: Reports drawn per trial curve at most (evenly thinned): a page stays light at 10^5 rows.
 MAX_POINTS = 200
-
-
-def _train_metric(metric: str, columns: Sequence[str]) -> str | None:
-    """The train-rule twin of a test metric (``test_acc_op`` -> ``train_acc_op``), if stored."""
-    if metric.startswith("test_"):
-        twin = "train_" + metric[len("test_") :]
-        if twin in columns:
-            return twin
-    return None
 
 
 def _num(v: Any) -> float | None:
@@ -56,14 +49,16 @@ def _cells(
     train: str | None,
     include_running: bool,
 ) -> list[dict[str, Any]]:
-    """One row per grid cell: the axes' values, ``n`` seeds, mean and std of the metrics."""
-    summary = summarize(table, params, include_running=include_running).to_pylist()
+    """One row per grid cell: the axes' values, ``n`` seeds, mean, std and per-seed values of
+    the metric (and mean and std of its training-rule twin)."""
+    summary = summarize(table, params, include_running=include_running, per_seed=True)
     rows = []
-    for r in summary:
+    for r in summary.to_pylist():
         row = {a: _cell(r.get(a)) for a in axes}
         row["n"] = int(r["n"])
         row["metric_mean"] = _num(r.get(f"{metric}_mean"))
         row["metric_std"] = _num(r.get(f"{metric}_std"))
+        row["metric_values"] = [_num(v) for v in r.get(f"{metric}_values") or []]
         if train:
             row["train_mean"] = _num(r.get(f"{train}_mean"))
             row["train_std"] = _num(r.get(f"{train}_std"))
@@ -86,34 +81,39 @@ def _heatmap(rows: list[dict[str, Any]], axes: list[str]) -> dict[str, Any] | No
 
 
 def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """For a threshold search: the smallest probe passing with every larger one passing, and
-    the interval (largest failing probe below it, estimate]."""
+    """For a threshold search: the search's answer (the smallest probe passing with every
+    larger one passing) and its bracket (the largest failing probe below it, the answer], and
+    the crossing of the level with its bootstrap 95 % interval (`sweeps.stats`)."""
     search = spec.search
     if not isinstance(search, ThresholdSearch):
         return None
     probes = sorted(
-        (r[search.axis], r["metric_mean"] or 0.0, r["n"])
+        (r[search.axis], r["metric_mean"] or 0.0, r["n"], r.get("metric_values") or [])
         for r in rows
         if r.get(search.axis) is not None
     )
-    estimate = low = None
-    for i in range(len(probes) - 1, -1, -1):
-        value, mean, _ = probes[i]
-        if mean < search.level:
-            low = value
-            break
-        estimate = value
-    if estimate is None:
-        low = None
+    estimate = threshold_of([(v, m) for v, m, _, _ in probes], search.level)
+    below = [v for v, _, _, _ in probes if estimate is not None and v < estimate]
+    ci = bootstrap_crossing(
+        {v: [0.0 if x is None else x for x in vals] for v, _, _, vals in probes if vals},
+        search.level,
+    )
     return {
         "axis": search.axis,
         "metric": search.metric,
         "level": search.level,
         "estimate": estimate,
-        "low": low,
+        "low": below[-1] if below else None,
         "high": estimate,
-        "probes": [{"value": v, "mean": m, "n": n} for v, m, n in probes],
+        "crossing": _finite(ci.estimate),
+        "interval": [_finite(ci.low), _finite(ci.high)],
+        "probes": [{"value": v, "mean": m, "n": n} for v, m, n, _ in probes],
     }
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no infinity: an interval end outside the probes is null."""
+    return v if math.isfinite(v) else None
 
 
 def _curves(
@@ -157,7 +157,7 @@ def chart_data(
     params = {k for t in trials for k in t.params}
     axes = [a for a in spec.independent_fields if a in table.column_names]
     metric = spec.metric
-    train = _train_metric(metric, table.column_names)
+    train = training_twin(metric, table.column_names)
     live = _cells(table, params, axes, metric, train, True) if table.num_rows else []
     # the threshold is estimated from finished probes only: a running one's accuracy still moves
     done = _cells(table, params, axes, metric, train, False) if table.num_rows else []

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
+from sweeps.stats import threshold_of
 from sweeps.store import ResultsStore, TrialRecord, open_store
 
 #: Columns of `results` besides the parameters and metrics.
@@ -231,9 +232,5 @@ def _bisection_estimate(df: Any, axis: str, metric: str, level: float) -> dict[s
         for value, g in df.groupby(axis, sort=True):
             vals = [0.0 if v is None or math.isnan(v) else float(v) for v in g.get(metric, [])]
             probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
-    threshold = None
-    for value, mean, _ in reversed(probes):
-        if mean < level:
-            break
-        threshold = value
+    threshold = threshold_of([(value, mean) for value, mean, _ in probes], level)
     return {"threshold": threshold, "probes": probes}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
 from conftest import tiny_spec
 
 from sweeps import results, spec_from_dict
@@ -36,7 +37,7 @@ def _put(
             {
                 "step": step * 10,
                 "test_acc": acc,
-                "train_acc": min(1.0, acc + 0.2),
+                "fresh_acc": min(1.0, acc + 0.2),
                 "train_loss": 1.0 / step,
             },
         )
@@ -65,7 +66,7 @@ def test_grid_phase_curves_trials_with_errors_and_reuse() -> None:
     _put(st, "d", p(40, 1), "failed", [], error="CUDA out of memory")
     d = _charts(st, spec)
     assert d["axes"] == ["data.n_instructions"]  # the budget-coupled S is not an axis
-    assert d["metric"] == "test_acc" and d["train_metric"] == "train_acc"
+    assert d["metric"] == "test_acc" and d["train_metric"] == "fresh_acc"
     rows = d["phase"]["rows"]  # type: ignore[index]
     assert [(r["data.n_instructions"], r["n"]) for r in rows] == [(10, 2), (40, 1)]
     assert abs(rows[0]["metric_mean"] - 0.3) < 1e-9 and abs(rows[0]["train_mean"] - 0.5) < 1e-9
@@ -140,6 +141,11 @@ def test_threshold_estimate_and_interval_from_finished_probes() -> None:
     th = _charts(st, spec)["threshold"]
     assert th["estimate"] == 45 and th["low"] == 32 and th["high"] == 45  # type: ignore[index]
     assert [p["value"] for p in th["probes"]] == [8, 32, 45, 128]  # type: ignore[index]
+    # 0.5 is crossed two thirds of the way from 32 (0.3) to 45 (0.6) in log I; one seed a
+    # probe gives no spread, so the interval is that point.
+    crossing = 32 * (45 / 32) ** (2 / 3)
+    assert th["crossing"] == pytest.approx(crossing)  # type: ignore[index]
+    assert th["interval"] == pytest.approx([crossing, crossing])  # type: ignore[index]
 
 
 def test_long_curves_are_thinned_but_keep_the_last_report() -> None:
