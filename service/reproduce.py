@@ -42,7 +42,7 @@ from sweeps.reporting.results_doc import (
     index_path,
     render,
 )
-from sweeps.reporting.studies import STUDIES, Study, smoke_overrides
+from sweeps.reporting.studies import Study, default_studies, smoke_overrides
 from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -387,9 +387,10 @@ def reproduce(
 def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
     """Why ``out`` (docs/RESULTS.md, read through its index) is not current for this checkout:
     one line per study whose section comes from other code or another spec; empty when every
-    section does. A section is current when its experiment completed with real (not smoke)
-    settings, at this checkout's `code_version` of data/ and trainer/ (what turns a spec into
-    numbers), from exactly the spec its preset resolves to now (seed offset included). Example::
+    section does (``studies``: those of the default run unless named, `default_studies`). A
+    section is current when its experiment completed with real (not smoke) settings, at this
+    checkout's `code_version` of data/ and trainer/ (what turns a spec into numbers), from
+    exactly the spec its preset resolves to now (seed offset included). Example::
 
         check(Path("docs/RESULTS.md"))
         # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
@@ -397,7 +398,7 @@ def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
     index = ResultsIndex.load(index_path(out))
     code = code_version()
     stale = []
-    for study in studies if studies is not None else list(STUDIES.values()):
+    for study in studies if studies is not None else default_studies():
         rec = index.studies.get(study.name)
         why = _stale(study, rec, code)
         if why:

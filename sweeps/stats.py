@@ -256,6 +256,11 @@ def crossing(probes: Probes, level: float) -> float:
         return math.nan
     means = [float(_clean(probes[x]).mean()) for x in xs]
     fit = isotonic(means, [len(_clean(probes[x])) for x in xs])
+    return _crossing_of_fit(xs, fit, level)
+
+
+def _crossing_of_fit(xs: Sequence[float], fit: Sequence[float], level: float) -> float:
+    """`crossing` of a monotone fit at sorted ``xs``."""
     if fit[0] >= level:
         return -math.inf
     for i in range(1, len(xs)):
@@ -291,24 +296,6 @@ class Bootstrap:
         return self.low <= value <= self.high
 
 
-def _draws(rng: np.random.Generator, probes: Probes) -> dict[float, np.ndarray]:
-    """One parametric bootstrap draw: each probe's mean from a t distribution around its
-    measured mean, with the seeds' standard deviation pooled over every probe (see
-    `crossing_samples`), clipped to [0, 1] (accuracies)."""
-    clean = {x: _clean(v) for x, v in probes.items()}
-    df = sum(max(len(a) - 1, 0) for a in clean.values())
-    ss = sum(float(((a - a.mean()) ** 2).sum()) for a in clean.values() if len(a) > 1)
-    sd = math.sqrt(ss / df) if df else 0.0
-    out = {}
-    for x, a in clean.items():
-        if len(a) == 0:
-            out[x] = a
-            continue
-        t = rng.standard_t(df) if df else 0.0
-        out[x] = np.array([min(max(a.mean() + sd / math.sqrt(len(a)) * t, 0.0), 1.0)])
-    return out
-
-
 def crossing_samples(
     probes: Probes, level: float, n_boot: int = N_BOOT, seed: int = 0
 ) -> np.ndarray:
@@ -316,12 +303,30 @@ def crossing_samples(
 
     Each draw moves every probe's mean by ``sd / sqrt(n) * T``: ``sd`` the seeds' standard
     deviation pooled over all probes, ``T`` Student's t with the pooled degrees of freedom
-    (sum of n - 1). Why not resample each probe's own 2-4 seeds: that plain percentile
-    bootstrap held a known threshold in 81 % of 300 simulated searches (it cannot see spread
-    that two seeds happen to hide), this one in 93 % (`tests/sweeps/test_stats.py` checks it).
+    (sum of n - 1), clipped to [0, 1] (accuracies); the drawn means, one per probe, are then
+    fitted and crossed as `crossing` does. Why not resample each probe's own 2-4 seeds: that
+    plain percentile bootstrap held a known threshold in 81 % of 300 simulated searches (it
+    cannot see spread that two seeds happen to hide), this one in 93 %
+    (`tests/sweeps/test_stats.py` checks it).
     """
     rng = np.random.default_rng(seed)
-    return np.array([crossing(_draws(rng, probes), level) for _ in range(n_boot)])
+    clean = [(x, a) for x, a in ((x, _clean(v)) for x, v in probes.items()) if len(a)]
+    if not clean:
+        return np.full(n_boot, math.nan)
+    df = sum(len(a) - 1 for _, a in clean)
+    ss = sum(float(((a - a.mean()) ** 2).sum()) for _, a in clean)
+    sd = math.sqrt(ss / df) if df else 0.0
+    means = np.array([a.mean() for _, a in clean])
+    scale = sd / np.sqrt([len(a) for _, a in clean])
+    # draw b, probe j is the (b * k + j)-th t variate, as one draw after another would take them
+    t = rng.standard_t(df, size=(n_boot, len(clean))) if df else np.zeros((n_boot, len(clean)))
+    drawn = np.clip(means + scale * t, 0.0, 1.0)  # (n_boot, probes)
+    order = np.argsort([x for x, _ in clean], kind="stable")
+    xs = [clean[j][0] for j in order]
+    ones = [1.0] * len(xs)  # one drawn mean a probe
+    return np.array(
+        [_crossing_of_fit(xs, isotonic(row.tolist(), ones), level) for row in drawn[:, order]]
+    )
 
 
 def percentile_interval(estimate: float, samples: np.ndarray) -> Bootstrap:
@@ -388,9 +393,7 @@ class Slope:
         """``0.52 (95% interval 0.31–0.74, 2000 bootstrap resamples)``."""
         if math.isnan(self.estimate):
             return "n/a (fewer than two budgets with a threshold inside their probes)"
-        left = f", {self.undefined} left out: a threshold outside its probes" * bool(
-            self.undefined
-        )
+        left = f", {self.undefined} left out: a threshold outside its probes" * bool(self.undefined)
         if math.isnan(self.low):
             return f"{self.estimate:.2f} (no resample defined{left})"
         return (

@@ -628,11 +628,12 @@ def smoke_overrides(study: Study, spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def _smoke_over(over: Any, n_examples: int) -> dict[str, Any]:
-    """A threshold search's ``over`` cut to its ends; budgets (``data.n_examples``) keep their
-    ratio, the smallest becoming ``n_examples`` (which holds the bracket's largest I)."""
+    """A threshold search's ``over`` cut to its ends; budgets (``data.n_examples``) become
+    ``n_examples`` (which holds the bracket's largest I) and twice that: two bisections, a
+    slope through two points, at a smoke run's cost."""
     ends = _ends(over.points())
     if over.field == "data.n_examples":
-        ends = [n_examples, max(n_examples + 1, round(n_examples * ends[-1] / ends[0]))]
+        ends = [n_examples, 2 * n_examples][: len(ends)]
     return {"values": ends, "range": None}
 
 

@@ -513,7 +513,9 @@ def measure_frontier(
     return bootstrap_log_slope(frontier_probes(cells, metric), level)
 
 
-def _budget_line(budget: float, ci: Bootstrap | None, probes: Mapping[float, Any], run: FrontierRun) -> str:
+def _budget_line(
+    budget: float, ci: Bootstrap | None, probes: Mapping[float, Any], run: FrontierRun
+) -> str:
     if ci is None:
         return f"N={budget:,.0f}: not measured"
     means = [(x, sum(v) / len(v)) for x, v in probes.items()]
@@ -549,8 +551,12 @@ def frontier(cells: Sequence[Cell], run: FrontierRun, metric: str = STRICT) -> V
     budgets = sorted(set(run.budgets) | set(points))
     lines = "; ".join(_budget_line(b, points.get(b), curves.get(b, {}), run) for b in budgets)
     closed = [
-        b for b in budgets if b in points and math.isfinite(points[b].low)
-        and math.isfinite(points[b].high) and math.isfinite(points[b].estimate)
+        b
+        for b in budgets
+        if b in points
+        and math.isfinite(points[b].low)
+        and math.isfinite(points[b].high)
+        and math.isfinite(points[b].estimate)
     ]
     moves = slope.excludes_zero and slope.reliable
     fit = (

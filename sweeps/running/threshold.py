@@ -396,9 +396,7 @@ class ThresholdSearcher(Searcher):
         over = self.search.over
         if over is None:
             return {**head, **self.groups[0].summary()}
-        groups = [
-            {"value": g.group[over.field or ""], **g.summary()} for g in self.groups
-        ]
+        groups = [{"value": g.group[over.field or ""], **g.summary()} for g in self.groups]
         return {
             **head,
             "over": over.field,

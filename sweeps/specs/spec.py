@@ -516,7 +516,9 @@ class ExperimentSpec(BaseModel):
             for bound in ("low", "high"):
                 value = as_axis_value(getattr(search, bound), search.integer)
                 where = f"search.{bound}" if over is None else f"search.over.values.{i}"
-                resolve(self.trial_base, {**group, search.axis: value}, self.seeds[0], where, strict)
+                resolve(
+                    self.trial_base, {**group, search.axis: value}, self.seeds[0], where, strict
+                )
 
     def _check_fuse(self) -> None:
         """An explicit ``resources.fuse`` > 1 must be something the driver can honour."""
