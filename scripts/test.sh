@@ -3,10 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-# The results page is tested in a real headless browser: Debian's chromium.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "installing Debian's chromium for the browser test ..."
-  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } \
+# Real servers and a real browser in the tests, from Debian's packages: chromium for the results
+# page, PostgreSQL for the registry, Redis for Ray's GCS fault tolerance (tests/servers.py finds
+# PostgreSQL's binaries under /usr/lib/postgresql/*/bin, where Debian puts them).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+{ command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; } \
+  || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing Debian's ${missing[*]} for the tests ..."
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } \
     >/tmp/divsweep-apt.log 2>&1 || { tail -20 /tmp/divsweep-apt.log; exit 1; }
 fi
 . .venv/bin/activate

@@ -28,15 +28,18 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.capacity import NodeTypes
 from service.errors import BackendError, FieldError, ServiceError
 from service.experiments import ExperimentService
 from service.jobs import JobRunner, JobState, RayJobRunner
 from service.registry import Registry
 from service.results import ResultsView, StoreResults
-from service.routes import events, experiments, health, page, presets
+from service.routes import events, experiments, health, lifecycle, page, presets
 from service.schemas import PresetSubmission
 from service.settings import Settings
 from service.waiting import Stalls
+from sweeps.errors import UnknownExperimentError
+from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ def _default_runner(settings: Settings) -> JobRunner:
         python=settings.job_python,
         ship_packages=settings.ship_packages,
         token=settings.ray_token,
+        driver_cpus=settings.driver_cpus,
     )
 
 
@@ -149,8 +153,6 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         # Store lookups of unknown experiments surface as KeyError subclasses from sweeps.
-        from sweeps.errors import UnknownExperimentError
-
         if isinstance(exc, UnknownExperimentError):
             return error_response(404, "not_found", str(exc))
         log.exception("unhandled error in %s %s", request.method, request.url.path)
@@ -162,8 +164,6 @@ def _custom_openapi(app: FastAPI) -> dict[str, Any]:
     which the submit route reads by hand so that it can tell a preset from a spec."""
     if app.openapi_schema:
         return app.openapi_schema
-    from sweeps.specs.spec import ExperimentSpec
-
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -190,12 +190,13 @@ def create_app(
     results = results or StoreResults(settings.store_uri)
     resubmits: dict[str, int] = {}  # per process: how often each lost job was resubmitted
     stalls = Stalls()  # per process: since when each experiment has had no running trial
+    node_types = NodeTypes(settings.node_types, settings.cluster_config)
     service = ExperimentService(
         registry,
         runner,
         results,
         settings.max_concurrent,
-        node_types=settings.node_types,
+        node_types=node_types,
         resubmits=resubmits,
         stalls=stalls,
         wait_s=settings.resource_wait_s,
@@ -221,9 +222,10 @@ def create_app(
     app.state.results = results
     app.state.resubmits = resubmits
     app.state.stalls = stalls
+    app.state.node_types = node_types
     app.state.service = service
     _install_handlers(app)
-    for module in (experiments, events, presets, health, page):
+    for module in (experiments, events, presets, health, lifecycle, page):
         app.include_router(module.router)
     app.openapi = lambda: _custom_openapi(app)  # type: ignore[method-assign]
     return app

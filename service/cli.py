@@ -18,6 +18,7 @@ file ``divsweep serve`` wrote under the state directory).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -27,14 +28,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 
 from service.client import DivsweepClient, ServiceError
+from service.local_ray import GcsStore, HeadPorts, LocalRayHead, ensure_token, ray_env_token
+from service.reproduce import Client, ReproduceError
+from service.reproduce import check as check_document
+from service.reproduce import reproduce as run_reproduce
 from service.schemas import ExperimentOut
 from service.settings import Settings
+from service.specs import deep_merge
+from sweeps.errors import SpecError, SweepError
+from sweeps.reporting.plan import apply_sets, plan_report
+from sweeps.reporting.results_doc import StoreSource
+from sweeps.reporting.studies import select
+from sweeps.specs.lifecycle import ExperimentStatus
+from sweeps.specs.spec import yaml_load
+from sweeps.store import open_store
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Run the divsweep service, and talk to it."
@@ -84,13 +97,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
     num_cpus: Annotated[int, typer.Option(help="CPUs of the local Ray head")] = 2,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of a Redis for the local head's GCS (Ray's GCS fault tolerance): a "
+            "head restarted by the next `divsweep serve` recovers its cluster from it"
+        ),
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run the service; without RAY_ADDRESS, start a private Ray head on loopback first."""
+    # why here: the client commands must not pay for the server (FastAPI, SQLAlchemy, the spec)
     import uvicorn
 
     from service.app import create_app
-    from service.local_ray import LocalRayHead, ensure_token, ray_env_token
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
@@ -99,59 +119,15 @@ def serve(
         updates["host"] = host
     if port is not None:
         updates["port"] = port
-    head = None
     head_record = settings.state_dir / "ray-head.json"
-    ray_token_file = settings.state_dir / "ray-token"
-    ray_address = os.environ.get("RAY_ADDRESS")
+    head = None
     if not settings.dashboard_url:
-        if ray_address and ray_address.startswith("http"):
-            updates["dashboard_url"] = ray_address  # the Jobs API form of RAY_ADDRESS
-        elif ray_address:
-            typer.echo(
-                "RAY_ADDRESS names a GCS address; set DIVSWEEP_DASHBOARD_URL to the "
-                "cluster's Jobs API (http://HOST:8265) too",
-                err=True,
-            )
-            raise typer.Exit(2)
-        else:
-            # A head left running by a service that was killed still runs its sweeps: adopt it.
-            head = LocalRayHead.attach(head_record)
-            if head is None:
-                # Ray's token mode: only holders of this owner-only file reach the head.
-                ensure_token(ray_token_file)
-                # the port the service binds next is not the head's to take
-                service_port = port if port is not None else settings.port
-                head = LocalRayHead.start(
-                    num_cpus=num_cpus,
-                    temp_dir=None,
-                    token_path=ray_token_file,
-                    avoid_ports=(service_port,),
-                )
-                head.save(head_record)
-                typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
-            else:
-                typer.echo(f"re-attached to the running local Ray head at {head.address}")
-            # The head runs on this machine with this interpreter, where divsweep is installed.
-            updates |= {
-                "dashboard_url": head.dashboard_url,
-                "ray_address": head.address,
-                "job_python": sys.executable,
-                "ray_token": head.token,
-            }
+        head, cluster = _local_head(settings, port, num_cpus, redis, head_record)
+        updates |= cluster
     if head is None and settings.ray_token is None and (token := ray_env_token()):
         updates["ray_token"] = token  # a cluster in Ray's token mode (cluster.yaml sets it up)
     if not settings.tokens:
-        path = _token_file(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file():
-            token = path.read_text().strip()
-        else:
-            token = secrets.token_urlsafe(24)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
-        updates["tokens"] = {os.environ.get("USER", "local") or "local": token}
-        typer.echo(f"bearer token in {path}")
+        updates["tokens"] = _service_tokens(settings)
     settings = settings.model_copy(update=updates)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills
     # the process before `finally` stops the Ray head. Turn it into SystemExit instead.
@@ -166,23 +142,87 @@ def serve(
             head_record.unlink(missing_ok=True)
 
 
+def _local_head(
+    settings: Settings, port: int | None, num_cpus: int, redis: str | None, record: Path
+) -> tuple[LocalRayHead | None, dict[str, Any]]:
+    """The Ray cluster `serve` talks to when no dashboard URL is configured: RAY_ADDRESS's
+    Jobs API, else the private head recorded under the state directory (adopted while it
+    runs), else a new one. Returns the head (None for RAY_ADDRESS) and the settings to set."""
+    ray_address = os.environ.get("RAY_ADDRESS")
+    if ray_address and ray_address.startswith("http"):
+        return None, {"dashboard_url": ray_address}  # the Jobs API form of RAY_ADDRESS
+    if ray_address:
+        typer.echo(
+            "RAY_ADDRESS names a GCS address; set DIVSWEEP_DASHBOARD_URL to the "
+            "cluster's Jobs API (http://HOST:8265) too",
+            err=True,
+        )
+        raise typer.Exit(2)
+    # A head left running by a service that was killed still runs its sweeps: adopt it.
+    before = LocalRayHead.recorded(record)
+    head = LocalRayHead.attach(record)
+    if head is not None:
+        typer.echo(f"re-attached to the running local Ray head at {head.address}")
+    else:
+        # one namespace per state directory: several services may share one Redis
+        where = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:16]
+        store = GcsStore(redis or "", f"divsweep-{where}")
+        # Under GCS fault tolerance the new head takes the dead one's address, where its
+        # worker nodes and running drivers look for it, and recovers the cluster from Redis.
+        same = before is not None and before.redis == store
+        # the port the service binds next is not the head's to take
+        service_port = port if port is not None else settings.port
+        head = LocalRayHead.start(
+            num_cpus=num_cpus,
+            temp_dir=None,
+            token_path=_ray_token_file(settings),
+            avoid_ports=(service_port,),
+            redis=store if redis else None,
+            ports=HeadPorts.of(before) if redis and same and before else None,
+        )
+        head.save(record)
+        typer.echo(f"local Ray head at {head.address}, dashboard {head.dashboard_url}")
+    # The head runs on this machine with this interpreter, where divsweep is installed.
+    return head, {
+        "dashboard_url": head.dashboard_url,
+        "ray_address": head.address,
+        "job_python": sys.executable,
+        "ray_token": head.token,
+    }
+
+
+def _ray_token_file(settings: Settings) -> Path:
+    """Ray's token mode: only holders of this owner-only file reach the head."""
+    path = settings.state_dir / "ray-token"
+    ensure_token(path)
+    return path
+
+
+def _service_tokens(settings: Settings) -> dict[str, str]:
+    """The service's own bearer token (not Ray's), made once and kept under the state dir."""
+    path = _token_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        token = path.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    typer.echo(f"bearer token in {path}")
+    return {os.environ.get("USER", "local") or "local": token}
+
+
 def _load_body(spec: str, overrides: list[str]) -> dict[str, Any]:
     path = Path(spec)
-    from sweeps.errors import SpecError
-    from sweeps.reporting.plan import apply_sets
-
     try:
         sets = apply_sets({}, overrides)
     except SpecError as e:
         raise typer.BadParameter(str(e)) from None
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        from sweeps.specs.spec import yaml_load
-
         body = yaml_load(path.read_text())
         if not isinstance(body, dict):
             raise typer.BadParameter(f"{spec}: a spec file holds a mapping")
-        from service.specs import deep_merge
-
         return deep_merge(body, sets)
     return {"preset": spec, "overrides": sets}
 
@@ -232,9 +272,6 @@ def plan(
 
     Runs here, without the service or Ray (the same as ``python -m sweeps plan``).
     """
-    from sweeps.errors import SweepError
-    from sweeps.reporting.plan import plan_report
-
     try:
         typer.echo(plan_report(spec, set_ or [], throughput, params, json_))
     except SweepError as e:
@@ -291,7 +328,7 @@ def watch(exp_id: str, url: Url = DEFAULT_URL) -> None:
         update(final)
         bar.close()
     typer.echo(f"{exp_id}: {final.status}")
-    if final.status == "failed":
+    if final.status == ExperimentStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -378,32 +415,43 @@ def reproduce(
 ) -> None:
     """Run every study of the paper through the service, one after another, and write
     docs/RESULTS.md (tables, figures, wall times, the paper's numbers, verdicts)."""
-    from service.reproduce import Client, ReproduceError
-    from service.reproduce import check as check_document
-    from service.reproduce import reproduce as run_reproduce
-    from sweeps.reporting.results_doc import StoreSource
-    from sweeps.reporting.studies import select
-
     try:
         chosen = select(studies)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    source = None
-    if store is not None:
-        from sweeps.store import open_store
-
-        source = StoreSource(open_store(store))
     if out is None:  # a smoke run never overwrites the real document
         out = Settings().state_dir / "smoke" / "RESULTS.md" if smoke else Path("docs/RESULTS.md")
     if check:
-        stale = check_document(out, chosen if studies else None)
-        for line in stale:
-            typer.echo(f"stale: {line}")
-        typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
-        raise typer.Exit(1 if stale else 0)
+        _check_document(out, chosen if studies else None)
+    code = _run_reproduce(chosen, smoke, out, render_only, store, poll, seed_offset, url, token)
+    raise typer.Exit(code)
+
+
+def _check_document(out: Path, chosen: Any) -> NoReturn:
+    """``reproduce --check``: print what is stale, exit 0 (current) or 1."""
+    stale = check_document(out, chosen)
+    for line in stale:
+        typer.echo(f"stale: {line}")
+    typer.echo(f"{out}: {'not current' if stale else 'current'} for this checkout")
+    raise typer.Exit(1 if stale else 0)
+
+
+def _run_reproduce(
+    chosen: Any,
+    smoke: bool,
+    out: Path,
+    render_only: bool,
+    store: str | None,
+    poll: float,
+    seed_offset: int,
+    url: str,
+    token: str | None,
+) -> int:
+    """Run (or only render) the chosen studies; the command's exit code."""
+    source = None if store is None else StoreSource(open_store(store))
     client = Client(url, None if render_only else _token(token))
     try:
-        code = run_reproduce(
+        return run_reproduce(
             client,
             chosen,
             smoke,
@@ -417,7 +465,6 @@ def reproduce(
     except (ReproduceError, httpx.TransportError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    raise typer.Exit(code)
 
 
 def main() -> None:

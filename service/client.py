@@ -34,9 +34,11 @@ from typing import Any, Literal
 
 import httpx
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from service.schemas import ExperimentOut, ExperimentPage, SubmitOut
 from sweeps.specs.lifecycle import TERMINAL_STATUSES
+from sweeps.specs.spec import yaml_load
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -138,8 +140,6 @@ class DivsweepClient:
         if preset is not None:
             body: Any = {"preset": preset, "overrides": dict(overrides or {})}
         elif isinstance(spec, str | Path):
-            from sweeps.specs.spec import yaml_load
-
             body = yaml_load(Path(spec).read_text())
         else:
             body = dict(spec or {})
@@ -233,8 +233,6 @@ class DivsweepClient:
     # --- results --------------------------------------------------------------------------------
     def results(self, exp_id: str) -> pa.Table:
         """Every stored report (one row each): ids, state, parameters, metrics."""
-        import pyarrow.parquet as pq
-
         r = self._request(
             "GET", f"/v1/experiments/{exp_id}/results", params={"format": "parquet"}, timeout=300
         )

@@ -57,7 +57,7 @@ async def get_service(
         runner,
         results,
         settings.max_concurrent,
-        node_types=settings.node_types,
+        node_types=request.app.state.node_types,
         resubmits=request.app.state.resubmits,
         stalls=request.app.state.stalls,
         wait_s=settings.resource_wait_s,

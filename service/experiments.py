@@ -26,19 +26,20 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from service.capacity import check_feasible
-from service.errors import BackendError, ConflictError
+from service.capacity import NodeTypes, Placement, check_feasible, check_spec
+from service.errors import BackendError, ConflictError, NotFoundError
 from service.jobs import JobRunner, JobState, job_id_for
 from service.registry import Experiment, IdempotencyClash, Registry
 from service.results import ResultsView, TrialCounts
 from service.specs import PreparedSpec
 from service.waiting import Stalls, describe_wait, own_demands, parse_cluster_status
-from sweeps.specs.lifecycle import TERMINAL_STATUSES
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec
+from sweeps.store.base import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,16 @@ class Waiting:
 
 #: How often one service process resubmits an experiment whose Ray job was lost.
 MAX_RESUBMITS = 3
+#: Seconds before asking Ray for its nodes a second time (a dashboard restarting, a timeout).
+NODE_RETRY_S = 0.5
 
 _FROM_RAY = {
-    JobState.PENDING: "pending",
-    JobState.RUNNING: "running",
-    JobState.SUCCEEDED: "complete",
-    JobState.FAILED: "failed",
-    JobState.STOPPED: "cancelled",
-    JobState.MISSING: "failed",
+    JobState.PENDING: ExperimentStatus.PENDING,
+    JobState.RUNNING: ExperimentStatus.RUNNING,
+    JobState.SUCCEEDED: ExperimentStatus.COMPLETE,
+    JobState.FAILED: ExperimentStatus.FAILED,
+    JobState.STOPPED: ExperimentStatus.CANCELLED,
+    JobState.MISSING: ExperimentStatus.FAILED,
 }
 
 
@@ -79,7 +82,7 @@ class ExperimentService:
         results: ResultsView,
         max_concurrent: int,
         cancel_wait_s: float = 15.0,
-        node_types: Sequence[Mapping[str, float]] = (),
+        node_types: NodeTypes | None = None,
         resubmits: dict[str, int] | None = None,
         stalls: Stalls | None = None,
         wait_s: float = 300.0,
@@ -89,27 +92,39 @@ class ExperimentService:
         self.results = results
         self.max_concurrent = max_concurrent
         self.cancel_wait_s = cancel_wait_s
-        #: node types an autoscaling cluster may add (`Settings.node_types`)
-        self.node_types = list(node_types)
+        #: node types an autoscaling cluster may add (`service.capacity.NodeTypes`)
+        self.node_types = node_types if node_types is not None else NodeTypes((), None)
         #: resubmissions of lost jobs by experiment, shared by the app's requests (see `_lost`)
         self._resubmits = resubmits if resubmits is not None else {}
         #: when each experiment last stopped having a running trial, shared like `_resubmits`
         self._stalls = stalls if stalls is not None else Stalls()
         self.wait_s = wait_s
 
-    def check_feasible(self, prepared: PreparedSpec) -> None:
-        """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`).
+    def check_feasible(self, prepared: PreparedSpec) -> Placement:
+        """Refuse (422/413) a spec no node of the cluster can ever run (`service.capacity`);
+        say where its trials can run (a live node, or a node type the autoscaler may add).
 
-        When Ray cannot list its nodes the check is skipped (logged): submitting then still
-        fails or waits as before, but the service never refuses on a guess.
+        The checks that need no node always run. When Ray does not list its nodes, the listing
+        is tried once more; if it still fails, the node checks are skipped (the placement says
+        so, and the 202 carries it): the service never refuses on a guess.
         """
+        check_spec(prepared.spec)
         nodes = self.runner.nodes()
         if nodes is None:
+            time.sleep(NODE_RETRY_S)
+            nodes = self.runner.nodes()
+        if nodes is None:
             log.warning(
-                "cannot check %s against the cluster's nodes: Ray did not list them", prepared.name
+                "cannot check %s against the cluster's nodes: Ray did not list them (twice)",
+                prepared.name,
             )
-            return
-        check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types)
+            return Placement(
+                False,
+                (),
+                "not checked against the cluster's nodes: Ray did not list them (tried twice); "
+                "if no node can run a trial, the experiment waits (see its status)",
+            )
+        return check_feasible(prepared.spec, prepared.sizes, nodes, self.node_types.get())
 
     def submit(
         self, prepared: PreparedSpec, submitter: str, idempotency_key: str | None
@@ -145,9 +160,12 @@ class ExperimentService:
         try:
             job_id = self.runner.submit(exp.id, prepared.spec_json)
         except BackendError as e:
-            self.registry.update(exp.id, status="failed", error=e.message)
+            self.registry.update(exp.id, status=ExperimentStatus.FAILED, error=e.message)
             raise
-        return self.registry.update(exp.id, status="pending", ray_job_id=job_id), True
+        return (
+            self.registry.update(exp.id, status=ExperimentStatus.PENDING, ray_job_id=job_id),
+            True,
+        )
 
     @staticmethod
     def _same_spec(earlier: Experiment, prepared: PreparedSpec) -> Experiment:
@@ -158,14 +176,55 @@ class ExperimentService:
             )
         return earlier
 
+    def get(self, exp_id: str) -> Experiment:
+        """The experiment the registry knows, or else one the results store holds that was
+        started outside the service (``ray job submit ... python -m sweeps.run ... --store``):
+        read-only, its status the store's. `NotFoundError` when neither has it."""
+        try:
+            return self.registry.get(exp_id)
+        except NotFoundError:
+            rec = self.results.record(exp_id)
+            if rec is None:
+                raise
+            return external_experiment(rec)
+
+    def query(
+        self, status: ExperimentStatus | None, name: str | None, limit: int, offset: int
+    ) -> tuple[list[Experiment], int]:
+        """Newest first, the registry's experiments and those started outside the service
+        (filtered alike); returns ``(page, total)``."""
+        outside = [
+            e
+            for e in self.external()
+            if (status is None or e.status == status) and (not name or name in e.name)
+        ]
+        if not outside:
+            return self.registry.query(status=status, name=name, limit=limit, offset=offset)
+        rows, total = self.registry.query(status=status, name=name, limit=offset + limit)
+        merged = sorted([*rows, *outside], key=lambda e: e.created_at, reverse=True)
+        return merged[offset : offset + limit], total + len(outside)
+
+    def external(self) -> list[Experiment]:
+        """The results store's experiments the registry does not know."""
+        try:
+            recs = self.results.records()
+        except Exception as e:  # the list still shows the registry's experiments
+            log.warning("cannot list the results store's experiments: %s", e)
+            return []
+        if not recs:
+            return []
+        known = self.registry.known([r.experiment_id for r in recs])
+        return [external_experiment(r) for r in recs if r.experiment_id not in known]
+
     def refresh(self, exp_id: str, startup: bool = False) -> tuple[Experiment, JobState | None]:
         """The experiment with its status brought up to date from Ray (and the Ray state).
 
         If Ray cannot be reached the stored status is returned unchanged with state None. At
         ``startup`` no other request can be mid-submission, so a job Ray never saw is lost.
+        An experiment started outside the service has the store's status.
         """
-        exp = self.registry.get(exp_id)
-        if exp.is_terminal:
+        exp = self.get(exp_id)
+        if exp.is_terminal or exp.external:
             return exp, None
         job_id = exp.ray_job_id or job_id_for(exp.id)
         try:
@@ -173,7 +232,9 @@ class ExperimentService:
         except BackendError as e:
             log.warning("cannot refresh %s: %s", exp_id, e.message)
             return exp, None
-        in_flight = exp.status == "submitted" and exp.ray_job_id is None and not startup
+        in_flight = (
+            exp.status == ExperimentStatus.SUBMITTED and exp.ray_job_id is None and not startup
+        )
         if state == JobState.MISSING and in_flight:
             return exp, state  # still being submitted by another request
         if state == JobState.MISSING:
@@ -182,8 +243,9 @@ class ExperimentService:
         error = None
         if state in (JobState.SUCCEEDED, JobState.FAILED):
             store_status = self._store_status(exp)
-            if state == JobState.SUCCEEDED and store_status == "failed":
-                status, error = "failed", "the sweep recorded a failure; see the store"
+            if state == JobState.SUCCEEDED and store_status == ExperimentStatus.FAILED:
+                status = ExperimentStatus.FAILED
+                error = "the sweep recorded a failure; see the store"
             elif state == JobState.FAILED:
                 error = "the Ray job failed; see its logs in the Ray dashboard"
         if status != exp.status or error:
@@ -199,7 +261,11 @@ class ExperimentService:
         """
         store_status = self._store_status(exp)
         if store_status in TERMINAL_STATUSES:
-            error = None if store_status == "complete" else "the sweep recorded it; see the store"
+            error = (
+                None
+                if store_status == ExperimentStatus.COMPLETE
+                else "the sweep recorded it; see the store"
+            )
             return self.registry.update(exp.id, status=store_status, error=error), None
         n = self._resubmits.get(exp.id, 0)
         if n >= MAX_RESUBMITS:
@@ -207,7 +273,8 @@ class ExperimentService:
                 f"the Ray cluster lost this job {n + 1} times (its head died or was replaced); "
                 "not resubmitted again"
             )
-            return self.registry.update(exp.id, status="failed", error=msg), JobState.MISSING
+            failed = self.registry.update(exp.id, status=ExperimentStatus.FAILED, error=msg)
+            return failed, JobState.MISSING
         self._resubmits[exp.id] = n + 1
         try:
             job_id = self.runner.submit(exp.id, exp.spec_json)
@@ -223,14 +290,14 @@ class ExperimentService:
         )
         exp = self.registry.update(
             exp.id,
-            status="pending",
+            status=ExperimentStatus.PENDING,
             ray_job_id=job_id,
             error=f"resubmitted after the Ray cluster lost its job "
             f"({n + 1}/{MAX_RESUBMITS}); complete trials are kept",
         )
         return exp, JobState.PENDING
 
-    def _store_status(self, exp: Experiment) -> str | None:
+    def _store_status(self, exp: Experiment) -> ExperimentStatus | None:
         try:
             return self.results.progress(exp.id, *objective_of(exp.spec_json)).store_status
         except Exception as e:  # the store is advisory here; Ray's answer stands
@@ -240,6 +307,11 @@ class ExperimentService:
     def cancel(self, exp_id: str) -> Experiment:
         """Stop the Ray job, then mark unfinished trials cancelled; stored rows are kept."""
         exp, _ = self.refresh(exp_id)
+        if exp.external:
+            raise ConflictError(
+                f"experiment {exp_id} was started outside the service and is read-only here; "
+                "stop its Ray job with `ray job stop <submission id>`"
+            )
         if exp.is_terminal:
             raise ConflictError(f"experiment {exp_id} is already {exp.status}; nothing to cancel")
         job_id = exp.ray_job_id or job_id_for(exp.id)
@@ -255,7 +327,7 @@ class ExperimentService:
                 break
             time.sleep(0.2)
         self.results.cancel(exp_id)
-        return self.registry.update(exp_id, status="cancelled")
+        return self.registry.update(exp_id, status=ExperimentStatus.CANCELLED)
 
     def waiting(
         self, exp: Experiment, running: int, pending: int, now: float | None = None
@@ -266,14 +338,17 @@ class ExperimentService:
         some are left. The report is read from Ray (`service.waiting`) only past `wait_s`, so
         a status request of a moving experiment never calls Ray's cluster status.
         """
+        if exp.external:
+            return None  # no Ray job of the service's to explain
         now = time.time() if now is None else now
         stalled = not exp.is_terminal and (
-            exp.status == "pending" or (exp.status == "running" and running == 0 and pending > 0)
+            exp.status == ExperimentStatus.PENDING
+            or (exp.status == ExperimentStatus.RUNNING and running == 0 and pending > 0)
         )
         since = self._stalls.observe(exp.id, stalled, now)
         if since is None:
             return None
-        if exp.status == "pending":  # the registry knows since when; a restart does not reset it
+        if exp.status == ExperimentStatus.PENDING:  # the registry knows since when, across restarts
             since = min(since, exp.updated_at.timestamp())
         if now - since < self.wait_s:
             return None
@@ -284,7 +359,8 @@ class ExperimentService:
             # `gpu: auto` asks for a share the driver sizes at run time (`own_demands`)
             request["GPU"] = 1.0 if auto else float(res.gpu)
         raw = self.runner.cluster_status()
-        view = None if raw is None else parse_cluster_status(raw, self.node_types)
+        types = self.node_types.get()
+        view = None if raw is None else parse_cluster_status(raw, [t.resources for t in types])
         ours = own_demands(view, request, auto) if view else []
         return Waiting(
             since=since,
@@ -292,7 +368,7 @@ class ExperimentService:
             request=request,
             infeasible=any(d.infeasible for d in ours),
             demands=[asdict(d) for d in (view.demands if view else ())],
-            detail=describe_wait(request, now - since, view, auto),
+            detail=describe_wait(request, now - since, view, auto, types),
         )
 
     def progress(self, exp: Experiment) -> TrialCounts:
@@ -312,6 +388,33 @@ class ExperimentService:
                 log.info("reconciled %s: %s -> %s", exp.id, exp.status, new.status)
                 changed += 1
         return changed
+
+
+#: The submitter shown for experiments started outside the service.
+OUTSIDE = "(outside the service)"
+
+
+def external_experiment(rec: ExperimentRecord) -> Experiment:
+    """A results-store record as a read-only `Experiment` (``external=True``)."""
+    try:
+        n_trials = spec_of(rec.spec_json).n_trials
+    except ValueError:  # a spec of another code version: show it, count no trials
+        n_trials = 0
+    return Experiment(
+        id=rec.experiment_id,
+        name=rec.name,
+        spec_json=rec.spec_json,
+        spec_hash=rec.spec_hash,
+        n_trials=n_trials,
+        ray_job_id=None,
+        submitter=OUTSIDE,
+        idempotency_key=None,
+        status=ExperimentStatus(rec.status),
+        error=rec.error,
+        created_at=datetime.fromtimestamp(rec.created_at, UTC),
+        updated_at=datetime.fromtimestamp(rec.updated_at or rec.created_at, UTC),
+        external=True,
+    )
 
 
 @functools.lru_cache(maxsize=1024)

@@ -18,17 +18,17 @@ Example::
 from __future__ import annotations
 
 import enum
-import json
+import importlib.util
 import logging
 import os
 import shlex
 import shutil
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
 from service.errors import BackendError
+from service.ray_http import answers, get_json, live_nodes
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,15 @@ def write_job_dir(jobs_dir: Path, exp_id: str, spec_json: str) -> Path:
 
 
 def _package_dirs() -> list[str]:
-    """Source directories of our packages, for ``runtime_env['py_modules']``."""
-    import data
-    import sweeps
-    import trainer
-
-    return [str(Path(m.__file__ or "").parent) for m in (data, trainer, sweeps)]
+    """Source directories of our packages, for ``runtime_env['py_modules']`` (found, not
+    imported: the service does not need the trainer's torch to ship it)."""
+    out = []
+    for name in ("data", "trainer", "sweeps"):
+        found = importlib.util.find_spec(name)
+        if found is None or found.origin is None:
+            raise BackendError(f"cannot ship package {name!r}: it is not installed here")
+        out.append(str(Path(found.origin).parent))
+    return out
 
 
 class RayJobRunner:
@@ -127,6 +130,7 @@ class RayJobRunner:
         ship_packages: bool = False,
         env_vars: dict[str, str] | None = None,
         token: str | None = None,
+        driver_cpus: float = 0.0,
     ) -> None:
         self._url = dashboard_url
         #: Ray's token authentication (`service.local_ray`): every call carries the token.
@@ -136,6 +140,8 @@ class RayJobRunner:
         self.python = python
         self.ship_packages = ship_packages
         self.env_vars = dict(env_vars or {})
+        #: `Settings.driver_cpus`: above 0 the driver runs on a worker node, not the head
+        self.driver_cpus = driver_cpus
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -168,6 +174,7 @@ class RayJobRunner:
                 submission_id=job_id_for(exp_id),
                 runtime_env=runtime_env,
                 metadata={"divsweep_experiment": exp_id},
+                entrypoint_num_cpus=self.driver_cpus or None,
             )
         except BackendError:
             raise
@@ -199,43 +206,19 @@ class RayJobRunner:
             raise BackendError(f"could not stop Ray job {job_id}: {e}") from e
 
     def ping(self) -> bool:
-        req = urllib.request.Request(f"{self._url}/api/version", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers(f"{self._url}/api/version", self.headers)
 
     def nodes(self) -> list[dict[str, float]] | None:
-        """Live nodes' total resources from the dashboard's state API (``/api/v0/nodes``);
-        None when it does not answer (the caller then cannot refuse infeasible requests)."""
-        rows = self._get_json(
-            "/api/v0/nodes?limit=10000", lambda body: list(body["data"]["result"]["result"])
-        )
-        if rows is None:
-            return None
-        alive = [
-            {k: float(v) for k, v in (row.get("resources_total") or {}).items()}
-            for row in rows
-            if row.get("state") == "ALIVE"
-        ]
-        # A head that is still registering lists no node for a moment: that is "unknown",
-        # never "a cluster without CPUs".
-        return alive or None
+        """Live nodes' total resources (`service.ray_http.live_nodes`); None when Ray does not
+        list them (the caller then cannot refuse infeasible requests)."""
+        return live_nodes(self._url, self.headers)
 
     def cluster_status(self) -> dict[str, Any] | None:
         """The ``data`` of the dashboard's ``/api/cluster_status`` (`service.waiting` reads it);
         None when it does not answer."""
-        return self._get_json("/api/cluster_status", lambda body: body["data"])
-
-    def _get_json(self, path: str, pick: Any) -> Any:
-        req = urllib.request.Request(f"{self._url}{path}", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return pick(json.load(r))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("cannot read %s from Ray at %s: %s", path, self._url, e)
-            return None
+        body = get_json(f"{self._url}/api/cluster_status", self.headers)
+        data = body.get("data") if isinstance(body, dict) else None
+        return data if isinstance(data, dict) else None
 
     def cleanup(self, exp_id: str) -> None:
         """Remove the job's working directory once the experiment is terminal."""

@@ -31,16 +31,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.ray_http import answers, live_nodes
 
 log = logging.getLogger(__name__)
 
 
 class LocalRayError(RuntimeError):
     """The local Ray head could not be started."""
+
+
+class LocalRayHeadExited(LocalRayError):
+    """``ray start`` exited before the head was ready."""
 
 
 def _group_alive(pgid: int) -> bool:
@@ -135,6 +140,91 @@ def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
             s.close()
 
 
+@dataclass(frozen=True)
+class GcsStore:
+    """Where a head's GCS keeps its state for fault tolerance: a Redis ``address``
+    (``host:port``) and the ``namespace`` of this cluster in it (Ray's
+    ``RAY_external_storage_namespace``; one Redis can serve several clusters)."""
+
+    address: str
+    namespace: str = "divsweep"
+
+
+@dataclass(frozen=True)
+class HeadPorts:
+    """The seven ports of a head; a head restarted under GCS fault tolerance takes the old
+    head's (`of`), so that its worker nodes and clients find it where it was."""
+
+    gcs: int
+    dashboard: int
+    client: int
+    agent: int
+    agent_grpc: int
+    metrics: int
+    runtime_env: int
+
+    @classmethod
+    def free(cls, avoid: Collection[int] = ()) -> HeadPorts:
+        return cls(*free_ports(7, avoid))
+
+    @classmethod
+    def of(cls, head: LocalRayHead) -> HeadPorts:
+        """The GCS and dashboard ports of ``head``, the others free now."""
+        gcs = int(head.address.rsplit(":", 1)[1])
+        dashboard = int(head.dashboard_url.rsplit(":", 1)[1])
+        return cls(gcs, dashboard, *free_ports(5, (gcs, dashboard)))
+
+
+def _head_command(
+    ports: HeadPorts, tmp: Path, num_cpus: int, num_gpus: int | None, object_store_mb: int
+) -> list[str]:
+    """``ray start --head --block`` on loopback with every port fixed."""
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--num-cpus={num_cpus}",
+        "--node-ip-address=127.0.0.1",
+        f"--port={ports.gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports.dashboard}",
+        f"--temp-dir={tmp}",
+        f"--object-store-memory={object_store_mb * 1024 * 1024}",
+        f"--ray-client-server-port={ports.client}",
+        f"--dashboard-agent-listen-port={ports.agent}",
+        f"--dashboard-agent-grpc-port={ports.agent_grpc}",
+        f"--metrics-export-port={ports.metrics}",
+        f"--runtime-env-agent-port={ports.runtime_env}",
+    ]
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus}")
+    return cmd
+
+
+def _head_env(token_path: str | Path | None, redis: GcsStore | None) -> dict[str, str]:
+    """The head's environment: its auth mode fixed either way, and its GCS store."""
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    # Fix the mode explicitly either way: Ray >= 2.5x turns token auth on for `ray start`
+    # whenever ~/.ray/auth_token exists (any local `ray.init()` writes it), so the mode
+    # would otherwise depend on what ran on the machine before.
+    env.pop("RAY_AUTH_TOKEN", None)
+    if token_path is not None:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN_PATH"] = str(Path(token_path).resolve())
+    else:
+        env["RAY_AUTH_MODE"] = "disabled"
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.pop("RAY_REDIS_ADDRESS", None)
+    if redis is not None:
+        env["RAY_REDIS_ADDRESS"] = redis.address
+        env["RAY_external_storage_namespace"] = redis.namespace
+    return env
+
+
 @dataclass
 class LocalRayHead:
     """A running ``ray start --head --block`` process group."""
@@ -147,6 +237,8 @@ class LocalRayHead:
     pgid: int = 0  # the head's process group (``ray start`` leads it)
     #: The file holding the head's auth token (Ray's token mode), None for a head without one.
     token_path: Path | None = None
+    #: Where its GCS keeps its state (GCS fault tolerance), None: in memory only.
+    redis: GcsStore | None = None
 
     def __post_init__(self) -> None:
         if not self.pgid and self.process is not None:
@@ -180,6 +272,7 @@ class LocalRayHead:
             "owns_temp_dir": self.owns_temp_dir,
             "pgid": self.pgid,
             "token_path": str(self.token_path) if self.token_path else None,
+            "redis": [self.redis.address, self.redis.namespace] if self.redis else None,
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,16 +281,13 @@ class LocalRayHead:
         os.replace(tmp, path)
 
     @classmethod
-    def attach(cls, path: str | Path) -> LocalRayHead | None:
-        """The head recorded in ``path`` if it still runs and answers, else None.
-
-        A record of a head that is gone is deleted, so the caller starts a fresh one.
-        """
-        path = Path(path)
+    def recorded(cls, path: str | Path) -> LocalRayHead | None:
+        """The head recorded in ``path`` (`save`), alive or not; None without a record."""
         try:
-            rec = json.loads(path.read_text())
+            rec = json.loads(Path(path).read_text())
             token_path = Path(rec["token_path"]) if rec.get("token_path") else None
-            head = cls(
+            redis = GcsStore(*rec["redis"]) if rec.get("redis") else None
+            return cls(
                 None,
                 rec["address"],
                 rec["dashboard_url"],
@@ -205,8 +295,20 @@ class LocalRayHead:
                 bool(rec["owns_temp_dir"]),
                 int(rec["pgid"]),
                 token_path,
+                redis,
             )
         except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    @classmethod
+    def attach(cls, path: str | Path) -> LocalRayHead | None:
+        """The head recorded in ``path`` if it still runs and answers, else None.
+
+        A record of a head that is gone is deleted, so the caller starts a fresh one.
+        """
+        path = Path(path)
+        head = cls.recorded(path)
+        if head is None:
             return None
         if head.pgid > 0 and head.alive() and head.jobs_api_ready():
             log.info("re-attached to the local Ray head at %s", head.address)
@@ -225,91 +327,102 @@ class LocalRayHead:
         timeout_s: float = 90.0,
         token_path: str | Path | None = None,
         avoid_ports: Collection[int] = (),
+        redis: GcsStore | None = None,
+        ports: HeadPorts | None = None,
+        attempts: int = 2,
     ) -> LocalRayHead:
-        """Start a head on loopback and wait until its Jobs API answers.
+        """Start a head on loopback and wait until it is `ready`; up to ``attempts`` times when
+        ``ray start`` exits early (Ray's raylet gives its dashboard agent a fixed 15 s to start
+        and exits when a loaded machine misses it, ray-project/ray#65983).
 
         With ``token_path`` (a file holding a token, see `ensure_token`) the head runs in Ray's
         token authentication mode: its GCS, dashboard and Jobs API refuse every client that does
         not present the token, so another local user cannot submit jobs to it (ShadowRay,
         CVE-2023-48022). Its workers and job drivers inherit the mode and the token's path.
-        ``avoid_ports`` are ports the head must leave alone (the service's own).
+        ``avoid_ports`` are ports the head must leave alone (the service's own). With ``redis``
+        the GCS keeps its state there (Ray's GCS fault tolerance); a head started again with the
+        same Redis and namespace, on the same ``ports`` (`HeadPorts.of` the old one), recovers
+        the cluster: worker nodes, their actors and job drivers reconnect to it.
         """
         # Unix socket paths are limited to ~107 bytes, so the temp dir must be short.
         owns = temp_dir is None
         tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
-        port, dash, client, agent, agent_grpc, metrics, runtime_env = free_ports(7, avoid_ports)
-        ray_bin = str(Path(sys.executable).with_name("ray"))
-        cmd = [
-            ray_bin,
-            "start",
-            "--head",
-            "--block",
-            "--disable-usage-stats",
-            f"--num-cpus={num_cpus}",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            f"--temp-dir={tmp}",
-            f"--object-store-memory={object_store_mb * 1024 * 1024}",
-            f"--ray-client-server-port={client}",
-            f"--dashboard-agent-listen-port={agent}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--metrics-export-port={metrics}",
-            f"--runtime-env-agent-port={runtime_env}",
-        ]
-        if num_gpus is not None:
-            cmd.append(f"--num-gpus={num_gpus}")
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        env.pop("RAY_ADDRESS", None)
-        # Fix the mode explicitly either way: Ray >= 2.5x turns token auth on for `ray start`
-        # whenever ~/.ray/auth_token exists (any local `ray.init()` writes it), so the mode
-        # would otherwise depend on what ran on the machine before.
-        env.pop("RAY_AUTH_TOKEN", None)
-        if token_path is not None:
-            env["RAY_AUTH_MODE"] = "token"
-            env["RAY_AUTH_TOKEN_PATH"] = str(Path(token_path).resolve())
-        else:
-            env["RAY_AUTH_MODE"] = "disabled"
-            env.pop("RAY_AUTH_TOKEN_PATH", None)
-        logf = open(tmp / "head.log", "wb")  # noqa: SIM115 - lives as long as the process
+        ports = ports or HeadPorts.free(avoid_ports)
+        for attempt in range(1, attempts + 1):
+            head = cls._launch(
+                ports, tmp, owns, num_cpus, num_gpus, object_store_mb, token_path, redis
+            )
+            try:
+                head._wait_ready(timeout_s)
+                return head
+            except LocalRayHeadExited:
+                if attempt == attempts:
+                    raise
+                log.warning("ray start exited early (see %s); starting it again", tmp / "head.log")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _launch(
+        cls,
+        ports: HeadPorts,
+        tmp: Path,
+        owns: bool,
+        num_cpus: int,
+        num_gpus: int | None,
+        object_store_mb: int,
+        token_path: str | Path | None,
+        redis: GcsStore | None = None,
+    ) -> LocalRayHead:
+        """``ray start --head --block`` in a session of its own; not yet ready."""
+        cmd = _head_command(ports, tmp, num_cpus, num_gpus, object_store_mb)
+        logf = open(tmp / "head.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=_head_env(token_path, redis),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        head = cls(
+        return cls(
             proc,
-            f"127.0.0.1:{port}",
-            f"http://127.0.0.1:{dash}",
+            f"127.0.0.1:{ports.gcs}",
+            f"http://127.0.0.1:{ports.dashboard}",
             tmp,
             owns,
             token_path=Path(token_path).resolve() if token_path is not None else None,
+            redis=redis,
         )
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Return once the head is `ready`; stop it and raise `LocalRayError` if it exits or
+        takes longer than ``timeout_s``."""
+        assert self.process is not None  # only a head this process started
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                head.stop()
-                raise LocalRayError(
-                    f"ray start exited with code {proc.returncode}; see {tmp / 'head.log'}"
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.stop(keep_temp_dir=True)
+                raise LocalRayHeadExited(
+                    f"ray start exited with code {code}; see {self.temp_dir / 'head.log'}"
                 )
-            if head.jobs_api_ready():
-                log.info("local Ray head up at %s (dashboard %s)", head.address, head.dashboard_url)
-                return head
+            if self.ready():
+                log.info("local Ray head up at %s (dashboard %s)", self.address, self.dashboard_url)
+                return
             time.sleep(0.5)
-        head.stop()
+        self.stop()
         raise LocalRayError(f"Ray head did not answer within {timeout_s:.0f}s")
 
     def jobs_api_ready(self) -> bool:
         """True once the dashboard's Jobs API answers."""
-        req = urllib.request.Request(f"{self.dashboard_url}/api/jobs/", headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers(f"{self.dashboard_url}/api/jobs/", self.headers)
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def ready(self) -> bool:
+        """True once the Jobs API answers and Ray lists the head as a live node: a service
+        asking for the nodes earlier would find none, and could check no submission."""
+        return self.jobs_api_ready() and live_nodes(self.dashboard_url, self.headers) is not None
+
+    def stop(self, grace_s: float = 10.0, keep_temp_dir: bool = False) -> None:
         """Stop every process of this head (and nothing else), its jobs' drivers included."""
         if self.alive():
             self._stop_jobs(grace_s)
@@ -329,7 +442,7 @@ class LocalRayHead:
             self.process.wait()
         else:
             self._wait_gone(grace_s)
-        if self.owns_temp_dir:
+        if self.owns_temp_dir and not keep_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _wait_gone(self, timeout_s: float) -> None:

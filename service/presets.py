@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sweeps.specs.presets import list_presets, load_preset
 from sweeps.specs.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,10 @@ class Preset:
 
 
 def _names() -> list[str]:
-    from sweeps import list_presets
-
     return list_presets()
 
 
 def _load(name: str) -> ExperimentSpec:
-    from sweeps import load_preset
-
     return load_preset(name)
 
 

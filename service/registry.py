@@ -1,6 +1,8 @@
 """The durable experiment registry: one SQL row per submitted experiment (SQLAlchemy 2).
 
-SQLite under the state directory by default; any SQLAlchemy URL (PostgreSQL, ...) works. The
+SQLite under the state directory by default; any SQLAlchemy URL works, and PostgreSQL is tested
+(``postgresql+psycopg://user@host/db``, the ``postgres`` extra; several service processes may
+share one, see docs/DEPLOY.md). The
 registry is the service's own memory: which experiments exist, who submitted them, under which
 Ray job, with which Idempotency-Key. Results live in the sweeps store, not here.
 
@@ -9,9 +11,9 @@ Example::
     reg = Registry("sqlite:////tmp/ds/registry.db")
     row = reg.create(name="fig2a-mini", spec_json="{...}", spec_hash="ab12...",
                      submitter="alice", idempotency_key=None)
-    reg.set_job(row.id, "divsweep-" + row.id, status="pending")
-    reg.get(row.id).status          # 'pending'
-    reg.query(status="pending", limit=10, offset=0)
+    reg.update(row.id, status=ExperimentStatus.PENDING, ray_job_id="divsweep-" + row.id)
+    reg.get(row.id).status          # ExperimentStatus.PENDING, which == 'pending'
+    reg.query(status=ExperimentStatus.PENDING, limit=10, offset=0)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Index, String, Text, UniqueConstraint, create_engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from service.errors import NotFoundError
@@ -82,7 +84,7 @@ class ExperimentRow(_Base):
     ray_job_id: Mapped[str | None] = mapped_column(String(200), default=None)
     submitter: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="submitted")
+    status: Mapped[str] = mapped_column(String(16), default=ExperimentStatus.SUBMITTED.value)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -100,10 +102,13 @@ class Experiment:
     ray_job_id: str | None
     submitter: str
     idempotency_key: str | None
-    status: str
+    status: ExperimentStatus
     error: str | None
     created_at: datetime
     updated_at: datetime
+    #: started outside the service (``ray job submit ... sweeps.run --store``): known from the
+    #: results store only, read-only here (`ExperimentService.get`)
+    external: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -126,7 +131,7 @@ class Experiment:
             row.ray_job_id,
             row.submitter,
             row.idempotency_key,
-            row.status,
+            ExperimentStatus(row.status),
             row.error,
             utc(row.created_at),
             utc(row.updated_at),
@@ -152,7 +157,12 @@ class Registry:
         # check_same_thread=False: FastAPI runs sync handlers on a thread pool.
         connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=connect_args)
-        _Base.metadata.create_all(self.engine)
+        try:
+            _Base.metadata.create_all(self.engine)
+        except (IntegrityError, ProgrammingError):
+            # Two service processes starting at once on an empty PostgreSQL database both
+            # create the table; the loser's CREATE fails. The table exists now: check again.
+            _Base.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         #: Held across "count active, then create" so that concurrent submissions cannot all
         #: pass the quota (one service process owns the registry).
@@ -184,7 +194,7 @@ class Registry:
             n_trials=n_trials,
             submitter=submitter,
             idempotency_key=idempotency_key,
-            status="submitted",
+            status=ExperimentStatus.SUBMITTED,
             created_at=_now(),
             updated_at=_now(),
         )
@@ -224,7 +234,7 @@ class Registry:
     def query(
         self,
         *,
-        status: str | None = None,
+        status: ExperimentStatus | None = None,
         name: str | None = None,
         limit: int = 50,
         offset: int = 0,
@@ -244,6 +254,13 @@ class Registry:
             ).all()
             return [Experiment.of(r) for r in rows], int(total)
 
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the registry holds."""
+        table = ExperimentRow.__table__
+        with self.engine.connect() as c:
+            rows = c.execute(select(table.c.id).where(table.c.id.in_(ids))).all()
+        return {r[0] for r in rows}
+
     def count_active(self) -> int:
         with self._session() as s:
             n = s.scalar(
@@ -262,7 +279,7 @@ class Registry:
         self,
         exp_id: str,
         *,
-        status: str | None = None,
+        status: ExperimentStatus | None = None,
         ray_job_id: str | None = None,
         error: str | None = None,
     ) -> Experiment:

@@ -35,6 +35,7 @@ import pyarrow as pa
 from service.client import DivsweepClient, ServiceError
 from sweeps.codeversion import code_version
 from sweeps.reporting.results_doc import (
+    SKIPPED,
     ResultsIndex,
     ResultsSource,
     RunInfo,
@@ -197,7 +198,7 @@ def run_study(
     except ServiceError as e:
         rec = StudyRecord(
             study.name,
-            "skipped",
+            SKIPPED,
             smoke=smoke,
             commit=commit,
             error=f"its spec does not validate here: {e}",
@@ -209,7 +210,7 @@ def run_study(
     if problem:
         rec = StudyRecord(
             study.name,
-            "skipped",
+            SKIPPED,
             smoke=smoke,
             commit=commit,
             error=f"it cannot run on this machine: {problem}",
@@ -334,7 +335,7 @@ def reproduce(
     real = [
         s.name
         for s in studies
-        if (r := index.studies.get(s.name)) is not None and not r.smoke and r.status != "skipped"
+        if (r := index.studies.get(s.name)) is not None and not r.smoke and r.status != SKIPPED
     ]
     if smoke and real:
         raise ReproduceError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Hashable
@@ -27,9 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from service.errors import BackendError, NotFoundError
-from sweeps.specs.lifecycle import TERMINAL_STATUSES, TRIAL_STATES
+from sweeps.reporting.charts import chart_data
+from sweeps.reporting.plot import plot_phase_diagram
+from sweeps.reporting.tables import results as results_table
+from sweeps.reporting.tables import summary as summary_table
+from sweeps.specs.lifecycle import TERMINAL_STATUSES, TRIAL_STATES, ExperimentStatus
+from sweeps.specs.spec import ExperimentSpec
+from sweeps.store import open_store
+from sweeps.store.base import ExperimentRecord
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,7 @@ class TrialCounts:
     results: int
     best: float | None
     best_trial: str | None
-    store_status: str | None = None
+    store_status: ExperimentStatus | None = None
 
 
 class ResultsView(Protocol):
@@ -79,6 +90,14 @@ class ResultsView(Protocol):
     def cancel(self, exp_id: str) -> None: ...
 
     def check_writable(self) -> None: ...
+
+    def record(self, exp_id: str) -> ExperimentRecord | None:
+        """The store's experiment record, None when the store does not hold it."""
+        ...
+
+    def records(self) -> list[ExperimentRecord]:
+        """Every experiment the store holds, oldest first."""
+        ...
 
 
 @dataclass
@@ -105,8 +124,6 @@ class StoreResults:
     def _open(self) -> Any:
         with self._lock:
             if self._store is None:
-                from sweeps import open_store
-
                 self._store = open_store(self.store_uri)
             return self._store
 
@@ -146,7 +163,7 @@ class StoreResults:
                     better = b.best is None or (v > b.best if mode == "max" else v < b.best)
                     if better:
                         b.best, b.best_trial = float(v), row.trial_id
-            return TrialCounts(counts, b.n, b.best, b.best_trial, status)
+            return TrialCounts(counts, b.n, b.best, b.best_trial, ExperimentStatus(status))
 
     def events(self, exp_id: str, since_seq: int, limit: int) -> list[ResultEvent]:
         store = self._open()
@@ -165,8 +182,6 @@ class StoreResults:
             return cached
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps.reporting.tables import results
-
         store = self._open()
         # Token and status first: rows read after them are at least that new.
         token = store.state_token(exp_id)
@@ -175,7 +190,7 @@ class StoreResults:
         if live is not None and token is not None and live[0] == token:
             return live[1]
         final = store.get_experiment(exp_id).status in TERMINAL_STATUSES
-        table: pa.Table = results(exp_id, store=store)
+        table: pa.Table = results_table(exp_id, store=store)
         with self._lock:
             if final:
                 _put_bounded(self._tables, exp_id, table, TABLE_CACHE_SIZE)
@@ -187,15 +202,11 @@ class StoreResults:
     def summary(self, exp_id: str) -> pa.Table:
         if not self._known(exp_id):
             raise NotFoundError(f"experiment {exp_id!r} has no results yet")
-        from sweeps.reporting.tables import summary
-
-        table: pa.Table = summary(exp_id, store=self._open())
+        table: pa.Table = summary_table(exp_id, store=self._open())
         return table
 
     def plot_png(self, exp_id: str) -> bytes:
         """The phase diagram of the spec's metric over its independent axes."""
-        from sweeps import ExperimentSpec, plot_phase_diagram
-
         table = self.summary(exp_id)
         spec = ExperimentSpec.model_validate_json(self._open().get_experiment(exp_id).spec_json)
         independent = spec.independent_fields
@@ -208,9 +219,6 @@ class StoreResults:
 
     def charts(self, exp_id: str) -> dict[str, Any]:
         """What the results page draws (`sweeps.reporting.charts`), running trials included."""
-        from sweeps.reporting.charts import chart_data
-        from sweeps.specs.spec import ExperimentSpec
-
         table = self.table(exp_id)  # metrics before trials: every row's trial is listed below
         store = self._open()
         spec = ExperimentSpec.model_validate_json(store.get_experiment(exp_id).spec_json)
@@ -221,6 +229,17 @@ class StoreResults:
         if store.has_experiment(exp_id):
             store.cancel_experiment(exp_id)
 
+    def record(self, exp_id: str) -> ExperimentRecord | None:
+        store = self._open()
+        if not store.has_experiment(exp_id):
+            return None
+        rec: ExperimentRecord = store.get_experiment(exp_id)
+        return rec
+
+    def records(self) -> list[ExperimentRecord]:
+        recs: list[ExperimentRecord] = self._open().list_experiments()
+        return recs
+
     def check_writable(self) -> None:
         """Write and delete a ``.readyz-*.tmp`` file under the store root (readers skip ``*.tmp``).
 
@@ -229,8 +248,6 @@ class StoreResults:
         if self.store_uri.startswith("memory://"):
             return
         try:
-            import pyarrow.fs as pafs
-
             fs, root = pafs.FileSystem.from_uri(self._uri_for_fs())
             fs.create_dir(root, recursive=True)
             probe = f"{root.rstrip('/')}/.readyz-{uuid.uuid4().hex[:12]}.tmp"
@@ -244,8 +261,6 @@ class StoreResults:
         # pyarrow wants absolute local paths; a relative store path is relative to our cwd.
         if "://" in self.store_uri:
             return self.store_uri
-        import os
-
         return os.path.abspath(self.store_uri)
 
 
@@ -261,13 +276,9 @@ def table_bytes(table: pa.Table, fmt: str) -> tuple[bytes, str]:
     """Serialise a table as csv or parquet; returns ``(bytes, media type)``."""
     buf = io.BytesIO()
     if fmt == "csv":
-        import pyarrow.csv as pacsv
-
         pacsv.write_csv(table, buf)
         return buf.getvalue(), "text/csv"
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
         pq.write_table(table, buf)
         return buf.getvalue(), "application/vnd.apache.parquet"
     raise ValueError(f"format={fmt!r} must be csv or parquet")

@@ -102,7 +102,26 @@ class ExperimentOut(BaseModel):
     waiting: WaitingOut | None = Field(
         None, description="set while no trial has run for the configured time, with Ray's reason"
     )
+    external: bool = Field(
+        False,
+        description="started outside the service (ray job submit ... python -m sweeps.run "
+        "--store <the service's store>): known from the results store, read-only here",
+    )
     links: Links
+
+
+class CapacityOut(BaseModel):
+    """What the admission check found about where the trials can run (`service.capacity`)."""
+
+    checked: bool = Field(
+        description="false: Ray did not list its nodes (asked twice), so only the checks that "
+        "need no node ran; a spec no node can hold then waits instead of being refused"
+    )
+    waits_for_autoscaler: list[str] = Field(
+        default_factory=list,
+        description="no live node can run a trial; these node types the autoscaler may add can",
+    )
+    detail: str
 
 
 class SubmitOut(BaseModel):
@@ -110,6 +129,9 @@ class SubmitOut(BaseModel):
     status: ExperimentStatus
     created: bool = Field(description="false when an Idempotency-Key returned an earlier one")
     links: Links
+    capacity: CapacityOut | None = Field(
+        None, description="the admission check's finding (null on an Idempotency-Key replay)"
+    )
 
 
 class ExperimentPage(BaseModel):
@@ -130,3 +152,15 @@ class PresetOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class StatesOut(BaseModel):
+    states: list[str] = Field(description="every state, in lifecycle order")
+    terminal: list[str] = Field(description="the final ones: nothing changes after them")
+
+
+class LifecycleOut(BaseModel):
+    """`sweeps.specs.lifecycle`, for clients (the results page's scripts read it)."""
+
+    experiment: StatesOut
+    trial: StatesOut

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     ray_token: str | None = Field(default=None, repr=False)
     # The interpreter the Ray job runs `-m sweeps.run` with: the cluster's python by default.
     job_python: str = "python"
+    # CPUs each sweep's driver reserves. 0 runs it on the head (Ray's default for a job); any
+    # amount above 0 (0.01 is enough) places it on a worker node, so that it outlives a head
+    # that dies and comes back under GCS fault tolerance (cluster.yaml sets 0.01).
+    driver_cpus: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     # Ship data/trainer/sweeps with each job (runtime_env py_modules) for clusters whose python
     # does not have divsweep installed.
     ship_packages: bool = False
@@ -87,9 +91,13 @@ class Settings(BaseSettings):
     # Directories under which a submitted path (train.init) may lie, after resolving symlinks
     # and `..`. Empty: only builtin models (`divsweep:<name>`). JSON list in the environment.
     model_roots: list[Path] = Field(default_factory=list)
-    # On an autoscaling cluster, the resources of each node type it may add (the live nodes are
-    # read from Ray), e.g. '[{"CPU": 8, "GPU": 1, "memory": 32e9}]': requests that fit neither a
-    # live node nor one of these are refused with a 422.
+    # The Ray cluster-launcher config the cluster's autoscaler runs with: its node types are what
+    # the autoscaler may add (`service.capacity.NodeTypes`). Default: where `ray up` puts it on
+    # the head; absent, the cluster is taken as fixed (only live nodes count).
+    cluster_config: Path | None = Field(default=Path("~/ray_bootstrap_config.yaml"))
+    # Override of the node types, e.g. '[{"CPU": 8, "GPU": 1, "memory": 32e9}]' (the live
+    # nodes are read from Ray): requests that fit neither a live node nor one of these are
+    # refused with a 422.
     node_types: list[dict[str, float]] = Field(default_factory=list)
 
     # An experiment without a running trial for this long reports why in its status

@@ -17,6 +17,7 @@ from service.jobs import JobState
 from service.registry import Experiment
 from service.schemas import DemandOut, ExperimentOut, Links, Progress, WaitingOut
 from service.settings import Settings
+from sweeps.specs.lifecycle import TrialState
 
 
 def experiment_out(
@@ -45,25 +46,27 @@ def experiment_out(
         updated_at=exp.updated_at,
         progress=progress,
         waiting=waiting,
+        external=exp.external,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
     )
 
 
 def _progress(exp: Experiment, svc: ExperimentService) -> Progress:
     tc = svc.progress(exp)
-    counts = dict(tc.counts)
-    started = sum(v for k, v in counts.items() if k != "pending")
+    counts = {TrialState(k): v for k, v in tc.counts.items()}
+    started = sum(v for k, v in counts.items() if k != TrialState.PENDING)
     # Trials not yet in the store are pending too; none are once the experiment ended.
-    pending = 0 if exp.is_terminal else max(counts.get("pending", 0), exp.n_trials - started)
+    waiting = counts.get(TrialState.PENDING, 0)
+    pending = 0 if exp.is_terminal else max(waiting, exp.n_trials - started)
     metric, _ = objective_of(exp.spec_json)
     return Progress(
         n_trials=exp.n_trials,
         pending=pending,
-        running=counts.get("running", 0),
-        complete=counts.get("complete", 0),
-        failed=counts.get("failed", 0),
-        pruned=counts.get("pruned", 0),
-        cancelled=counts.get("cancelled", 0),
+        running=counts.get(TrialState.RUNNING, 0),
+        complete=counts.get(TrialState.COMPLETE, 0),
+        failed=counts.get(TrialState.FAILED, 0),
+        pruned=counts.get(TrialState.PRUNED, 0),
+        cancelled=counts.get(TrialState.CANCELLED, 0),
         results=tc.results,
         metric=metric,
         best=tc.best,

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweeps.running.cluster import NodeType
+
 #: Resource names that are bookkeeping, not capacity (node ids, the head marker).
 _IGNORED = ("node:", "accelerator_type:")
 
@@ -54,6 +56,8 @@ class ClusterView:
     usage: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: the autoscaler's error text, if it reports one
     autoscaler_error: str | None = None
+    #: the resources of each shape of live node Ray reports
+    live: tuple[dict[str, float], ...] = ()
 
 
 def _shape(raw: Mapping[str, Any]) -> dict[str, float]:
@@ -74,8 +78,8 @@ def parse_cluster_status(
     """
     status = data.get("clusterStatus") or {}
     report = status.get("loadMetricsReport") or {}
-    nodes = [_shape(n) for n, _count in report.get("nodeTypes") or []]
-    nodes += [dict(n) for n in node_types]
+    live = [_shape(n) for n, _count in report.get("nodeTypes") or []]
+    nodes = live + [dict(n) for n in node_types]
 
     def demand(kind: str, bundle: Mapping[str, Any], count: int) -> Demand:
         shape = _shape(bundle)
@@ -91,7 +95,7 @@ def parse_cluster_status(
         if not str(k).startswith(_IGNORED) and k in ("CPU", "GPU", "memory")
     }
     error = data.get("autoscalingError")
-    return ClusterView(tuple(demands), usage, str(error) if error else None)
+    return ClusterView(tuple(demands), usage, str(error) if error else None, tuple(live))
 
 
 def _fmt(bundle: Mapping[str, float]) -> str:
@@ -103,6 +107,8 @@ def _usage(usage: Mapping[str, tuple[float, float]]) -> str:
     for k in ("CPU", "GPU"):
         if k in usage:
             parts.append(f"{k} {usage[k][0]:g}/{usage[k][1]:g}")
+    if not parts and usage:  # Ray reports no CPU or GPU at all: a head started with 0 of each
+        return "no CPU or GPU (live nodes have none)"
     return ", ".join(parts) or "unknown"
 
 
@@ -124,12 +130,28 @@ def own_demands(
     return [d for d in view.demands if same(d)]
 
 
+def _autoscaler_types(
+    request: Mapping[str, float], view: ClusterView, node_types: Sequence[NodeType]
+) -> list[NodeType]:
+    """The node types that could hold ``request`` when no live node can (else none)."""
+    want = {k: (1e-9 if k == "GPU" else v) for k, v in request.items() if v}
+    if any(_fits(want, n) for n in view.live):
+        return []
+    return [t for t in node_types if _fits(want, t.resources)]
+
+
 def describe_wait(
-    request: Mapping[str, float], seconds: float, view: ClusterView | None, gpu_auto: bool = False
+    request: Mapping[str, float],
+    seconds: float,
+    view: ClusterView | None,
+    gpu_auto: bool = False,
+    node_types: Sequence[NodeType] = (),
 ) -> str:
     """One sentence on why the experiment waits and what would end it (for ``waiting.detail``).
 
-    ``request`` is one trial's bundle (``{"CPU": 1.0, "GPU": 0.5}``).
+    ``request`` is one trial's bundle (``{"CPU": 1.0, "GPU": 0.5}``); ``node_types`` are those
+    the autoscaler may add (`service.capacity.NodeTypes`): when only they can hold a trial, the
+    sentence says the experiment waits for the autoscaler, and for which type.
     """
     head = f"no trial has run for {seconds:.0f} s"
     if view is None:
@@ -145,6 +167,13 @@ def describe_wait(
             "no node type the autoscaler may add has it. Cancel and resubmit with smaller "
             "resources, or add such a node"
         )
+    scale = _autoscaler_types(request, view, node_types)
+    grows = (
+        "No live node can hold one: they wait for the autoscaler to add a node of type "
+        + " or ".join(f"{t.name} (up to {t.max_workers})" for t in scale)
+        if scale
+        else "They start when running work frees resources or the autoscaler adds a node"
+    )
     if ours:
         n = sum(d.count for d in ours)
         kinds = {d.kind for d in ours}
@@ -153,8 +182,7 @@ def describe_wait(
         more = f" and {others} other queued request(s)" if others else ""
         return (
             f"{head}: Ray queues {n} {what} of {_fmt(request)} (the shape of this "
-            f"experiment's trials){more}; the cluster uses {_usage(view.usage)}. They start "
-            "when running work frees resources or the autoscaler adds a node"
+            f"experiment's trials){more}; the cluster uses {_usage(view.usage)}. {grows}"
         )
     if view.demands:
         n = sum(d.count for d in view.demands)

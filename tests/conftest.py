@@ -42,3 +42,31 @@ def ray_head() -> Iterator[object]:
         yield head
     finally:
         head.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A throwaway PostgreSQL server for the session (`servers.Postgres`); tests take their
+    own database with ``postgres.new_database()``."""
+    from servers import postgres_server
+
+    with postgres_server() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's S3 server for the session (`servers.S3`); ``s3.new_bucket()`` gives a store URI."""
+    from servers import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Redis server for the session (`servers.Redis`), for Ray's GCS fault tolerance."""
+    from servers import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server

@@ -81,6 +81,10 @@ CPU_MEMBER_CHUNK = 4
 FusedReport = Callable[[list[dict[str, float | int]], str | None], None]
 
 
+#: The GPT-2 activations the fused forward computes, as `F.gelu`'s ``approximate``.
+_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
 class FusedGPT2(nn.Module):
     """K GPT-2s (`GPT2LMHeadModel`, same shape) as one module with stacked parameters.
 
@@ -95,11 +99,12 @@ class FusedGPT2(nn.Module):
         first = cast(Any, models[0])
         self.n_layer, self.n_head = first.config.n_layer, first.config.n_head
         self.eps = first.config.layer_norm_epsilon
-        if first.config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        act = first.config.activation_function
+        if act not in _GELU:
             raise ConfigError(
-                f"model: fused GPT-2 implements the tanh GELU, got "
-                f"{first.config.activation_function!r}"
+                f"model: fused GPT-2 implements GELU ({', '.join(_GELU)}), got {act!r}"
             )
+        self.gelu = _GELU[act]  # F.gelu's `approximate`
         self.names = [n for n, _ in first.named_parameters()]
         params = [dict(m.named_parameters()) for m in models]  # once per model, not per name
         with torch.no_grad():
@@ -142,7 +147,7 @@ class FusedGPT2(nn.Module):
             att = att.transpose(1, 2).reshape(k, b * t, c)
             x = x + self._linear(att, f"{pre}.attn.c_proj", sl)
             m = self._linear(self._ln(x, f"{pre}.ln_2", sl), f"{pre}.mlp.c_fc", sl)
-            x = x + self._linear(F.gelu(m, approximate="tanh"), f"{pre}.mlp.c_proj", sl)
+            x = x + self._linear(F.gelu(m, approximate=self.gelu), f"{pre}.mlp.c_proj", sl)
         x = self._ln(x, "transformer.ln_f", sl)
         return torch.bmm(x, wte.transpose(1, 2)).reshape(k, b, t, v)
 

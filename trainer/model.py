@@ -50,10 +50,14 @@ class VocabLike(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
-#: GPT-2's tanh-approximated gelu as torch's one fused kernel (GPT-2's own "gelu_new" is the
-#: same formula in eight elementwise ops): a training step of the fig2a-mini model on one CPU
-#: thread takes 52 ms instead of 70 (medians of 5 interleaved runs, 2026-12-03).
-ACTIVATION = "gelu_pytorch_tanh"
+#: GELU itself (erf), torch's one kernel, rather than GPT-2's tanh approximation ("gelu_new",
+#: eight elementwise ops): on one CPU thread the approximation is the slow part of an MLP
+#: (fused tanh kernel 0.77 ms forward + 0.88 backward on a fig2a-mini batch's (672, 512)
+#: activations, exact GELU 0.27 + 0.44; measured 2026-12-03), and a model trained from scratch
+#: has no reason to prefer the approximation. A training step of the fig2a-mini model, one
+#: thread, medians of 5 interleaved runs of 20 steps: gelu_new 65.8 ms, the fused tanh kernel
+#: 51.7 ms, GELU 48.4 ms (1.36x).
+ACTIVATION = "gelu"
 
 
 def build_model(cfg: TrainConfig, vocab: VocabLike | None) -> torch.nn.Module:

@@ -61,7 +61,7 @@ async def experiment_events(
     since: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> StreamingResponse:
     """Stream every stored result after ``Last-Event-ID``, then the final status."""
-    await run_in_threadpool(svc.registry.get, exp_id)  # 404 before the stream starts
+    await run_in_threadpool(svc.get, exp_id)  # 404 before the stream starts
     start = _last_seq(last_event_id, since)
 
     async def stream() -> AsyncIterator[str]:

@@ -23,6 +23,7 @@ from service.experiments import ExperimentService
 from service.results import ResultsView, table_bytes, table_records
 from service.routes.params import ERRORS, ExpId
 from service.schemas import (
+    CapacityOut,
     ExperimentOut,
     ExperimentPage,
     PresetSubmission,
@@ -98,13 +99,19 @@ async def submit_experiment(
     """Validate a spec (or a preset + overrides), check quotas, and submit it as a Ray job."""
     raw = await request.body()
     prepared = await run_in_threadpool(_parse_submission, raw, settings)
-    await run_in_threadpool(svc.check_feasible, prepared)
+    placement = await run_in_threadpool(svc.check_feasible, prepared)
     exp, created = await run_in_threadpool(svc.submit, prepared, submitter, idempotency_key)
+    capacity = CapacityOut(
+        checked=placement.checked,
+        waits_for_autoscaler=list(placement.waits_for),
+        detail=placement.detail,
+    )
     out = SubmitOut(
         id=exp.id,
         status=exp.status,
         created=created,
         links=links_for(exp, settings.public_url, svc.runner.dashboard_url),
+        capacity=capacity if created else None,
     )
     return JSONResponse(
         out.model_dump(mode="json"),
@@ -123,7 +130,7 @@ def list_experiments(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> ExperimentPage:
     """Newest first, filtered by exact status and name substring (registry data only)."""
-    rows, total = svc.registry.query(status=status, name=name, limit=limit, offset=offset)
+    rows, total = svc.query(status, name, limit, offset)
     nxt = None
     if offset + len(rows) < total:
         q = [f"limit={limit}", f"offset={offset + limit}"]
@@ -178,7 +185,7 @@ def get_results_table(
     format: Annotated[Literal["json", "csv", "parquet"], Query()] = "json",
 ) -> Response:
     """One row per reported result, trial parameters joined (json, csv or parquet)."""
-    svc.registry.get(exp_id)
+    svc.get(exp_id)
     table = results.table(exp_id)
     if format == "json":
         return JSONResponse({"experiment_id": exp_id, "rows": table_records(table)})
@@ -194,7 +201,7 @@ def get_results_table(
 @router.get("/{exp_id}/summary", responses=ERRORS)
 def get_summary(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
     """Per grid cell: mean, spread and count of the metrics across seeds."""
-    svc.registry.get(exp_id)
+    svc.get(exp_id)
     return JSONResponse({"experiment_id": exp_id, "rows": table_records(results.summary(exp_id))})
 
 
@@ -204,7 +211,7 @@ def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
     (mean and std over seeds of the metric and its train-rule twin, running trials with their latest
     report), the heat map where two axes vary, a threshold search's estimate and interval,
     each trial's learning curve, and every trial's state, error and reuse source."""
-    svc.registry.get(exp_id)
+    svc.get(exp_id)
     return JSONResponse({"experiment_id": exp_id, **results.charts(exp_id)})
 
 
@@ -215,5 +222,5 @@ def get_charts(exp_id: ExpId, svc: Svc, results: Results) -> JSONResponse:
 )
 def get_plot(exp_id: ExpId, svc: Svc, results: Results) -> Response:
     """The phase diagram of the experiment's headline metric."""
-    svc.registry.get(exp_id)
+    svc.get(exp_id)
     return Response(results.plot_png(exp_id), media_type="image/png")

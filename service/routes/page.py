@@ -71,7 +71,8 @@ def _row(out: ExperimentOut) -> str:
     return (
         f"<tr class=exp data-id='{_e(out.id)}' data-status='{_e(out.status)}' "
         f"data-results='{results}'>"
-        f"<td><a href='/experiments/{_e(out.id)}'>{_e(out.name)}</a></td>"
+        f"<td><a href='/experiments/{_e(out.id)}'>{_e(out.name)}</a>"
+        f"{_OUTSIDE if out.external else ''}</td>"
         f"<td><code>{_e(out.id)}</code></td>"
         f"<td class='status status-{_e(out.status)}'>{_e(out.status)}</td>"
         f"<td><progress max='{total}' value='{_done(out)}'></progress> "
@@ -80,6 +81,10 @@ def _row(out: ExperimentOut) -> str:
         f"<td class=best>{_e(best)}</td>"
         f"<td>{_e(out.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</td></tr>"
     )
+
+
+#: the mark of an experiment started outside the service (read-only here)
+_OUTSIDE = " <small class=external>started outside the service</small>"
 
 
 def _safe_out(exp: Experiment, svc: ExperimentService, settings: Settings) -> ExperimentOut:
@@ -109,7 +114,7 @@ def index(
     limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE,
 ) -> HTMLResponse:
     """Newest first, ``limit`` a page, filtered like ``GET /v1/experiments``."""
-    rows, total = svc.registry.query(status=status, name=name or None, limit=limit, offset=offset)
+    rows, total = svc.query(status, name or None, limit, offset)
     body = "".join(_row(_safe_out(r, svc, settings)) for r in rows)
     filtered = status is not None or bool(name)
     empty = (

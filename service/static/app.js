@@ -4,7 +4,10 @@
 // `status` event closes the stream (and reloads a single-experiment page to show the plot).
 "use strict";
 
-function render(row, exp) {
+// The lifecycles come from the API (GET /v1/lifecycle), not from a list kept here.
+const LIFECYCLE = fetch("/v1/lifecycle").then((r) => r.json());
+
+function render(row, exp, lc) {
   const p = exp.progress;
   row.dataset.status = exp.status;
   row.dataset.refreshed = String(Number(row.dataset.refreshed || "0") + 1);
@@ -12,7 +15,7 @@ function render(row, exp) {
   status.textContent = exp.status;
   status.className = "status status-" + exp.status;
   if (!p) return;
-  const done = p.complete + p.failed + p.pruned + p.cancelled;
+  const done = lc.trial.terminal.reduce((n, state) => n + (p[state] || 0), 0);
   const bar = row.querySelector("progress");
   bar.max = p.n_trials;
   bar.value = done;
@@ -24,13 +27,12 @@ function render(row, exp) {
 
 async function refresh(row) {
   const r = await fetch(`/v1/experiments/${row.dataset.id}`);
-  if (r.ok) render(row, await r.json());
+  if (r.ok) render(row, await r.json(), await LIFECYCLE);
 }
 
-const TERMINAL = new Set(["complete", "failed", "cancelled"]);
-
-function watch(row) {
-  if (TERMINAL.has(row.dataset.status)) return;
+async function watch(row) {
+  const lc = await LIFECYCLE;
+  if (lc.experiment.terminal.includes(row.dataset.status)) return;
   const since = row.dataset.results || "0";
   const es = new EventSource(`/v1/experiments/${row.dataset.id}/events?since=${since}`);
   let pending = null;
@@ -40,7 +42,7 @@ function watch(row) {
   });
   es.addEventListener("status", (ev) => {
     es.close();
-    render(row, JSON.parse(ev.data));
+    render(row, JSON.parse(ev.data), lc);
     if (location.pathname.startsWith("/experiments/")) location.reload();
   });
 }

@@ -6,7 +6,6 @@
 "use strict";
 
 const root = document.getElementById("charts");
-const TERMINAL_STATES = new Set(["complete", "failed", "cancelled"]);
 const CONFIG = { responsive: true, displaylogo: false };
 const short = (field) => field.split(".").pop();
 const isNum = (vals) => vals.length > 0 && vals.every((v) => typeof v === "number");
@@ -216,8 +215,10 @@ async function refresh() {
   root.dataset.updates = String(Number(root.dataset.updates || "0") + 1);
 }
 
-function follow() {
-  if (TERMINAL_STATES.has(root.dataset.status)) return;
+async function follow() {
+  // the final statuses come from the API (GET /v1/lifecycle), not from a list kept here
+  const lc = await (await fetch("/v1/lifecycle")).json();
+  if (lc.experiment.terminal.includes(root.dataset.status)) return;
   const es = new EventSource(`/v1/experiments/${root.dataset.id}/events`);
   let timer = null;
   es.addEventListener("result", () => {

@@ -47,13 +47,16 @@ from sweeps.reporting.studies import (
 )
 from sweeps.reporting.tables import results, summarize
 from sweeps.reporting.verdicts import Verdict, frontier_probes, threshold_interval, values
+from sweeps.specs.lifecycle import ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import threshold_of
 
 INDEX_VERSION = 2
 #: Versions `ResultsIndex.load` reads (1 had no code versions: such results are never current).
 READABLE_VERSIONS = (1, 2)
-FINAL = ("complete", "failed", "cancelled", "skipped")
+#: A study record's status: its experiment's, or ``skipped`` (it could not run here).
+SKIPPED = "skipped"
+FINAL = (*ExperimentStatus.terminal(), SKIPPED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,7 +429,7 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
         total = sum(
             r.wall_s or 0.0
             for name, r in index.studies.items()
-            if r.status == "complete" and name in STUDIES and STUDIES[name].default
+            if r.status == ExperimentStatus.COMPLETE and name in STUDIES and STUDIES[name].default
         )
         lines += [
             "| | |",
@@ -480,8 +483,8 @@ def section_md(
         why = "" if study.default else " (not part of the default run, it has its own time budget)"
         run = f"Not run yet{why}: `divsweep reproduce --studies {study.name}`."
         return "\n".join(head + [run]), "–"
-    if rec.status == "skipped":
-        return "\n".join(head + [f"**Skipped.** {rec.error}"]), "skipped"
+    if rec.status == SKIPPED:
+        return "\n".join(head + [f"**Skipped.** {rec.error}"]), SKIPPED
     spec = ExperimentSpec.model_validate(rec.spec) if rec.spec else None
     status = source.status(rec.experiment_id) if rec.experiment_id else None
     status = status or rec.status
@@ -505,7 +508,9 @@ def section_md(
         ), "unavailable"
     meas = measure(study, spec, table, reference)
     verdict, short = meas.verdict, str(meas.verdict.outcome)
-    if status != "complete":  # judge only finished studies; show what is stored so far
+    if (
+        status != ExperimentStatus.COMPLETE
+    ):  # judge only finished studies; show what is stored so far
         verdict = Verdict(
             "not shown",
             f"the experiment is {status}"
@@ -596,7 +601,12 @@ def reference_cells(
     """The cells of ``study``'s grid twin (`Study.reference`) when it ran to completion (None
     otherwise: the threshold verdict then says nothing about the grid)."""
     rec = index.studies.get(study.reference) if study.reference else None
-    if rec is None or rec.status != "complete" or not rec.spec or not rec.experiment_id:
+    if (
+        rec is None
+        or rec.status != ExperimentStatus.COMPLETE
+        or not rec.spec
+        or not rec.experiment_id
+    ):
         return None
     twin = STUDIES[rec.study]
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from sweeps.specs.lifecycle import TrialState
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import threshold_of
 from sweeps.store import ResultsStore, TrialRecord, open_store
@@ -96,7 +97,7 @@ def results(
     return pa.table(cols)
 
 
-def final_reports(table: pa.Table, states: tuple[str, ...] = ("complete",)) -> Any:
+def final_reports(table: pa.Table, states: tuple[str, ...] = (TrialState.COMPLETE,)) -> Any:
     """The last report of each trial in ``states``, as a pandas frame."""
     df = table.to_pandas()
     if df.empty:
@@ -148,7 +149,9 @@ def summarize(
         summarize(results(exp_id, store=st), {"data.n_instructions", "seed"}).to_pandas()
         #    data.n_instructions  n  test_acc_mean  test_acc_std ...
     """
-    states = ("complete", "running") if include_running else ("complete",)
+    states = (
+        (TrialState.COMPLETE, TrialState.RUNNING) if include_running else (TrialState.COMPLETE,)
+    )
     df = final_reports(table, states)
     param_cols = [c for c in table.column_names[len(ID_COLUMNS) :] if c in param_names]
     cells = [c for c in param_cols if c != "seed"]
@@ -204,7 +207,7 @@ def threshold_estimate(
     search = spec.search
     if not isinstance(search, ThresholdSearch):
         raise ValueError(f"search.kind: experiment {experiment_id!r} is a {search.kind} search")
-    df = final_reports(results(experiment_id, store=st), ("complete", "failed"))
+    df = final_reports(results(experiment_id, store=st), (TrialState.COMPLETE, TrialState.FAILED))
     out: dict[str, Any] = {
         "axis": search.axis,
         "metric": search.metric,

@@ -8,6 +8,9 @@
 - `sweeps.running.fusing`, `sweeps.running.packing`: fused groups, GPU shares.
 - `sweeps.running.reuse`: adopting stored results of identical trials.
 - `sweeps.running.trackers`: MLflow / W&B through Tune's logger callbacks.
+- `sweeps.running.cluster`: what the cluster offers trials (the node types the autoscaler may
+  add, read from its cluster config; GPU memory by Ray's accelerator type). It imports no Ray:
+  the service reads it too.
 
 Example: ``from sweeps.running.driver import run_experiment; run_experiment(spec)``.
 """

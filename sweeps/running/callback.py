@@ -35,6 +35,7 @@ from ray.tune import Callback, Stopper
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.running.trainable import trial_params
+from sweeps.specs.lifecycle import ExperimentStatus, TrialState
 from sweeps.specs.spec import ExperimentSpec
 from sweeps.store import ResultsStore, TrialRecord
 
@@ -134,7 +135,9 @@ class StoreCallback(Callback):
         recs: list[TrialRecord] = []
         for t in new:
             self._known.add(t.trial_id)
-            recs.extend(TrialRecord(**{**r.__dict__, "state": "pending"}) for r in self._records(t))
+            recs.extend(
+                TrialRecord(**{**r.__dict__, "state": TrialState.PENDING}) for r in self._records(t)
+            )
         try:
             self.store.put_trials(recs)
         except Exception:
@@ -143,7 +146,7 @@ class StoreCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._known.add(trial.trial_id)
         self._started[trial.trial_id] = time.time()
-        self._put(trial, "running", started_at=self._started[trial.trial_id])
+        self._put(trial, TrialState.RUNNING, started_at=self._started[trial.trial_id])
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -176,14 +179,14 @@ class StoreCallback(Callback):
         ]
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        state = "pruned" if self.was_pruned(trial.trial_id) else "complete"
+        state = TrialState.PRUNED if self.was_pruned(trial.trial_id) else TrialState.COMPLETE
         self._put(trial, state, started_at=self._started.get(trial.trial_id), ended_at=time.time())
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         text = _error_text(trial) or "trial failed (no error text)"
         self._put(
             trial,
-            "failed",
+            TrialState.FAILED,
             error=text[-_MAX_ERROR_CHARS:],
             started_at=self._started.get(trial.trial_id),
             ended_at=time.time(),
@@ -232,7 +235,7 @@ class CancelStopper(Stopper):
             except Exception:
                 log.exception("could not read the status of %s", self.experiment_id)
                 return False
-            self._cancelled = status == "cancelled"
+            self._cancelled = status == ExperimentStatus.CANCELLED
             if self._cancelled:
                 log.info("experiment %s was cancelled; stopping every trial", self.experiment_id)
         return self._cancelled

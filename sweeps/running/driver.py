@@ -45,6 +45,7 @@ from sweeps.running.reuse import ReuseIndex, final_metric
 from sweeps.running.threshold import ThresholdSearcher
 from sweeps.running.trackers import callbacks as tracking_callbacks
 from sweeps.running.trainable import FusedTrialFn, TrialFn, make_trainable
+from sweeps.specs.lifecycle import ExperimentStatus
 from sweeps.specs.spec import (
     AshaScheduler,
     ExperimentSpec,
@@ -53,7 +54,7 @@ from sweeps.specs.spec import (
     ThresholdSearch,
 )
 from sweeps.specs.tracking import check_installed
-from sweeps.store import ParquetStore, ResultsStore, default_store_uri, open_store
+from sweeps.store import ParquetStore, ResultsStore, default_store_uri, join_uri, open_store
 from trainer.builtin import is_builtin, resolve_init
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def tune_storage_path(store: ResultsStore, store_uri: str) -> str:
     """Where Tune keeps trial dirs, checkpoints and TensorBoard logs: beside the store."""
     if isinstance(store, ParquetStore):
         if "://" in store_uri:
-            return store_uri.rstrip("/") + "/tune"
+            return join_uri(store_uri, "tune")  # before an s3:// URI's query
         return f"{store.root}/tune"
     return str(Path.home() / ".cache" / "divsweep" / "tune")
 
@@ -114,13 +115,13 @@ def run_experiment(
     rec = store.create_experiment(
         exp_id, name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash, exist_ok=True
     )
-    if rec.status in ("cancelled", "complete"):
+    if rec.status in (ExperimentStatus.CANCELLED, ExperimentStatus.COMPLETE):
         log.info("experiment %s is already %s; nothing to run", exp_id, rec.status)
         return exp_id
     try:
         check_runnable(spec)
         _connect_ray()
-        store.set_experiment_status(exp_id, "running")
+        store.set_experiment_status(exp_id, ExperimentStatus.RUNNING)
         fns = _TrialFns(trial_fn, fused_fn, cache_dir)
         tuner = restore_tuner(spec, exp_id, store, uri, fns)
         if tuner is None:
@@ -128,9 +129,11 @@ def run_experiment(
         if tuner is not None:
             tuner.fit()
     except BaseException as e:
-        store.set_experiment_status(exp_id, "failed", error=f"{type(e).__name__}: {e}")
+        store.set_experiment_status(
+            exp_id, ExperimentStatus.FAILED, error=f"{type(e).__name__}: {e}"
+        )
         raise
-    final = store.set_experiment_status(exp_id, "complete")
+    final = store.set_experiment_status(exp_id, ExperimentStatus.COMPLETE)
     log.info("experiment %s finished: %s, trials %s", exp_id, final.status, store.progress(exp_id))
     return exp_id
 
@@ -188,7 +191,7 @@ def restore_tuner(
     path; resubmitting the same experiment id lands here. Complete trials are not run again,
     unfinished and errored ones resume from their last checkpoint.
     """
-    path = f"{tune_storage_path(store, store_uri).rstrip('/')}/{experiment_id}"
+    path = join_uri(tune_storage_path(store, store_uri), experiment_id)
     if not tune.Tuner.can_restore(path):
         return None
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)

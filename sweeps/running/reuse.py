@@ -29,6 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sweeps.specs.lifecycle import TrialState
 from sweeps.specs.spec import TrialPlan
 from sweeps.store import MetricRecord, ResultsStore, TrialRecord
 
@@ -51,7 +52,7 @@ class ReuseIndex:
         self._by_key: dict[str, TrialRecord] = {}
         for exp in store.list_experiments():
             for t in store.get_trials(exp.experiment_id):
-                if t.state != "complete" or not t.trial_key:
+                if t.state != TrialState.COMPLETE or not t.trial_key:
                     continue
                 known = self._by_key.get(t.trial_key)
                 if known is None or (
@@ -96,7 +97,7 @@ class ReuseIndex:
                 trial_key=plan.trial_key,
                 params_json=json.dumps(plan.params, sort_keys=True),
                 data_hash=plan.data.content_hash,
-                state="complete",
+                state=TrialState.COMPLETE,
                 started_at=src.started_at,
                 ended_at=src.ended_at,
                 reused_from=origin,

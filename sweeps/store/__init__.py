@@ -6,6 +6,12 @@
     open_store("/data/divsweep/results") # ParquetStore on the local disk
     open_store("s3://bucket/results")    # ParquetStore on any pyarrow.fs filesystem
     open_store(None)     # the default: $DIVSWEEP_STORE_URI or ~/.cache/divsweep/store
+
+An S3 URI carries pyarrow's S3 options in its query (pyarrow reads no endpoint from the
+environment), e.g. an S3-compatible server: ``s3://bucket/results?endpoint_override=
+minio.lab:9000&scheme=http``; credentials come from the usual AWS variables, files or the
+instance's role, never from the URI. Paths under a store URI are built with `join_uri`, which
+keeps the query at the end.
 """
 
 from __future__ import annotations
@@ -41,11 +47,25 @@ __all__ = [
     "ResultsStore",
     "TrialRecord",
     "default_store_uri",
+    "join_uri",
     "open_store",
 ]
 
 _MEMORY: dict[str, MemoryStore] = {}
 _MEMORY_LOCK = threading.Lock()
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """``uri`` with path ``parts`` appended before its query, if it has one.
+
+    >>> join_uri("s3://b/results?endpoint_override=127.0.0.1:9000&scheme=http", "tune", "x1")
+    's3://b/results/tune/x1?endpoint_override=127.0.0.1:9000&scheme=http'
+    >>> join_uri("/data/results/", "tune")
+    '/data/results/tune'
+    """
+    base, sep, query = uri.partition("?") if "://" in uri else (uri, "", "")
+    path = "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return f"{path}{sep}{query}"
 
 
 def default_store_uri() -> str:

@@ -32,7 +32,7 @@ process. Example::
     store = open_store("memory://demo")
     store.create_experiment("e1", name="demo", spec_json="{}", spec_hash="h")
     store.put_trial(TrialRecord("e1", "t1", trial_key="k", params_json='{"seed": 0}',
-                                data_hash="d", state="running", started_at=time.time()))
+                                data_hash="d", state=TrialState.RUNNING, started_at=time.time()))
     store.append_metrics("e1", "t1", {"step": 10, "test_acc": 0.5}).seq      # -> 1
     store.get_metrics("e1", since_seq=1)                                      # -> []
 """
@@ -59,7 +59,10 @@ EXPERIMENT_STATUSES: tuple[str, ...] = tuple(ExperimentStatus.stored())
 FINISHED_TRIAL_STATES = frozenset(s for s in TrialState if s.is_terminal)
 #: Columns of every metric row; metric names equal to these stay in `metrics_json` only.
 METRIC_BASE_COLUMNS = ("experiment_id", "trial_id", "seq", "time", "metrics_json")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Every id the store accepts (it becomes a path part: no ``/``, no leading ``.``); the service's
+#: routes check path ids against it before any lookup.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_ID = re.compile(ID_PATTERN)
 
 
 def check_id(kind: str, value: str) -> str:
@@ -80,7 +83,7 @@ class ExperimentRecord:
     name: str
     spec_json: str
     spec_hash: str
-    status: str = "pending"
+    status: str = ExperimentStatus.PENDING
     created_at: float = 0.0
     updated_at: float = 0.0
     error: str | None = None
@@ -96,7 +99,7 @@ class TrialRecord:
     trial_key: str = ""
     params_json: str = "{}"
     data_hash: str = ""
-    state: str = "pending"
+    state: str = TrialState.PENDING
     error: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -295,7 +298,15 @@ class ResultsStore(ABC):
                 raise StoreError(f"experiment_id: {experiment_id!r} already exists ({why})")
             now = time.time()
             rec = ExperimentRecord(
-                experiment_id, name, spec_json, spec_hash, "pending", now, now, None, time.time_ns()
+                experiment_id,
+                name,
+                spec_json,
+                spec_hash,
+                ExperimentStatus.PENDING,
+                now,
+                now,
+                None,
+                time.time_ns(),
             )
             self._write_experiment(rec)
             return rec
@@ -330,7 +341,7 @@ class ResultsStore(ABC):
             raise StoreError(f"status: {status!r} is not one of {EXPERIMENT_STATUSES}")
         with self._lock:
             cur = self.get_experiment(experiment_id)
-            if cur.status == "cancelled":
+            if cur.status == ExperimentStatus.CANCELLED:
                 return cur
             rec = replace(
                 cur,
@@ -355,15 +366,21 @@ class ResultsStore(ABC):
                     experiment_id,
                     [
                         replace(
-                            t, state="cancelled", ended_at=now, version=_next_version(t.version)
+                            t,
+                            state=TrialState.CANCELLED,
+                            ended_at=now,
+                            version=_next_version(t.version),
                         )
                         for t in open_trials
                     ],
                 )
-            if cur.status == "cancelled":
+            if cur.status == ExperimentStatus.CANCELLED:
                 return cur
             rec = replace(
-                cur, status="cancelled", updated_at=now, version=_next_version(cur.version)
+                cur,
+                status=ExperimentStatus.CANCELLED,
+                updated_at=now,
+                version=_next_version(cur.version),
             )
             self._write_experiment(rec)
             return rec
@@ -390,7 +407,7 @@ class ResultsStore(ABC):
             out, todo = [], []
             for r in records:
                 cur = current.get(r.trial_id)
-                if cur is not None and cur.state == "cancelled":
+                if cur is not None and cur.state == TrialState.CANCELLED:
                     out.append(cur)
                     continue
                 new = replace(r, version=_next_version(cur.version if cur else 0))
@@ -408,7 +425,7 @@ class ResultsStore(ABC):
         for t in sorted(self._read_trial_versions(experiment_id), key=lambda t: t.version):
             first.setdefault(t.trial_id, t.version)
             cur = latest.get(t.trial_id)
-            if cur is not None and cur.state == "cancelled":
+            if cur is not None and cur.state == TrialState.CANCELLED:
                 continue  # final, even if a late writer says otherwise
             latest[t.trial_id] = t
         return sorted(latest.values(), key=lambda t: first[t.trial_id])
@@ -479,7 +496,7 @@ class ResultsStore(ABC):
         if not versions:
             return None
         for v in versions:
-            if v.status == "cancelled":
+            if v.status == ExperimentStatus.CANCELLED:
                 return v  # final
         return versions[-1]
 

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from service.errors import NotFoundError
 from service.jobs import JobState
 from service.results import TRIAL_STATES, ResultEvent, TrialCounts
+from sweeps.store.base import ExperimentRecord
 
 TOKEN = "alice-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -89,6 +90,8 @@ class FakeResults:
         self.cancelled: list[str] = []
         self.writable = True
         self.status: dict[str, str] = {}  # the experiment status the sweep driver recorded
+        # experiments a sweep started outside the service wrote to the store
+        self.outside: dict[str, ExperimentRecord] = {}
 
     def add(self, exp_id: str, trial_id: str, metrics: dict[str, Any]) -> int:
         rows = self.rows.setdefault(exp_id, [])
@@ -150,6 +153,12 @@ class FakeResults:
     def check_writable(self) -> None:
         if not self.writable:
             raise OSError("read-only")
+
+    def record(self, exp_id: str) -> ExperimentRecord | None:
+        return self.outside.get(exp_id)
+
+    def records(self) -> list[ExperimentRecord]:
+        return list(self.outside.values())
 
 
 class Harness:

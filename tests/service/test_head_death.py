@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from uvicorn_proc import stop_group, wait_healthy
+from uvicorn_proc import stop_group, wait_final, wait_healthy
 
 from service.local_ray import free_port
-from sweeps.store import open_store
+from sweeps.store import TrialRecord, open_store
 
 pytestmark = pytest.mark.slow
 
@@ -65,17 +65,24 @@ def _serve(state: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _kill_head(state: Path, exp_id: str) -> None:
-    """SIGKILL every process of the recorded head, and the experiment's sweep driver."""
+def _kill_head(state: Path, exp_id: str) -> int:
+    """SIGKILL every process of the recorded head, and the experiment's sweep driver; returns
+    how many driver processes were killed."""
     pgid = json.loads((state / "ray-head.json").read_text())["pgid"]
     os.killpg(pgid, signal.SIGKILL)
+    drivers = 0
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if b"sweeps.run" in cmd and exp_id.encode() in cmd:
-            os.kill(int(proc.name), signal.SIGKILL)
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:  # it died with the head's group
+                continue
+            drivers += 1
+    return drivers
 
 
 def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
@@ -100,27 +107,26 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
         store = open_store(str(state / "results"))
         deadline = time.monotonic() + 300
         done: list[str] = []
+        started: list[TrialRecord] = []
         while time.monotonic() < deadline:
             trials = store.get_trials(exp_id) if store.has_experiment(exp_id) else []
             done = [t.trial_id for t in trials if t.state == "complete"]
+            started = [t for t in trials if t.state in ("complete", "running")]
             if done and any(t.state == "running" for t in trials):
                 break
             time.sleep(0.2)
         assert done, "no trial completed in time\n" + log()
+        assert any(t.state == "running" for t in started), "no trial running at the kill"
         first.kill()  # the service dies with its head: nothing of it runs on the way out
         first.wait()
-        _kill_head(state, exp_id)
+        drivers = _kill_head(state, exp_id)
         killed_at = time.time()
+        assert drivers >= 1, "the sweep driver was not found, so not killed"
         before = [m for m in store.get_metrics(exp_id)]
 
         second = _serve(state, port)  # same state dir: the dead head is not re-adopted
         wait_healthy(second, url, 180, log)
-        deadline, body = time.monotonic() + 420, {}
-        while time.monotonic() < deadline:
-            body = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=30).json()
-            if body["status"] in ("complete", "failed", "cancelled"):
-                break
-            time.sleep(1)
+        body = wait_final(url, exp_id, 420)
         assert body["status"] == "complete", (body, log())
     finally:
         for p in (first, second):
@@ -138,3 +144,11 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
         assert [m.metrics for m in metrics if m.trial_id == trial_id] == [
             m.metrics for m in before if m.trial_id == trial_id
         ]
+    # ... and kept their trial rows: a complete trial trained again (from scratch, its reports
+    # dropped as repeats by the store callback) would have a new start time.
+    after = {t.trial_id: t for t in trials}
+    for t in started:
+        if t.trial_id in done:
+            assert after[t.trial_id].started_at == t.started_at, (t, after[t.trial_id])
+    resumed = min(m.time for m in metrics if m.time > killed_at)
+    print(f"\nresubmit path: first report stored {resumed - killed_at:.1f} s after the kill")

@@ -51,7 +51,7 @@ def test_a_document_from_this_code_and_these_presets_is_current(tmp_path: Path) 
     ("change", "says"),
     [
         (lambda r: setattr(r, "code_version", "0" * 64), "ran at code version 000000000000"),
-        (lambda r: setattr(r, "code_version", None), "unknown (an older index)"),
+        (lambda r: setattr(r, "code_version", None), "ran at code version unknown (an older"),
         (lambda r: setattr(r, "smoke", True), "ran with smoke settings"),
         (lambda r: setattr(r, "status", "failed"), "its experiment is failed"),
         (lambda r: r.spec["data"].update(alphabet="abc"), "its preset changed since it ran"),

@@ -251,3 +251,57 @@ def test_page_lists_experiments(harness: Harness) -> None:
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
     assert harness.client.get("/static/../settings.py").status_code == 404
     assert harness.client.get("/static/other.js").status_code == 404
+
+
+def test_an_experiment_started_outside_the_service_is_shown_read_only(harness: Harness) -> None:
+    """A sweep started with ``ray job submit ... sweeps.run --store <the service's store>``
+    is in the store but not the registry: listed (newest first, with the service's own), shown
+    with its store status, results and charts, marked external, and cannot be cancelled."""
+    import time
+
+    from sweeps.store.base import ExperimentRecord
+
+    own = harness.submit(small_spec(name="own")).json()["id"]
+    ext_id = "smoke-20260101T120000-1a2b"  # sweeps.run's own id form, not the registry's
+    spec_json = json.dumps(small_spec(name="smoke"))
+    now = time.time() + 60  # newer than the service's own
+    harness.results.outside[ext_id] = ExperimentRecord(
+        ext_id, "smoke", spec_json, "h" * 64, "running", now, now
+    )
+    harness.results.add(ext_id, "t0", {"test_acc": 0.25, "step": 1})
+    page = harness.client.get("/v1/experiments").json()
+    assert [i["id"] for i in page["items"]] == [ext_id, own] and page["total"] == 2
+    assert [i["external"] for i in page["items"]] == [True, False]
+    running = harness.client.get("/v1/experiments?status=running").json()
+    assert [i["id"] for i in running["items"]] == [ext_id]  # the service's own is pending
+    assert [i["id"] for i in harness.client.get("/v1/experiments?offset=1").json()["items"]] == [
+        own
+    ]
+    assert harness.client.get("/v1/experiments?name=own").json()["total"] == 1
+    one = harness.client.get(f"/v1/experiments/{ext_id}").json()
+    assert (one["status"], one["external"], one["progress"]["results"]) == ("running", True, 1)
+    assert one["submitter"] == "(outside the service)" and one["progress"]["n_trials"] == 4
+    rows = harness.client.get(f"/v1/experiments/{ext_id}/results").json()["rows"]
+    assert rows[0]["test_acc"] == 0.25
+    assert harness.client.get(f"/v1/experiments/{ext_id}/charts").status_code == 200
+    refused = harness.client.post(f"/v1/experiments/{ext_id}/cancel", headers=AUTH)
+    assert refused.status_code == 409 and "ray job stop" in refused.json()["detail"]
+    assert "started outside the service" in harness.client.get("/").text
+    assert "started outside the service" in harness.client.get(f"/experiments/{ext_id}").text
+    assert harness.client.get("/v1/experiments/smoke-unknown-id").status_code == 404
+    assert harness.client.get("/v1/experiments/..%2Fetc").status_code in (404, 422)
+    assert harness.runner.submitted == [(own, harness.runner.submitted[0][1])]
+
+
+def test_the_lifecycles_are_served_for_the_page(harness: Harness) -> None:
+    """The page's scripts read the states from here (no list of their own)."""
+    from sweeps.specs.lifecycle import ExperimentStatus, TrialState
+
+    body = harness.client.get("/v1/lifecycle").json()
+    assert body["experiment"]["states"] == [s.value for s in ExperimentStatus]
+    assert body["experiment"]["terminal"] == ["complete", "failed", "cancelled"]
+    assert body["trial"]["states"] == [s.value for s in TrialState]
+    assert body["trial"]["terminal"] == [s.value for s in TrialState if s.is_terminal]
+    for name in ("app.js", "charts.js"):
+        js = harness.client.get(f"/static/{name}").text
+        assert "/v1/lifecycle" in js and '"complete"' not in js

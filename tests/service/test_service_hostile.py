@@ -260,12 +260,45 @@ def test_infeasible_resources_are_422(
 def test_autoscaler_node_types_make_a_request_feasible(tmp_path: Path) -> None:
     h = Harness(tmp_path, max_trials=16, node_types=[{"CPU": 8, "GPU": 1, "memory": 3e10}])
     with h.client:
-        assert h.submit(small_spec(resources={"cpus": 4, "gpu": 0.5})).status_code == 202
+        r = h.submit(small_spec(resources={"cpus": 4, "gpu": 0.5}))
+        assert r.status_code == 202
+        assert r.json()["capacity"]["waits_for_autoscaler"] == ["DIVSWEEP_NODE_TYPES[0]"]
         _refused(h, json.dumps(small_spec(resources={"cpus": 16})), 422, "resources.cpus")
         _refused(h, json.dumps(small_spec(resources={"cpus": 4, "gpu": 2})), 422, "resources.gpu")
 
 
-def test_unknown_cluster_does_not_refuse(harness: Harness) -> None:
-    """When Ray cannot list its nodes the service cannot tell; it submits (and logs)."""
-    harness.runner.node_list = None
-    assert harness.submit(small_spec(resources={"cpus": 64})).status_code == 202
+def test_unknown_cluster_does_not_refuse_and_says_the_check_was_skipped(
+    harness: Harness,
+) -> None:
+    """When Ray does not list its nodes, twice, the service cannot tell: it submits, and the 202
+    says the node checks were skipped. The checks that need no node still run."""
+    calls = 0
+
+    def nodes() -> None:
+        nonlocal calls
+        calls += 1
+
+    harness.runner.nodes = nodes  # type: ignore[method-assign]
+    r = harness.submit(small_spec(resources={"cpus": 64}))
+    assert r.status_code == 202 and calls == 2  # asked once more before giving up
+    capacity = r.json()["capacity"]
+    assert capacity["checked"] is False and "tried twice" in capacity["detail"]
+    cuda = {"train": {"model": "nano", "epochs": 1, "device": "cuda:99"}}
+    _refused(harness, json.dumps(small_spec(**cuda)), 422, "train.device")
+    assert calls == 2  # refused on the spec alone, before Ray was asked
+
+
+def test_a_failed_node_listing_is_retried_once(harness: Harness) -> None:
+    answers = [None, [{"CPU": 2.0}]]
+    harness.runner.nodes = lambda: answers.pop(0)  # type: ignore[method-assign]
+    _refused(harness, json.dumps(small_spec(resources={"cpus": 64})), 422, "resources.cpus")
+    assert answers == []
+
+
+def test_a_spec_a_live_node_can_run_says_so(harness: Harness) -> None:
+    capacity = harness.submit().json()["capacity"]
+    assert capacity == {
+        "checked": True,
+        "waits_for_autoscaler": [],
+        "detail": "a live node can run a trial now",
+    }

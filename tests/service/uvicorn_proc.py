@@ -144,3 +144,27 @@ def serve(state: Path, num_cpus: int, env: dict[str, str] | None = None) -> Iter
     finally:
         stop_group(proc)
         log.close()
+
+
+def submit_preset(url: str, token: str, preset: str, overrides: dict[str, object]) -> str:
+    """``POST /v1/experiments`` of a preset with overrides; the new experiment's id (a 202)."""
+    r = httpx.post(
+        f"{url}/v1/experiments",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"preset": preset, "overrides": overrides},
+        timeout=120,
+    )
+    assert r.status_code == 202, r.text
+    exp_id: str = r.json()["id"]
+    return exp_id
+
+
+def wait_final(url: str, exp_id: str, timeout_s: float) -> dict[str, object]:
+    """The experiment's status once it is complete, failed or cancelled (or at ``timeout_s``)."""
+    deadline, body = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{url}/v1/experiments/{exp_id}", timeout=60).json()
+        if body["status"] in ("complete", "failed", "cancelled"):
+            break
+        time.sleep(1)
+    return body

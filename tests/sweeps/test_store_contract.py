@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -29,9 +30,15 @@ from sweeps.store.parquet import COMPACT_FANIN
 Factory = Callable[[], ResultsStore]
 
 
-@pytest.fixture(params=["memory", "parquet-local", "parquet-mockfs", "open_store-path"])
+@pytest.fixture(
+    params=["memory", "parquet-local", "parquet-mockfs", "open_store-path", "parquet-s3"]
+)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    """A factory: each call opens a new store instance on the same underlying storage."""
+    """A factory: each call opens a new store instance on the same underlying storage.
+
+    ``parquet-s3`` is an ``s3://`` URI on a real S3 server (moto's, `servers.s3_server`), a new
+    bucket per test, opened through `open_store` as a deployment's would be.
+    """
     kind = request.param
     if kind == "memory":
         name = f"memory://contract-{uuid.uuid4().hex}"
@@ -42,6 +49,9 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Facto
         # A non-local pyarrow filesystem: the code path an s3:// URI takes.
         fs = pafs._MockFileSystem()
         yield lambda: ParquetStore("bucket/results", fs)
+    elif kind == "parquet-s3":
+        uri = request.getfixturevalue("s3").new_bucket()
+        yield lambda: open_store(uri)
     else:
         yield lambda: open_store(str(tmp_path / "via-uri"))
 
@@ -289,6 +299,26 @@ def test_parquet_reader_in_another_process_never_sees_partial_files(tmp_path: Pa
             break
     proc.join()
     assert proc.exitcode == 0 and seen == n
+
+
+def test_s3_store_is_an_s3_filesystem_and_compacts_there(s3: Any) -> None:
+    """The ``s3://`` store writes objects to the S3 server (not a local stand-in), and its
+    metrics writer compacts them there: 60 one-row writes leave at most 2 * (FANIN - 1)
+    objects, and every row reads back once from a new reader."""
+    uri = s3.new_bucket()
+    store = open_store(uri)
+    assert isinstance(store, ParquetStore) and isinstance(store.fs, pafs.S3FileSystem)
+    _new(store)
+    for i in range(60):
+        store.append_metrics("e1", "t1", {"step": i})
+    objects = [
+        i.path
+        for i in store.fs.get_file_info(pafs.FileSelector(store.root, recursive=True))
+        if i.type == pafs.FileType.File and "/metrics/" in i.path
+    ]
+    assert 1 <= len(objects) <= 2 * (COMPACT_FANIN - 1), objects
+    assert all(p.endswith(".parquet") for p in objects)  # no *.tmp left behind
+    assert [r.metrics["step"] for r in open_store(uri).get_metrics("e1")] == list(range(60))
 
 
 def test_parquet_compaction_bounds_the_files_and_keeps_every_row(tmp_path: Path) -> None:

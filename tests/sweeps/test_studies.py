@@ -472,7 +472,7 @@ def test_render_writes_every_section_and_keeps_the_others_on_a_partial_rerun(
     assert first in again
     assert "search: I* = 181 (test_acc_op_new_x >= 0.5), in (166, 181]; crossing of 0.5" in again
     assert "16 trials against 52" in again
-    assert "the grid study's own crossing, 167, lies inside the interval" in again
+    assert "the grid study's own crossing, 166, lies inside the interval: no" in again
 
 
 SPARSE = {  # two cells on the diagonal of each grid, as the smoke runs measure them

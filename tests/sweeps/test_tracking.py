@@ -7,6 +7,8 @@ from disk: one run per trial, every report's metric, the trial's parameters.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -54,15 +56,21 @@ def test_mlflow_and_wandb_get_every_trial(tmp_path: Path, monkeypatch: pytest.Mo
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 4
+    logged = []
     for run in runs:
-        history = client.get_metric_history(run.info.run_id, "score")
-        assert len(history) == 8  # every report
         # the trial config as Tune holds it: a grid trial's parameters under "params"
-        assert float(run.data.params["params/train.lr"]) in (1e-3, 1e-2), run.data.params
+        params = run.data.params
+        lr, seed = float(params["params/train.lr"]), int(params["params/seed"])
+        logged.append((lr, seed))
+        history = client.get_metric_history(run.info.run_id, "score")
+        # every report, each with the value the trial reported at its step
+        assert [round(m.value, 9) for m in sorted(history, key=lambda m: m.step)] == _scores(lr)
         assert run.data.tags["divsweep.spec"] == "tracked"
+    assert sorted(logged) == GRID, logged  # each value of the axis, with each seed
 
     offline = sorted((tune_dir / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 4, os.listdir(tune_dir / "wandb" / "wandb")
+    logged = []
     for path in offline:
         recs = list(_wandb_records(path))
         history = [
@@ -70,11 +78,28 @@ def test_mlflow_and_wandb_get_every_trial(tmp_path: Path, monkeypatch: pytest.Mo
             for r in recs
             if r.WhichOneof("record_type") == "history"
         ]
-        assert len(history) == 8 and all("score" in h for h in history)  # every report
         config = {
-            i.key for r in recs if r.WhichOneof("record_type") == "config" for i in r.config.update
+            i.key: json.loads(i.value_json)
+            for r in recs
+            if r.WhichOneof("record_type") == "config"
+            for i in r.config.update
         }
-        assert "params" in config  # the trial's parameters
+        params = config["params"]  # the trial's parameters
+        lr, seed = float(params["train.lr"]), int(params["seed"])
+        logged.append((lr, seed))
+        # every report, each with the value the trial reported
+        assert [round(float(h["score"]), 9) for h in history] == _scores(lr), history
+    assert sorted(logged) == GRID, logged
+
+
+#: the grid's (train.lr, seed) pairs, each of which must reach each tracker once
+GRID = [(1e-3, 0), (1e-3, 1), (1e-2, 0), (1e-2, 1)]
+
+
+def _scores(lr: float) -> list[float]:
+    """What `fakes.learning_curve` reports at steps 1..8 for ``lr``."""
+    quality = 1.0 - (math.log10(lr) + 2.5) ** 2 / 4
+    return [round(quality * i / 8, 9) for i in range(1, 9)]
 
 
 def _wandb_records(path: Path) -> Iterator[Any]:

@@ -147,6 +147,10 @@ class SimulatedRunner:
         from service.jobs import job_id_for
 
         job_id = job_id_for(exp_id)  # the id Ray would get, so refresh/reconcile find it
+        if log := os.environ.get("LOADGEN_SUBMIT_LOG"):
+            # one line per submission, appended by every server process that shares the log
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {exp_id}\n")
         spec = self._job_file(exp_id, spec_json)
         job = _Job()
         if self.writer == "thread":
@@ -267,6 +271,7 @@ class LoadServer:
         max_concurrent: int = 1000,
         sse_poll_s: float = 0.5,
         factory: str = "loadgen.server:app_from_env",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.factory = factory
@@ -280,6 +285,7 @@ class LoadServer:
             "DIVSWEEP_SSE_KEEPALIVE_S": "2",
             "LOADGEN_WRITE_S": str(write_s),
             "LOADGEN_WRITER": writer,
+            **(env or {}),
         }
         self.log_path = state_dir / f"uvicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
