@@ -265,11 +265,11 @@ def plan_experiment(
     search, notes = spec.search, []
     if isinstance(search, ThresholdSearch):
         cells = [_threshold_group(spec, search, group, tp, n_params) for group in search.groups]
-        groups = f"{len(search.groups)} bisections x " if search.over is not None else ""
+        per = f"{len(search.groups)} bisections x " if search.over is not None else ""
         notes.append(
-            f"threshold search: at most {spec.n_trials} trials ({groups}{search.replicate_cap} "
+            f"threshold search: at most {spec.n_trials} trials ({per}{search.replicate_cap} "
             f"replicates x {search.max_probes} probes), each priced at the costlier "
-            f"bracket end{' of its group' if groups else ''}; it usually stops sooner"
+            f"bracket end{' of its group' if per else ''}; it usually stops sooner"
         )
     elif isinstance(search, OptunaSearch):
         cells = [trial_cost(spec.trials()[0], search.n_trials, tp, n_params)]
@@ -278,10 +278,10 @@ def plan_experiment(
             f"configuration; sampled {', '.join(search.space)} change the cost"
         )
     else:
-        groups: dict[str, list[TrialPlan]] = {}
+        by_cell: dict[str, list[TrialPlan]] = {}
         for t in spec.trials():  # seeds of one cell share its cost
-            groups.setdefault(json.dumps(t.cell, sort_keys=True, default=str), []).append(t)
-        cells = [trial_cost(ts[0], len(ts), tp, n_params) for ts in groups.values()]
+            by_cell.setdefault(json.dumps(t.cell, sort_keys=True, default=str), []).append(t)
+        cells = [trial_cost(ts[0], len(ts), tp, n_params) for ts in by_cell.values()]
     derived = spec.budget.examples_field if spec.budget is not None else None
     # the budget's derived field (S = budget // I) shows as the train-set column instead
     cells = [replace(c, cell={k: v for k, v in c.cell.items() if k != derived}) for c in cells]

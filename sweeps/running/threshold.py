@@ -134,17 +134,25 @@ class Bisection:
     def next_trial(self) -> tuple[float, int] | None:
         """The next ``(value, seed)`` to run, or None: the round's other trials still run, or
         the bisection is done. A round answered entirely by `lookup` moves on by itself."""
-        while not self.queue:
-            if self.done or self.running:
-                return None
-            self._next_round()
+        self._advance()
+        if not self.queue:
+            return None
         self.running += 1
         return self.queue.pop(0)
 
     def record(self, value: float, seed: int, metric: Any) -> None:
-        """A suggested trial finished with ``metric`` (None: failed or no number)."""
+        """A suggested trial finished with ``metric`` (None: failed or no number). The round's
+        last trial moves the bisection on at once: Tune stops asking once it has run
+        ``num_samples`` trials, and the state it saves then must hold the finished answer."""
         self.running -= 1
         self.scores.setdefault(value, {})[seed] = _score(metric)
+        self._advance()
+
+    def _advance(self) -> None:
+        """Start rounds until one has trials to run, one is running, or the bisection is done
+        (a round answered entirely by `lookup` moves on by itself)."""
+        while not self.queue and not self.running and not self.done:
+            self._next_round()
 
     def state(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _STATE}
