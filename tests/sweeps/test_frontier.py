@@ -234,6 +234,39 @@ def test_counts_fields_and_quota_plans_cover_every_budget() -> None:
     assert plan.data.n_train == 4000
 
 
+#: The fields that make a budget axis: the frontier sets n_examples per group (and trains a fixed
+#: number of steps on CPU); the grid it stands beside sets examples per rule.
+BUDGET_FIELDS = {
+    "data": {"n_instructions", "n_examples", "examples_per_instruction"},
+    "train": {"epochs", "max_steps", "eval_every"},
+}
+
+
+@pytest.mark.parametrize(("name", "twin"), [("frontier-mini", "fig2a-mini"), ("frontier", "fig2a")])
+def test_frontier_presets_are_their_fig2a_twins_problem_over_8x_of_budget(
+    name: str, twin: str
+) -> None:
+    """Same problem, model and optimiser as the Fig. 2a preset (bar the budget fields); the
+    strict metric; >= 3 budgets spanning >= 8x; every example of every budget seen at least
+    once when the steps are fixed; the bracket's largest I gets an example at every budget."""
+    spec, grid = load_preset(name), load_preset(twin)
+    for part, skip in BUDGET_FIELDS.items():
+        mine, theirs = (
+            {k: v for k, v in getattr(p, part).model_dump(mode="json").items() if k not in skip}
+            for p in (spec, grid)
+        )
+        assert mine == theirs, f"{name}.{part}: resync with {twin}.yaml"
+    s = spec.search
+    assert isinstance(s, ThresholdSearch) and s.over is not None and s.over.field == OVER
+    assert spec.metric == s.metric == "test_acc_op_new_x" and s.level == 0.5
+    budgets = s.over.points()
+    assert len(budgets) >= 3 and max(budgets) / min(budgets) >= 8
+    assert s.replicates >= 2 and (s.max_replicates or 0) > s.replicates  # adaptive, an interval
+    assert min(budgets) >= s.high
+    if spec.train.max_steps is not None:
+        assert max(budgets) <= spec.train.max_steps * spec.train.batch_size
+
+
 def test_plan_prices_every_budget_of_the_paper_scale_frontier() -> None:
     spec = load_preset("frontier")
     s = spec.search
