@@ -29,6 +29,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from sweeps.stats import Bootstrap, Slope, bootstrap_log_slope, threshold_of
 
@@ -190,12 +191,12 @@ def png(
         lo = [y - _or(fit.points[n].low, y) for n, y in zip(inside, ys, strict=True)]
         hi = [_or(fit.points[n].high, y) - y for n, y in zip(inside, ys, strict=True)]
         ax.errorbar(inside, ys, yerr=[lo, hi], fmt="o", capsize=4, label="I* (95 % interval)")
-    for n in fit.budgets:
-        ci = fit.points[n]
-        if ci.estimate == math.inf:
-            ax.plot([n], [max(fit.curves[n])], marker="^", color="tab:red", linestyle="none")
-        elif ci.estimate == -math.inf:
-            ax.plot([n], [min(fit.curves[n])], marker="v", color="tab:red", linestyle="none")
+    for sign, marker, end, where in ((1, "^", max, "above"), (-1, "v", min, "below")):
+        out = [n for n in fit.budgets if fit.points[n].estimate == sign * math.inf]
+        if out:
+            ys = [end(fit.curves[n]) for n in out]
+            label = f"I* {where} the bracket (drawn at its end)"
+            ax.plot(out, ys, marker=marker, color="tab:red", linestyle="none", label=label)
     line = fit.line()
     if line is not None:
         s = fit.slope
@@ -215,6 +216,14 @@ def png(
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # plain numbers (60, 100, 400), not 6 x 10^1: the budgets, and I at the decades between
+    ax.set_xticks(fit.budgets + ([paper[0]] if paper else []))
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: _plain(v) if _lead(v) in (2, 5) else "")
+    )
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"I* (rules where accuracy crosses {fit.level:g})")
     ax.grid(True, which="both", alpha=0.3)
@@ -226,6 +235,16 @@ def png(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
+
+
+def _plain(v: float, _: Any = None) -> str:
+    """A tick as a plain number: 14,000 and 200, not 1.4 x 10^4."""
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
+def _minor(v: float, _: Any = None) -> str:
+    """A log axis's minor tick labelled at 2 and 5 times a power of ten only (20, 50, 200)."""
+    return _plain(v) if v > 0 and f"{v:e}"[0] in "25" else ""
 
 
 def _or(v: float, default: float) -> float:

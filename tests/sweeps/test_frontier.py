@@ -16,6 +16,7 @@ import math
 import pickle
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -456,3 +457,84 @@ def test_smoke_frontier_through_the_driver_with_reuse_between_experiments(
     assert {t.params[OVER] for t in b_trials if not t.reused_from} == {64000}
     est_b = threshold_estimate(exp_b, store=open_store(uri))
     assert [g["threshold"] for g in est_b["groups"][:3]] == [g["threshold"] for g in est["groups"]]
+
+
+# --- RESULTS.md: the frontier section ----------------------------------------------------------
+
+
+def test_results_section_tabulates_each_budget_the_slope_and_the_cost(tmp_path: Path) -> None:
+    """frontier-mini's section of RESULTS.md from a store holding a finished frontier (probes
+    like a bisection's, on the fake phase boundary I* = 10 (N / 1000)^0.5): the table of I*
+    with its interval, answer and trials against the grid at every budget, the slope, the
+    log-log figure with the paper's point, the verdict; the header marks the study as outside
+    the default run and leaves its wall time out of the default run's total."""
+    from sweeps.reporting.results_doc import (
+        ResultsIndex,
+        RunInfo,
+        StoreSource,
+        StudyRecord,
+        render,
+    )
+    from sweeps.store import TrialRecord, open_store
+
+    spec = smoke_frontier(name="frontier-mini")
+    store = open_store(f"memory://frontier-{uuid.uuid4().hex}")
+    store.create_experiment(
+        "xfr", name=spec.name, spec_json=spec.spec_json, spec_hash=spec.spec_hash
+    )
+    n_trials = 0
+    for n in BUDGETS:
+        t = fakes.frontier_threshold(n)
+        for i in sorted({4, 256, round(t / 2), round(t / 1.3), round(t * 1.3), round(t * 2)}):
+            for seed in (0, 1):
+                plan = spec.plan({OVER: n, AXIS: i, "seed": seed})
+                mean = 0.5 + 0.45 * math.tanh(2 * math.log(i / t))
+                tid = f"t{n_trials}"
+                n_trials += 1
+                store.put_trial(
+                    TrialRecord(
+                        "xfr",
+                        tid,
+                        plan.trial_key,
+                        json.dumps(plan.params),
+                        plan.data.content_hash,
+                        "complete",
+                    )
+                )
+                acc = {"test_acc_op_new_x": mean + 0.03 * (2 * seed - 1), "fresh_acc": 1.0}
+                store.append_metrics("xfr", tid, {"step": 1, **acc})
+    store.set_experiment_status("xfr", "complete")
+    out = tmp_path / "docs" / "RESULTS.md"
+    index = ResultsIndex()
+    index.last_run = RunInfo(1.8e9, "abc1234", {"nproc": 2}, ["frontier-mini"], wall_s=700)
+    index.studies["frontier-mini"] = StudyRecord(
+        "frontier-mini", "complete", "xfr", spec=spec.model_dump(mode="json"), wall_s=700
+    )
+    doc = render(index, StoreSource(store), out)
+
+    sec = doc.split("## frontier-mini: ")[1]
+    assert "| [frontier-mini](#frontier-mini) | `xfr` | complete (not in the default run) |" in doc
+    assert "all complete studies of the default run together 0.0 s" in doc
+    assert "**The phase boundary** (unseen rules, new x" in sec
+    assert "| training examples N | I* (crossing of 0.5) | 95 % interval | search answer |" in sec
+    grid = FrontierRun(
+        ThresholdRun(0.5, 4, 256, 2.0, 2, n_trials), tuple(map(float, BUDGETS))
+    ).grid_trials
+    for n in BUDGETS:
+        row = re.search(
+            rf"^\| {n:,} \| (\d+) \| (\d+)–(\d+) \| \d+ \| 12 \| {grid // 3} \|$", sec, re.M
+        )
+        assert row, (n, sec)
+        est, low, high = map(int, row.groups())
+        true = fakes.frontier_threshold(n)
+        assert low <= est <= high and true / 1.3 <= est <= true * 1.3
+    slope = re.search(
+        r"Slope of log I\* against log N: (0\.\d+) \(95% interval (0\.\d+)–(0\.\d+)", sec
+    )
+    assert slope and float(slope[2]) <= 0.5 <= float(slope[3]), sec
+    assert f"Trials: {n_trials} (0 reused) against {grid} for a grid at the same step" in sec
+    assert "![frontier-mini-frontier](img/results/frontier-mini-frontier.png)" in sec
+    png = tmp_path / "docs" / "img" / "results" / "frontier-mini-frontier.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "at 10⁶ examples the unseen-rule accuracy crosses 0.5 between 400 and 500" in sec
+    assert re.search(r"^\*\*Verdict: effect shown\.\*\* ", sec, re.M), sec
