@@ -221,9 +221,7 @@ def png(
     ax.xaxis.set_major_formatter(FuncFormatter(_plain))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-    ax.yaxis.set_minor_formatter(
-        FuncFormatter(lambda v, _: _plain(v) if _lead(v) in (2, 5) else "")
-    )
+    ax.yaxis.set_minor_formatter(FuncFormatter(_minor))
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"I* (rules where accuracy crosses {fit.level:g})")
     ax.grid(True, which="both", alpha=0.3)
