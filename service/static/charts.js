@@ -130,8 +130,11 @@ function drawFrontier(d) {
   }
   Plotly.react("frontier", traces, {
     margin: { t: 40 }, height: 380, title: { text: `${short(fr.axis)}* against ${short(fr.over)}: slope ${slope}` },
-    xaxis: { title: { text: fr.over }, type: "log" },
-    yaxis: { title: { text: `${fr.axis} where ${fr.metric} crosses ${fr.level}` }, type: "log" },
+    // the budgets themselves as the x ticks; plain numbers, not 2×10⁴
+    xaxis: { title: { text: fr.over }, type: "log", tickvals: fr.points.map((p) => p.budget),
+             ticktext: fr.points.map((p) => p.budget.toLocaleString("en")) },
+    yaxis: { title: { text: `${short(fr.axis)}* (${short(fr.metric)} = ${fr.level})` }, type: "log",
+             tickformat: "~g" },
     legend: { orientation: "h", y: -0.3 },
   }, CONFIG);
   const lines = fr.points.map((p) => {
