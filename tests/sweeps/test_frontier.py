@@ -538,3 +538,45 @@ def test_results_section_tabulates_each_budget_the_slope_and_the_cost(tmp_path: 
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "at 10⁶ examples the unseen-rule accuracy crosses 0.5 between 400 and 500" in sec
     assert re.search(r"^\*\*Verdict: effect shown\.\*\* ", sec, re.M), sec
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+def test_frontier_mini_smoke_trains_real_models_and_renders_its_section(tmp_path: Path) -> None:
+    """frontier-mini at `divsweep reproduce --smoke` settings (two budgets, one seed a probe, 3
+    steps a trial) through the driver with the real trainer: one experiment whose trials
+    carry their budget, and RESULTS.md's frontier table with a row per budget. The numbers
+    mean nothing; the path from the preset to the section is what is tested."""
+    from sweeps.reporting.results_doc import (
+        ResultsIndex,
+        StoreSource,
+        StudyRecord,
+        render,
+    )
+    from sweeps.reporting.studies import STUDIES, _merge, smoke_overrides
+    from sweeps.running.driver import run_experiment
+    from sweeps.store import open_store
+
+    study = STUDIES["frontier-mini"]
+    preset = load_preset("frontier-mini")
+    spec = type(preset).model_validate(
+        _merge(preset.model_dump(mode="json"), smoke_overrides(study, preset))
+    )
+    assert isinstance(spec.search, ThresholdSearch) and spec.search.over is not None
+    budgets = spec.search.over.points()
+    uri = str(tmp_path / "store")
+    exp = run_experiment(spec, "frontier-smoke", uri, verbose=0)
+    store = open_store(uri)
+    trials = store.get_trials(exp)
+    assert store.get_experiment(exp).status == "complete"
+    assert {t.params[OVER] for t in trials} == set(budgets) and len(trials) <= spec.n_trials
+    index = ResultsIndex()
+    index.studies[study.name] = StudyRecord(
+        study.name, "complete", exp, smoke=True, spec=spec.model_dump(mode="json"), wall_s=1.0
+    )
+    doc = render(index, StoreSource(store), tmp_path / "RESULTS.md")
+    sec = doc.split(f"## {study.name}: ")[1]
+    assert "**The phase boundary**" in sec
+    for n in budgets:
+        assert re.search(rf"^\| {n:,} \| ", sec, re.M), (n, sec)
+    assert (tmp_path / "img" / "results" / "frontier-mini-frontier.png").exists()
