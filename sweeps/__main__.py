@@ -25,6 +25,7 @@ from sweeps.reporting.frontier import curves_of_rows, fit_frontier
 from sweeps.reporting.frontier import png as frontier_png
 from sweeps.reporting.plan import plan_report
 from sweeps.reporting.plot import plot_experiment
+from sweeps.reporting.studies import frontier_run
 from sweeps.reporting.tables import (
     experiment_spec,
     results,
@@ -84,8 +85,14 @@ def frontier_report(experiment_id: str, spec: ExperimentSpec, store: Any, out: P
         f"phase boundary: crossing of {spec.metric} = {search.level} at each {search.over.field}"
     ]
     for n in fit.budgets:
-        lines.append(f"  {search.over.field}={n:g}: I* = {fit.points[n].text()}")
-    lines += [f"  slope of log I* on log {search.over.field}: {fit.slope.text()}", f"wrote {png}"]
+        lines.append(f"  {search.over.field}={n:g}: I* = {fit.text(n)}")
+    run = frontier_run(spec, len(store.get_trials(experiment_id)))
+    lines += [
+        f"  slope of log I* on log {search.over.field}: {fit.slope.text()}",
+        f"  trials: {run.search.n_trials} against {run.grid_trials} for a grid at the same step "
+        f"(x{search.resolution:g}, {search.replicates} seeds a point) at every budget",
+        f"wrote {png}",
+    ]
     return "\n".join(lines)
 
 

@@ -144,9 +144,11 @@ function drawFrontier(d) {
       `${p.high === null ? "open" : fmt(p.high)}] (${p.trials} trials)`;
   });
   const left = s.undefined ? `, ${s.undefined} of ${s.n_boot} resamples left out` : "";
+  const cost = fr.grid_trials === null ? ""
+    : ` Trials: ${fr.trials} against ${fr.grid_trials} for a grid at the same step at every budget.`;
   document.getElementById("frontier-text").textContent =
     `${short(fr.axis)}* by ${short(fr.over)}: ${lines.join("; ")}. Slope of log ${short(fr.axis)}* ` +
-    `on log ${short(fr.over)}: ${slope}${left}.`;
+    `on log ${short(fr.over)}: ${slope}${left}.${cost}`;
 }
 
 function drawHeatmap(d) {

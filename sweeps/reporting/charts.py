@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from sweeps.reporting.frontier import chart as frontier_chart
 from sweeps.reporting.frontier import curves_of_rows, fit_frontier
-from sweeps.reporting.studies import training_twin
+from sweeps.reporting.studies import frontier_run, training_twin
 from sweeps.reporting.tables import summarize
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import bootstrap_crossing, threshold_of
@@ -122,9 +122,10 @@ def _frontier(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, Any
         return None
     curves = curves_of_rows(rows, search.over.field, search.axis, "metric_values")
     fit = fit_frontier(curves, search.level)
+    grid = frontier_run(spec, 0).grid_trials
     # the values are the headline metric's (as the phase diagram's); the spec's presets make it
     # the search's own metric
-    return frontier_chart(fit, search.over.field, search.axis, spec.metric)
+    return frontier_chart(fit, search.over.field, search.axis, spec.metric, grid)
 
 
 def _finite(v: float) -> float | None:

@@ -61,6 +61,20 @@ class FrontierFit:
         """Seeds measured over every probe of ``budget``'s bisection."""
         return sum(len(v) for v in self.curves[budget].values())
 
+    def text(self, budget: float) -> str:
+        """``budget``'s I* for a line of text: ``119 (95% interval 98–142, 2000 bootstrap
+        resamples), 6 trials``, or where it lies when outside the probes."""
+        ci, probes = self.points[budget], self.curves[budget]
+        if ci.estimate == math.inf:
+            where = f"above the bracket: no probe up to {max(probes):g} reaches {self.level:g}"
+        elif ci.estimate == -math.inf:
+            where = f"at or below the bracket's low end {min(probes):g}"
+        elif math.isnan(ci.estimate):
+            where = "not measured"
+        else:
+            where = ci.text()
+        return f"{where}, {self.trials(budget)} trials"
+
     def line(self) -> tuple[list[float], list[float]] | None:
         """The fitted power law at the smallest and largest budget of the fit: ``(xs, ys)``
         with ``log y = a + slope log x`` through the crossings (None without a slope)."""
@@ -117,15 +131,19 @@ def _outside(ci: Bootstrap) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def chart(fit: FrontierFit, over: str, axis: str, metric: str) -> dict[str, Any]:
-    """The JSON the results page draws (``chart_data(...)["frontier"]``)::
+def chart(
+    fit: FrontierFit, over: str, axis: str, metric: str, grid_trials: int | None = None
+) -> dict[str, Any]:
+    """The JSON the results page draws (``chart_data(...)["frontier"]``; ``grid_trials``: what
+    a grid at the search's step would take at every budget, for the cost line)::
 
         {"over": "data.n_examples", "axis": "data.n_instructions", "metric": ..., "level": 0.5,
          "points": [{"budget": 14000, "estimate": 61.2, "low": 52.0, "high": 70.3,
                      "outside": null, "answer": 64, "trials": 6}, ...],
          "slope": {"estimate": 0.52, "low": 0.31, "high": 0.74, "n_boot": 2000,
                    "undefined": 0, "budgets": [14000, 56000, 224000]},
-         "line": {"x": [14000, 224000], "y": [60.1, 252.3]}}
+         "line": {"x": [14000, 224000], "y": [60.1, 252.3]},
+         "trials": 30, "grid_trials": 66}
 
     ``outside`` is ``"above"`` / ``"below"`` when the crossing lies outside the bisection's
     probes (``estimate`` null; the bracket end it passed is ``high`` / ``low``); NaN and
@@ -164,6 +182,8 @@ def chart(fit: FrontierFit, over: str, axis: str, metric: str) -> dict[str, Any]
             "budgets": list(s.xs),
         },
         "line": {"x": line[0], "y": line[1]} if line else None,
+        "trials": sum(p["trials"] for p in points),
+        "grid_trials": grid_trials,
     }
 
 

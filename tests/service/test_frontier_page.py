@@ -105,3 +105,5 @@ def test_the_frontier_chart_draws_intervals_and_the_fitted_slope(
     slope = f"slope {s['estimate']:.4g} [{s['low']:.4g}, {s['high']:.4g}]"
     assert line["name"] == f"fit: {slope}" and slope in plot["title"]
     assert "1000: " in plot["text"] and "trials" in plot["text"]
+    cost = f"Trials: {fr['trials']} against {fr['grid_trials']} for a grid at the same step"
+    assert cost in plot["text"]

@@ -340,6 +340,43 @@ def test_frontier_says_so_when_a_threshold_lies_outside_the_bracket() -> None:
     assert "N=16,000: not measured" in missing.reason and missing.outcome == "partly"
 
 
+def test_chart_json_table_and_text_of_a_threshold_outside_its_bracket() -> None:
+    """What the page, the report and RESULTS.md get when one budget's threshold lies above its
+    probes and another's at or below them: JSON without NaN or infinity (the bracket end it
+    passed in ``low`` / ``high``, ``outside`` saying which), the slope left undefined (one
+    budget inside), and words instead of numbers in the table and the report's lines."""
+    from sweeps.reporting.frontier import chart, table_md
+
+    def probes(t: float) -> dict[float, list[float]]:
+        return {t / 4: [0.0, 0.05], t: [0.45, 0.55], t * 4: [0.95, 1.0]}
+
+    fit = fit_frontier(
+        {
+            1e3: {8.0: [0.7, 0.8], 64.0: [0.9, 1.0]},
+            4e3: probes(80),
+            16e3: {8.0: [0.0], 64.0: [0.1]},
+        },
+        0.5,
+    )
+    data = chart(fit, OVER, AXIS, "test_acc_op_new_x", grid_trials=42)
+    json.dumps(data, allow_nan=False)
+    below, inside, above = data["points"]
+    assert (below["outside"], below["estimate"], below["high"]) == ("below", None, 8.0)
+    assert (above["outside"], above["estimate"], above["low"]) == ("above", None, 64.0)
+    assert inside["outside"] is None and inside["low"] < inside["estimate"] < inside["high"]
+    assert (above["trials"], data["trials"], data["grid_trials"]) == (2, 12, 42)
+    assert data["slope"]["estimate"] is None and data["line"] is None
+    assert data["slope"]["budgets"] == [4e3]
+    table = table_md(fit, 14)
+    assert "| 1,000 | ≤ 8 | below the bracket | 8 | 4 | 14 |" in table
+    assert "| 16,000 | > 64 | above the bracket | none | 2 | 14 |" in table
+    assert fit.text(16e3) == "above the bracket: no probe up to 64 reaches 0.5, 2 trials"
+    assert fit.text(1e3) == "at or below the bracket's low end 8, 4 trials"
+    assert re.fullmatch(
+        r"\d+ \(95% interval \d+–\d+, 2000 bootstrap resamples\), 6 trials", fit.text(4e3)
+    )
+
+
 def test_slope_interval_covers_the_true_slope_about_95_percent_of_the_time() -> None:
     """Three budgets with thresholds 64 (N/1000)^0.5 measured at probes like a bisection's
     (2 seeds, 4 near the threshold; noise sd 0.08): the slope's interval must hold 0.5 in at
@@ -424,7 +461,9 @@ def test_smoke_frontier_through_the_driver_with_reuse_between_experiments(
     json.dumps(fr, allow_nan=False)  # no NaN or infinity reaches the page
     assert [p["budget"] for p in fr["points"]] == [1000, 4000, 16000]
     assert all(p["low"] <= p["estimate"] <= p["high"] for p in fr["points"])
-    assert sum(p["trials"] for p in fr["points"]) == len(trials)
+    assert sum(p["trials"] for p in fr["points"]) == fr["trials"] == len(trials)
+    # [4, 256] at x2 is 7 points, 2 seeds each, at 3 budgets
+    assert fr["grid_trials"] == 3 * 7 * 2
     s = fr["slope"]
     assert s["low"] <= fakes.FRONTIER_SLOPE <= s["high"] and s["low"] > 0, s
     assert fr["line"]["x"] == [1000, 16000]
@@ -434,6 +473,8 @@ def test_smoke_frontier_through_the_driver_with_reuse_between_experiments(
     assert report(exp, uri, tmp_path / "report") == 0
     printed = capsys.readouterr().out
     assert "slope of log I* on log data.n_examples" in printed
+    assert f"  trials: {len(trials)} against {fr['grid_trials']} for a grid at the same" in printed
+    assert re.search(r"  data.n_examples=1000: I\* = \d+ \(95% interval .*\), \d+ trials", printed)
     assert (tmp_path / "report" / f"{exp}-frontier.png").read_bytes()[:4] == b"\x89PNG"
 
     # Tune saved the searcher: a restored one holds every group's finished bisection
