@@ -45,8 +45,9 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from data import DataSpec, generate
-from trainer import TrainConfig, train
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
+from trainer.loop import train
 
 
 def hf_generate(model, prompts, pad_id, eos_id, max_new, batch_size, bf16=False):

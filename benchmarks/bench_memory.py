@@ -24,8 +24,8 @@ import time
 import torch
 
 from data import DataSpec, Vocab
-from trainer import TrainConfig, build_model
-from trainer.loop import make_optimizer, masked_loss, resolve_device
+from trainer import TrainConfig
+from trainer.member import resolve_device
 from trainer.memory import (
     CUDA_CONTEXT_BYTES,
     MemoryEstimate,
@@ -33,6 +33,8 @@ from trainer.memory import (
     estimate_train_memory,
     gpu_fraction_for,
 )
+from trainer.model import build_model
+from trainer.step import make_optimizer, masked_loss
 
 # bench_train's data: the paper's string lengths (z 10..50, x 2..20, y 1..20)
 SPEC = DataSpec(n_instructions=500, examples_per_instruction=20, noop_fraction=0.3, seed=0)

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from data import DataSpec, generate
-from trainer import TrainConfig, build_model, train
+from trainer import TrainConfig
 from trainer.batching import IGNORE
+from trainer.loop import train
+from trainer.model import build_model
 
 
 def hf_trainer_tokens_per_s(

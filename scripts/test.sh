@@ -20,4 +20,4 @@ fi
 ruff check .
 ruff format --check .
 mypy
-python -m pytest "$@"
+python -m pytest --durations=25 "$@"

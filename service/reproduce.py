@@ -33,7 +33,11 @@ import httpx
 import pyarrow as pa
 
 from service.client import DivsweepClient, ServiceError
+from service.errors import ServiceError as SpecRefused  # the service's own refusal, raised here
+from service.presets import find
+from service.specs import Quotas, prepare_preset
 from sweeps.codeversion import code_version
+from sweeps.errors import SweepError
 from sweeps.reporting.results_doc import (
     SKIPPED,
     ResultsIndex,
@@ -43,7 +47,7 @@ from sweeps.reporting.results_doc import (
     index_path,
     render,
 )
-from sweeps.reporting.studies import Study, default_studies, smoke_overrides
+from sweeps.reporting.studies import STUDIES, Study, default_studies, smoke_overrides
 from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -153,9 +157,6 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
     """The overrides to submit and the spec the service will run from them (validated here
     the way the service validates a preset submission). ``seed_offset`` shifts each of the
     preset's seeds (after the smoke overrides): 3 turns seeds 0, 1, 2 into 3, 4, 5."""
-    from service.presets import find
-    from service.specs import Quotas, prepare_preset
-
     preset = find(study.preset)
     quotas = Quotas(10**9, 10**12)
     overrides = smoke_overrides(study, preset) if smoke and preset is not None else {}
@@ -168,7 +169,7 @@ def prepare_study(study: Study, smoke: bool, seed_offset: int = 0) -> tuple[dict
 
 def runnable_problem(spec: Any) -> str | None:
     """Why ``spec`` cannot run on this machine (e.g. a missing checkpoint), or None."""
-    from sweeps.errors import SweepError
+    # Ray comes with the driver module: only a run on this machine pays for it, not --check.
     from sweeps.running.driver import check_runnable
 
     try:
@@ -191,11 +192,9 @@ def run_study(
     seed_offset: int = 0,
 ) -> StudyRecord:
     """Submit one study, wait for it to end, and record it in ``index`` (saved as it goes)."""
-    from service.errors import ServiceError
-
     try:
         overrides, prepared = prepare_study(study, smoke, seed_offset)
-    except ServiceError as e:
+    except SpecRefused as e:
         rec = StudyRecord(
             study.name,
             SKIPPED,
@@ -329,7 +328,7 @@ def reproduce(
     index = ResultsIndex.load(idx_path)
     source = source or client
     if render_only:
-        render(index, source, out)
+        _render(index, source, out)
         progress(f"wrote {out} from {idx_path}")
         return 0
     real = [
@@ -368,11 +367,11 @@ def reproduce(
         if rec.status in ("failed", "cancelled"):
             failed.append(study.name)
         if not smoke and i < len(studies):
-            render(index, source, out)  # minutes apart: keep the document current
+            _render(index, source, out)  # minutes apart: keep the document current
     index.last_run.finished_at = time.time()
     index.last_run.wall_s = time.monotonic() - t0
     save()
-    render(index, source, out)
+    _render(index, source, out)
     progress(
         f"wrote {out} ({index.last_run.wall_s:.1f} s)"
         + (f"; failed: {', '.join(failed)}" if failed else "")
@@ -397,14 +396,29 @@ def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
         # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
     """
     index = ResultsIndex.load(index_path(out))
+    return [f"{name}: {why}" for name, why in stale_sections(index, studies).items()]
+
+
+def stale_sections(index: ResultsIndex, studies: Sequence[Study] | None = None) -> dict[str, str]:
+    """``{study: why its section is not current}`` for ``index`` and this checkout (`check`)."""
     code = code_version()
-    stale = []
+    stale = {}
     for study in studies if studies is not None else default_studies():
-        rec = index.studies.get(study.name)
-        why = _stale(study, rec, code)
+        why = _stale(study, index.studies.get(study.name), code)
         if why:
-            stale.append(f"{study.name}: {why}")
+            stale[study.name] = why
     return stale
+
+
+def _render(index: ResultsIndex, source: ResultsSource, out: Path) -> None:
+    """`render`, each real section from other code or another spec marked as not current."""
+    stale = {
+        name: why
+        # every study with a section, those run only when named (frontier-mini) included
+        for name, why in stale_sections(index, list(STUDIES.values())).items()
+        if (rec := index.studies.get(name)) is not None and not rec.smoke
+    }
+    render(index, source, out, stale)
 
 
 UNKNOWN = "unknown (an older index)"

@@ -1,6 +1,6 @@
 """Builtin pretrained models: ``init: "divsweep:tiny-lm"`` instead of a machine-specific path.
 
-A builtin is a `trainer.pretrain.PretrainSpec` under a name. `resolve_init` turns
+A builtin is a `trainer.pretrain_spec.PretrainSpec` under a name. `resolve_init` turns
 ``divsweep:<name>`` into the directory of its build in the model cache (``$DIVSWEEP_MODEL_CACHE``
 or ``~/.cache/divsweep/models``), ``<name>-<first 16 hex of the spec's content hash>/``, building
 it there first when it is missing. Nothing is downloaded: the build pretrains the model on text it
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import ConfigError
-from trainer.pretrain import MANIFEST, PretrainSpec, pretrain
+from trainer.pretrain_spec import MANIFEST, PretrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,9 @@ def build_atomically(spec: PretrainSpec, final: str | Path) -> dict[str, Any]:
     ``final`` must not exist (a rename onto a non-empty directory fails): readers therefore see
     a whole build or none, and an interrupted build leaves only a ``.tmp-`` directory behind.
     """
+    # Building needs torch and transformers; the table above must import without them.
+    from trainer.pretrain import pretrain
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -134,9 +137,10 @@ def builtin_model_size(init: str) -> tuple[int, int, int, str]:
         >>> layers, hidden
         (1, 32)
     """
+    # torch and transformers only here: the table above must import without them.
     import torch
 
-    from trainer.model import count_params
+    from trainer.perf import count_params
     from trainer.pretrain import build_lm, build_tokenizer
 
     spec = builtin_spec(init)

@@ -45,8 +45,16 @@ from typing import Any
 
 import yaml
 
+import data
+from data import DataError
+from trainer.batching import seq_lengths
+from trainer.builtin import BUILTINS, build_atomically, ensure_built
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
+from trainer.loop import train
+from trainer.memory import estimate_train_memory, gpu_fraction_for
+from trainer.model import build_codec
+from trainer.pretrain_spec import MANIFEST, PretrainSpec
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -59,8 +67,6 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def load_data(arg: str) -> Any:
     """A data set from a saved directory, or generated from a spec file."""
-    import data
-
     path = Path(arg)
     if path.is_dir():
         return data.load_dataset(path)
@@ -80,10 +86,6 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
 
 def print_memory_estimate(cfg: TrainConfig, ds: Any, gpu_memory_gb: float) -> int:
     """Print the estimate for ``cfg`` on ``ds``'s training split and its GPU fraction."""
-    from trainer.batching import seq_lengths
-    from trainer.memory import estimate_train_memory, gpu_fraction_for
-    from trainer.model import build_codec
-
     try:
         longest = int(seq_lengths(build_codec(cfg, ds.vocab).encode(ds, "train")).max())
         est = estimate_train_memory(cfg, ds.vocab.size, longest)
@@ -98,9 +100,6 @@ def print_memory_estimate(cfg: TrainConfig, ds: Any, gpu_memory_gb: float) -> in
 
 def pretrain_main(argv: list[str]) -> int:
     """``python -m trainer pretrain``: build a builtin model, or a variant of it into ``--out``."""
-    from trainer.builtin import BUILTINS, build_atomically, ensure_built
-    from trainer.pretrain import MANIFEST, PretrainSpec
-
     p = argparse.ArgumentParser(
         prog="python -m trainer pretrain",
         description="Build divsweep's own small pretrained causal LM (nothing is downloaded).",
@@ -149,10 +148,7 @@ def pretrain_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["pretrain"]:
-        return pretrain_main(argv[1:])
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="DataSpec YAML/JSON, or a saved dataset dir")
     p.add_argument("--config", help="TrainConfig YAML/JSON")
@@ -183,16 +179,20 @@ def main(argv: list[str] | None = None) -> int:
         default=80.0,
         help="GPU size for --estimate-memory's fraction, in GB of 1e9 bytes (default 80)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pretrain"]:
+        return pretrain_main(argv[1:])
+    p = _parser()
     args = p.parse_args(argv)
     if args.out is None and not args.estimate_memory:
         p.error("--out is required unless --estimate-memory is given")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-    from data import DataError
-    from trainer.loop import train
-
     try:
         cfg = load_config(args.config, args.set)
         ds = load_data(args.data)
@@ -201,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.estimate_memory:
         return print_memory_estimate(cfg, ds, args.gpu_memory_gb)
-    out = Path(args.out)
+    return train_into(cfg, ds, Path(args.out), not args.no_progress, args.gpu_memory_fraction)
+
+
+def train_into(
+    cfg: TrainConfig, ds: Any, out: Path, progress: bool, gpu_memory_fraction: float | None
+) -> int:
+    """Train, writing ``config.json``, ``metrics.jsonl``, ``checkpoints/`` and ``result.json``
+    into ``out`` (a rerun resumes from the checkpoints); the exit status."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     metrics_path = out / "metrics.jsonl"
@@ -216,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             ds,
             report=report,
             checkpoint_dir=out / "checkpoints",
-            progress=not args.no_progress,
-            gpu_memory_fraction=args.gpu_memory_fraction,
+            progress=progress,
+            gpu_memory_fraction=gpu_memory_fraction,
         )
     except TrainerError as e:
         print(f"error: {e}", file=sys.stderr)

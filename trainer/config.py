@@ -21,14 +21,14 @@ in another pydantic model, the same rules surface as that model's `ValidationErr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from data.errors import FieldRuleError
-from data.spec import exactly_one_of
+from data.spec import DataSpec, exactly_one_of
 from trainer.builtin import builtin_spec, is_builtin
-from trainer.errors import ConfigError, format_validation_error
+from trainer.errors import ConfigModel
 
 
 class ModelDims(NamedTuple):
@@ -65,7 +65,7 @@ class LoraSpec(BaseModel):
     target_modules: tuple[str, ...] | None = None
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ConfigModel):
     """One training run. See the module docstring for an example."""
 
     # exactly one of epochs/max_steps (`_check`), stated in the JSON Schema too
@@ -132,18 +132,6 @@ class TrainConfig(BaseModel):
     n_failures: int = Field(5, ge=0)
 
     seed: int = 0
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from None
-
-    # Only a direct call goes through this wrapper: as a nested field (or with
-    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or
-    # the wrapper's lax re-validation would let `true` pass for an int (pydantic-settings
-    # marks its own __init__ the same way).
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -218,11 +206,16 @@ class TrainConfig(BaseModel):
         return self.init != "scratch"
 
 
-def fusable(cfgs: Sequence[TrainConfig]) -> str | None:
+def fusable(cfgs: Sequence[TrainConfig], data: Sequence[DataSpec] | None = None) -> str | None:
     """Why ``cfgs`` cannot train as one fused model (`trainer.fused`), or None when they can.
 
-    Members must be scratch GPT-2s whose configs differ at most in ``seed``, without dropout
-    (a fused dropout mask is not each member's own draw), batched in examples.
+    The one home of this rule: `trainer.fused` refuses what it refuses, and the sweeps (their
+    spec validation and their grouping of a grid into fused trials) ask it too. Members must be
+    scratch GPT-2s whose configs differ at most in ``seed``, without dropout (a fused dropout
+    mask is not each member's own draw), batched in examples (every member then has the same
+    number of steps and the same evaluation points). With their data specs (``data``), the data
+    sets must also give every member the same steps and the same token table: the same number of
+    training examples, the same alphabet and task.
 
     >>> fusable([TrainConfig(model="nano", max_steps=5, seed=s) for s in range(4)]) is None
     True
@@ -240,4 +233,19 @@ def fusable(cfgs: Sequence[TrainConfig]) -> str | None:
         return f"dropout={c.dropout}: a fused dropout mask is not each member's own draw"
     if c.examples_per_batch is None:
         return "batch_tokens: each member's step count would depend on its data; use batch_size"
+    return None if data is None else _data_fusable(data, len(cfgs))
+
+
+def _data_fusable(data: Sequence[DataSpec], n: int) -> str | None:
+    if len(data) != n:
+        return f"{len(data)} data sets for {n} members"
+    d0 = data[0]
+    for i, d in enumerate(data[1:], start=1):
+        if d.n_train != d0.n_train:
+            return (
+                f"member {i}'s data set has {d.n_train} training examples, member 0's "
+                f"{d0.n_train}: they would train different numbers of steps"
+            )
+        if (d.alphabet, d.task) != (d0.alphabet, d0.task):
+            return f"member {i}'s vocabulary (alphabet, task) differs from member 0's"
     return None

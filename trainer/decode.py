@@ -57,7 +57,8 @@ attention over the cache (memory-bound: every step reads every row's keys and va
 products at peak; 12 % re-decoding the 7 % of examples with a near-tie.
 
 The GPT-2 pieces (`Gpt2Prompt`, `Gpt2Stepper`, `Gpt2Start`, `row_exact_linears`) live in
-`trainer.gpt2_mirror`, the one module that reaches into transformers' GPT-2 internals.
+`trainer.gpt2.mirror` (`trainer.gpt2` is the one place that reaches into transformers' GPT-2
+internals).
 
 Example::
 
@@ -76,7 +77,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.gpt2_mirror import Gpt2Start, Gpt2Stepper, is_plain_gpt2, row_exact_linears
+from trainer.gpt2.mirror import Gpt2Start, Gpt2Stepper, is_plain_gpt2, row_exact_linears
 
 log = logging.getLogger(__name__)
 

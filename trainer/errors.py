@@ -6,6 +6,10 @@ The tree is small on purpose::
     ├── ConfigError         a TrainConfig field holds a bad value (the message names the field)
     └── CheckpointError     a checkpoint directory is missing files or belongs to another run
 
+`ConfigModel` is the base of the trainer's pydantic configs (`TrainConfig`, `PretrainSpec`): a
+direct call raises `ConfigError` with every field's message instead of pydantic's
+`ValidationError`.
+
 Example::
 
     >>> from trainer import TrainConfig, ConfigError
@@ -18,7 +22,9 @@ Example::
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from data.errors import error_details, format_details
 
@@ -38,3 +44,28 @@ class CheckpointError(TrainerError):
 def format_validation_error(e: ValidationError) -> str:
     """Render pydantic errors as ``field: message; ...`` (`data.errors.error_details`)."""
     return format_details(error_details(e.errors()))
+
+
+class ConfigModel(BaseModel):
+    """A pydantic model whose direct construction raises `ConfigError` (``field: rule; ...``).
+
+    Only a direct call goes through this wrapper: as a nested field (or with
+    ``model_validate_json(..., strict=True)``) pydantic must validate with its own rules, or the
+    wrapper's lax re-validation would let ``true`` pass for an int (pydantic-settings marks its
+    own ``__init__`` the same way, ``__pydantic_base_init__``).
+
+        >>> class Knob(ConfigModel):
+        ...     n: int
+        >>> Knob(n="x")
+        Traceback (most recent call last):
+        ...
+        trainer.errors.ConfigError: n: Input should be a valid integer, unable to parse string ...
+    """
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e)) from None
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]

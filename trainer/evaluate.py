@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from trainer.batching import Sequences
+from trainer.config import TrainConfig
 from trainer.decode import greedy_decode
 from trainer.model import Codec
 
@@ -163,8 +164,6 @@ def evaluate(
     ``build_codec(cfg, ds.vocab)`` for a pretrained checkpoint with its own tokenizer.
     """
     if codec is None:
-        from trainer.config import TrainConfig
-
         codec = Codec(TrainConfig(model="nano", max_steps=1), ds.vocab)
     table = ds.split(split)
     seqs = codec.encode(ds, split)

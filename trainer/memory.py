@@ -75,6 +75,8 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from trainer.config import TrainConfig
 from trainer.errors import ConfigError
+from trainer.model import build_model
+from trainer.step import make_optimizer, masked_loss
 
 log = logging.getLogger(__name__)
 
@@ -363,9 +365,6 @@ def _measure(
     cfg: TrainConfig, vocab_size: int | None, rows: int, width: int, bf16: bool, fake: bool
 ) -> _Run:
     """One forward + backward + optimiser step of ``rows x width`` tokens, counting bytes."""
-    from trainer.loop import make_optimizer, masked_loss
-    from trainer.model import build_model
-
     model = build_model(cfg, _SizedVocab(vocab_size) if vocab_size is not None else None)
     model.train()
     parameters = _unique_bytes([*model.parameters(), *model.buffers()])

@@ -200,15 +200,3 @@ class Codec:
 def build_codec(cfg: TrainConfig, vocab: VocabLike | None) -> Codec:
     """The codec matching ``build_model(cfg, vocab)``."""
     return Codec(cfg, vocab)
-
-
-def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters; tied weights are counted once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total

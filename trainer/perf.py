@@ -1,4 +1,5 @@
-"""Throughput bookkeeping: FLOPs per token, model FLOP utilisation (MFU), peak memory.
+"""Throughput bookkeeping: parameter counts, FLOPs per token, model FLOP utilisation (MFU), peak
+memory.
 
 MFU follows the PaLM / nanoGPT estimate: a training token costs ``6 * N`` FLOPs for the weights
 (forward + backward) plus ``12 * n_layer * n_embd * T`` for attention over a context of ``T``.
@@ -59,3 +60,15 @@ def peak_memory_gb(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 1e9
+
+
+def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters; tied weights are counted once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

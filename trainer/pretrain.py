@@ -52,106 +52,23 @@ import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from data.spec import canonical_json
 from trainer.batching import IGNORE, collate, epoch_plan
-from trainer.errors import ConfigError, format_validation_error
+from trainer.decode import greedy_decode
+from trainer.pretrain_spec import MANIFEST, PRETRAIN_VERSION, Operation, PretrainSpec
 
 log = logging.getLogger(__name__)
-
-#: Bump when the corpus, tokenizer or training code changes what a spec builds.
-PRETRAIN_VERSION = 1
-#: Written last into a finished build (the build directory is renamed into place after it).
-MANIFEST = "pretrain.json"
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 #: Every character a `data.DataSpec` may produce: printable non-space ASCII plus the arrow.
 #: Fixed, so one tokenizer serves any fine-tune alphabet; characters the corpus never uses keep
 #: their initial embeddings (a fine-tune over them starts from scratch there).
 CHARSET = "".join(c for c in string.printable if not c.isspace()) + "→"
-
-Operation = Literal["copy", "reverse", "map", "delete", "append", "prepend"]
-OPERATIONS: tuple[Operation, ...] = ("copy", "reverse", "map", "delete", "append", "prepend")
-
-
-class PretrainSpec(BaseModel):
-    """Everything a pretrained build depends on (model, corpus, optimiser, seed)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    # --- model ----------------------------------------------------------------------------------
-    arch: Literal["llama", "gpt2"] = "llama"  # see build_lm
-    n_layer: int = Field(2, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_positions: int = Field(128, ge=16)  # fine-tune sequences must fit
-    ffn_mult: int = Field(4, ge=1)  # MLP width = ffn_mult * n_embd
-
-    # --- corpus --------------------------------------------------------------------------------
-    # The letters inputs are drawn from: a-p covers every -mini preset's alphabet; fewer letters
-    # than 26 means each embedding is trained more often in a 3-minute budget.
-    alphabet: str = "abcdefghijklmnop"
-    z_len: tuple[int, int] = (3, 12)  # input length range, inclusive (finetune-mini: 6..10)
-    arg_len: tuple[int, int] = (1, 3)  # appended/prepended string length range
-    # reverse is off by default: the rewrite task never reverses, and its examples would take a
-    # sixth of the pretraining budget
-    operations: tuple[Operation, ...] = ("copy", "map", "delete", "append", "prepend")
-    n_examples: int = Field(50_000, ge=1)  # distinct corpus examples (epochs reuse them)
-    #: Share of map/delete examples whose letter occurs in the input (else it is random).
-    present_fraction: float = Field(0.8, ge=0, le=1)
-
-    # --- training ------------------------------------------------------------------------------
-    steps: int = Field(1400, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)  # 3e-3 learned copying more slowly (GPT-2, measured)
-    warmup_steps: int = Field(50, ge=0)  # then linear decay to zero
-    weight_decay: float = Field(0.01, ge=0)
-    seed: int = Field(0, ge=0)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e)) from None
-
-    # Only a direct call goes through this wrapper: as a nested field (or with
-    # `model_validate_json(..., strict=True)`) pydantic must validate with its own rules, or
-    # the wrapper's lax re-validation would let `true` pass for an int (pydantic-settings
-    # marks its own __init__ the same way).
-    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
-
-    @model_validator(mode="after")
-    def _check(self) -> PretrainSpec:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd: {self.n_embd} is not divisible by n_head={self.n_head}")
-        bad = sorted(set(self.alphabet) - set(string.ascii_letters + string.digits))
-        if not self.alphabet or bad or len(set(self.alphabet)) != len(self.alphabet):
-            raise ValueError(f"alphabet: distinct letters or digits only, got {self.alphabet!r}")
-        for name in ("z_len", "arg_len"):
-            lo, hi = getattr(self, name)
-            if not 1 <= lo <= hi:
-                raise ValueError(f"{name}: need 1 <= min <= max, got {[lo, hi]}")
-        if not self.operations or len(set(self.operations)) != len(self.operations):
-            raise ValueError(f"operations: non-empty and distinct, got {list(self.operations)}")
-        longest = 2 * (self.z_len[1] + self.arg_len[1]) + 4
-        if longest > self.n_positions:
-            raise ValueError(
-                f"n_positions: {self.n_positions} is shorter than the longest corpus sequence "
-                f"({longest})"
-            )
-        return self
-
-    @property
-    def content_hash(self) -> str:
-        """sha256 of the canonical JSON of the spec and `PRETRAIN_VERSION`."""
-        payload = {"spec": self.model_dump(mode="json"), "version": PRETRAIN_VERSION}
-        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 # --- corpus ---------------------------------------------------------------------------------
@@ -373,8 +290,6 @@ def pretrain(spec: PretrainSpec, out: str | Path, eval_n: int = 50) -> dict[str,
 
 def _held_out_accuracy(model: Any, tok: Any, spec: PretrainSpec, n: int) -> dict[str, float]:
     """Greedy exact match per operation on fresh examples (another random stream)."""
-    from trainer.decode import greedy_decode
-
     if n <= 0:
         return {}
     held = spec.model_copy(update={"seed": spec.seed + 1_000_003})  # another stream, same mix

@@ -351,7 +351,9 @@ def _threshold_marks(
     ci = threshold_interval([{**c, "I": c[x]} for c in cells], level, metric)
     if math.isfinite(ci.low) and math.isfinite(ci.high):
         ax.axvspan(ci.low, ci.high, color="tab:red", alpha=0.1, label="95 % interval")
-    ax.legend(fontsize=8)
+    # Neither mark when no curve crosses the level: a legend without artists only warns.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def _lines(ax: Any, study: Study, cells: Sequence[Mapping[str, Any]]) -> None:
@@ -415,8 +417,15 @@ back from that experiment's stored results. Each study runs a `-mini` preset
 Mean ± std are across seeds; n is the number of seeds in a cell."""
 
 
-def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str]) -> str:
-    """The document's header: provenance, machine, wall time, and one line per study."""
+def header_md(
+    index: ResultsIndex,
+    index_name: str,
+    verdicts: Mapping[str, str],
+    stale: Mapping[str, str] | None = None,
+) -> str:
+    """The document's header: provenance, machine, wall time, and one line per study
+    (``stale``: the studies whose sections are not current, see `render`)."""
+    stale = stale or {}
     run = index.last_run
     lines = [HEADER.format(index=index_name), ""]
     if run is not None:
@@ -429,7 +438,10 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
         total = sum(
             r.wall_s or 0.0
             for name, r in index.studies.items()
-            if r.status == ExperimentStatus.COMPLETE and name in STUDIES and STUDIES[name].default
+            if r.status == ExperimentStatus.COMPLETE
+            and name not in stale
+            and name in STUDIES
+            and STUDIES[name].default
         )
         lines += [
             "| | |",
@@ -441,7 +453,7 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             f"| machine | {machine} |",
             f"| wall time | last run "
             f"{duration(run.wall_s) if run.finished_at else 'still in progress'}; "
-            f"all complete studies of the default run together "
+            f"all complete and current studies of the default run together "
             f"{duration(total)} |",
             "",
         ]
@@ -454,7 +466,8 @@ def header_md(index: ResultsIndex, index_name: str, verdicts: Mapping[str, str])
             status += " (not in the default run)"
         lines.append(
             f"| [{name}](#{name}) | {exp} | {status} | "
-            f"{duration(rec.wall_s if rec else None)} | {verdicts.get(name, '–')} |"
+            f"{duration(rec.wall_s if rec else None)} | "
+            f"{'not current' if name in stale and rec else verdicts.get(name, '–')} |"
         )
     return "\n".join(lines)
 
@@ -616,16 +629,31 @@ def reference_cells(
     return study_cells(twin, ExperimentSpec.model_validate(rec.spec), table)
 
 
-def render(index: ResultsIndex, source: ResultsSource, out: Path) -> str:
-    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown."""
+def render(
+    index: ResultsIndex,
+    source: ResultsSource,
+    out: Path,
+    stale: Mapping[str, str] | None = None,
+) -> str:
+    """Write ``out`` (and its figures) from ``index`` and ``source``; returns the markdown.
+
+    ``stale``: ``{study: why its section is not from this checkout's code and preset}`` (what
+    ``divsweep reproduce --check`` finds); such a section says so above its numbers.
+    """
     img_dir = figure_dir(out)
     img_rel = img_dir.relative_to(out.parent).as_posix()
     sections, outcomes = [], {}
     for name, study in STUDIES.items():
         ref = reference_cells(study, index, source)
         text, outcome = section_md(study, index.studies.get(name), source, img_dir, img_rel, ref)
+        why = (stale or {}).get(name)
+        if why and name in index.studies:
+            head, _, rest = text.partition("\n\n")
+            note = f"> **Not current:** {why}. Its numbers are not the shipped code's."
+            text = f"{head}\n\n{note}\n\n{rest}"
         sections.append(text)
         outcomes[name] = outcome
-    doc = "\n\n".join([header_md(index, index_path(out).name, outcomes), *sections]) + "\n"
+    head = header_md(index, index_path(out).name, outcomes, stale)
+    doc = "\n\n".join([head, *sections]) + "\n"
     _write_atomic(out, doc.encode())
     return doc

@@ -75,10 +75,22 @@ class StoreCallback(Callback):
         self._started: dict[str, float] = {}
         self._base: dict[str, list[TrialRecord]] = {}
         self._last_iteration: dict[str, int] | None = None  # loaded from the store on first use
+        self._finished: set[str] | None = None  # likewise
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its saved state; a restored driver re-reads the store.
-        return {**self.__dict__, "_last_iteration": None}
+        return {**self.__dict__, "_last_iteration": None, "_finished": None}
+
+    def _is_finished(self, trial: Any) -> bool:
+        """Whether the store holds every store trial of ``trial`` as complete: a restored
+        experiment re-runs such a trial only to report its stored result (see
+        `sweeps.running.trainable.tune_trainable`), and its row keeps its times."""
+        if self._finished is None:
+            states: dict[str, set[str]] = {}
+            for t in self.store.get_trials(self.experiment_id):
+                states.setdefault(t.trial_id.split("-m")[0], set()).add(t.state)
+            self._finished = {k for k, v in states.items() if v == {TrialState.COMPLETE}}
+        return trial.trial_id in self._finished
 
     def _is_new(self, trial_id: str, result: dict[str, Any]) -> bool:
         """Whether ``result`` is a report the store does not hold yet (see the module doc)."""
@@ -129,7 +141,12 @@ class StoreCallback(Callback):
             log.exception("could not record trial %s as %s", trial.trial_id, state)
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        new = [t for t in trials if t.trial_id not in self._known and t.status == "PENDING"]
+        # A restored experiment lists its trials as pending again, finished ones included.
+        new = [
+            t
+            for t in trials
+            if t.trial_id not in self._known and t.status == "PENDING" and not self._is_finished(t)
+        ]
         if not new:
             return
         recs: list[TrialRecord] = []
@@ -145,12 +162,16 @@ class StoreCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._known.add(trial.trial_id)
+        if self._is_finished(trial):
+            return
         self._started[trial.trial_id] = time.time()
         self._put(trial, TrialState.RUNNING, started_at=self._started[trial.trial_id])
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        if self._is_finished(trial):
+            return  # its stored result, reported again (see _is_finished)
         try:
             rows = []
             for trial_id, metrics in self._results(trial, result):
@@ -179,6 +200,8 @@ class StoreCallback(Callback):
         ]
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self._is_finished(trial):
+            return
         state = TrialState.PRUNED if self.was_pruned(trial.trial_id) else TrialState.COMPLETE
         self._put(trial, state, started_at=self._started.get(trial.trial_id), ended_at=time.time())
 

@@ -29,6 +29,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,14 @@ from ray import tune
 
 from sweeps.errors import RunError
 from sweeps.running.asha import RecordingASHA
-from sweeps.running.callback import CancelStopper, StoreCallback
+from sweeps.running.callback import KEEP_TUNE_KEYS, CancelStopper, StoreCallback
 from sweeps.running.fusing import fuse_groups
 from sweeps.running.packing import gpu_share
 from sweeps.running.reuse import ReuseIndex, final_metric
 from sweeps.running.threshold import ThresholdSearcher
 from sweeps.running.trackers import callbacks as tracking_callbacks
-from sweeps.running.trainable import FusedTrialFn, TrialFn, make_trainable
-from sweeps.specs.lifecycle import ExperimentStatus
+from sweeps.running.trainable import FusedTrialFn, TrialFn, fused_result, make_trainable
+from sweeps.specs.lifecycle import ExperimentStatus, TrialState
 from sweeps.specs.spec import (
     AshaScheduler,
     ExperimentSpec,
@@ -54,7 +55,14 @@ from sweeps.specs.spec import (
     ThresholdSearch,
 )
 from sweeps.specs.tracking import check_installed
-from sweeps.store import ParquetStore, ResultsStore, default_store_uri, join_uri, open_store
+from sweeps.store import (
+    ParquetStore,
+    ResultsStore,
+    TrialRecord,
+    default_store_uri,
+    join_uri,
+    open_store,
+)
 from trainer.builtin import is_builtin, resolve_init
 
 log = logging.getLogger(__name__)
@@ -165,7 +173,9 @@ def trial_groups(spec: ExperimentSpec, plans: list[Any], fns: _TrialFns) -> list
     return fuse_groups(spec, plans) if fns.can_fuse else [[p] for p in plans]
 
 
-def _trainable(spec: ExperimentSpec, fns: _TrialFns) -> Any:
+def _trainable(
+    spec: ExperimentSpec, fns: _TrialFns, finished: Mapping[str, Mapping[str, Any]] | None = None
+) -> Any:
     """The trainable with the spec's resources (``gpu: auto`` measured, see
     `sweeps.running.packing`; a fused trial's share holds its widest group)."""
     members = 1
@@ -173,7 +183,14 @@ def _trainable(spec: ExperimentSpec, fns: _TrialFns) -> Any:
         members = max((len(g) for g in trial_groups(spec, spec.trials(), fns)), default=1)
     share = gpu_share(spec, members)
     return tune.with_resources(
-        make_trainable(spec, fns.trial_fn, fns.cache_dir, gpu_share=share, fused_fn=fns.fused_fn),
+        make_trainable(
+            spec,
+            fns.trial_fn,
+            fns.cache_dir,
+            gpu_share=share,
+            fused_fn=fns.fused_fn,
+            finished=finished,
+        ),
         spec.resources.as_tune(gpu=share),
     )
 
@@ -197,10 +214,39 @@ def restore_tuner(
     log.info("experiment %s: restoring Tune's saved state from %s", experiment_id, path)
     return tune.Tuner.restore(
         path,
-        trainable=_trainable(spec, fns),
+        trainable=_trainable(spec, fns, finished_results(store, experiment_id)),
         resume_unfinished=True,
         resume_errored=True,
     )
+
+
+def finished_results(store: ResultsStore, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """``{tune trial id: its last Tune result}`` for each Tune trial whose store trials are all
+    complete (a fused trial's members are ``<tune id>-m<k>``, `member_trial_id`).
+
+    Tune saves its experiment state every few seconds, so a driver killed just after a trial
+    ended leaves state that still calls it running; the store, written at the end, knows better.
+    """
+    by_tune: dict[str, list[TrialRecord]] = {}
+    for t in store.get_trials(experiment_id):
+        by_tune.setdefault(t.trial_id.split("-m")[0], []).append(t)
+    last: dict[str, dict[str, Any]] = {}
+    for m in store.get_metrics(experiment_id):
+        prev = last.get(m.trial_id)
+        if prev is None or m.metrics.get("training_iteration", 0) >= prev.get(
+            "training_iteration", 0
+        ):
+            last[m.trial_id] = dict(m.metrics)
+    out: dict[str, dict[str, Any]] = {}
+    for tune_id, recs in by_tune.items():
+        if not all(r.state == TrialState.COMPLETE and r.trial_id in last for r in recs):
+            continue
+        ends = [
+            {k: v for k, v in last[r.trial_id].items() if k not in KEEP_TUNE_KEYS}
+            for r in sorted(recs, key=lambda r: r.trial_id)
+        ]
+        out[tune_id] = ends[0] if len(recs) == 1 else fused_result(ends)
+    return out
 
 
 def build_tuner(

@@ -5,10 +5,9 @@ each trial is its own process, and processes sharing a GPU without NVIDIA MPS ta
 `trainer.fused` trains K compatible trials as one fused model instead; this module decides the
 groups before the sweep starts:
 
-1. **compatible** trials share everything that fixes the fused model and its step schedule:
-   the train config apart from its seed (`trainer.config.fusable` must accept it), the number
-   of training examples (so the same number of steps and the same evaluation points) and the
-   vocabulary (alphabet, Markov or not);
+1. **compatible** trials are those `trainer.config.fusable` accepts together (the one home of
+   the rule): the same train config apart from its seed, the same number of training examples
+   (so the same number of steps and evaluation points) and the same vocabulary;
 2. the **width** K is ``resources.fuse``, or for ``auto`` the most members that fit one GPU
    (``gpu: auto``: K members need about K times one trial's measured memory, the CUDA context
    once, see `trainer.memory.MemoryEstimate.fused`) and at most `AUTO_MAX`;
@@ -33,9 +32,8 @@ import logging
 import math
 from collections.abc import Sequence
 
-from data.spec import canonical_json
 from sweeps.running.packing import GiB, largest_estimate
-from sweeps.specs.spec import ExperimentSpec, FifoScheduler, GridSearch, TrialPlan
+from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from trainer.config import fusable
 
 log = logging.getLogger(__name__)
@@ -49,7 +47,7 @@ def fuse_width(spec: ExperimentSpec) -> int:
     mode = spec.resources.fuse_mode
     if mode == 1:
         return 1
-    if not isinstance(spec.search, GridSearch) or not isinstance(spec.scheduler, FifoScheduler):
+    if spec.search_cannot_fuse() is not None:
         return 1  # an explicit width here is refused by the spec's own validation
     if isinstance(mode, int):
         return mode
@@ -75,18 +73,23 @@ def _widest_that_fits(spec: ExperimentSpec) -> int:
     return width
 
 
-def compatibility_key(plan: TrialPlan) -> str | None:
-    """Trials with equal keys can be fused; None: this trial always runs alone."""
-    if fusable([plan.train]) is not None:
-        return None
-    return canonical_json(
-        {
-            "train": plan.train.model_copy(update={"seed": 0}).model_dump(mode="json"),
-            "n_train": plan.data.n_train,
-            "alphabet": plan.data.alphabet,
-            "markov": plan.data.markov is not None,
-        }
-    )
+def compatible_sets(plans: Sequence[TrialPlan]) -> tuple[list[list[TrialPlan]], list[TrialPlan]]:
+    """``plans`` as sets of trials that can train fused (`trainer.config.fusable` of their train
+    configs and data specs, an equivalence), in order of first appearance, and the trials that
+    always run alone."""
+    sets: list[list[TrialPlan]] = []
+    alone: list[TrialPlan] = []
+    for p in plans:
+        if fusable([p.train], [p.data]) is not None:
+            alone.append(p)
+            continue
+        for s in sets:
+            if fusable([s[0].train, p.train], [s[0].data, p.data]) is None:
+                s.append(p)
+                break
+        else:
+            sets.append([p])
+    return sets, alone
 
 
 def fuse_groups(spec: ExperimentSpec, plans: Sequence[TrialPlan]) -> list[list[TrialPlan]]:
@@ -96,16 +99,9 @@ def fuse_groups(spec: ExperimentSpec, plans: Sequence[TrialPlan]) -> list[list[T
     width = fuse_width(spec)
     if width == 1:
         return [[p] for p in plans]
-    by_key: dict[str | None, list[TrialPlan]] = {}
-    alone: list[list[TrialPlan]] = []
-    for p in plans:
-        key = compatibility_key(p)
-        if key is None:
-            alone.append([p])
-        else:
-            by_key.setdefault(key, []).append(p)
+    sets, alone = compatible_sets(plans)
     groups: list[list[TrialPlan]] = []
-    for members in by_key.values():
+    for members in sets:
         n_groups = math.ceil(len(members) / width)
         size, extra = divmod(len(members), n_groups)
         start = 0
@@ -120,4 +116,4 @@ def fuse_groups(spec: ExperimentSpec, plans: Sequence[TrialPlan]) -> list[list[T
         width,
         len(alone),
     )
-    return groups + alone
+    return groups + [[p] for p in alone]

@@ -68,7 +68,7 @@ def train_with_trainer(
     plan: TrialPlan, report: Report, checkpoint_dir: str, cache_dir: str
 ) -> None:
     """The real trial: generate (or reuse) the data set, then train and evaluate on it."""
-    from trainer import train  # torch loads in the trial's worker, not in the sweep's driver
+    from trainer.loop import train  # torch loads in the trial's worker, not in the sweep's driver
 
     ds = cached_generate(plan.data, cache_dir)
     # A fractional GPU is shared with other trials: stay within this trial's part of it.
@@ -123,8 +123,20 @@ def tune_trainable(
     trial_fn: TrialFn,
     fused_fn: FusedTrialFn | None = None,
     gpu_share: float = 0.0,
+    finished: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """The function Tune runs for each trial (bound with `make_trainable`)."""
+    """The function Tune runs for each trial (bound with `make_trainable`).
+
+    ``finished`` maps the Tune trial ids that the store already holds as complete to their last
+    Tune result: a restored experiment (`sweeps.running.driver.restore_tuner`) whose saved Tune
+    state predates a trial's end would otherwise train that trial again. Such a trial reports
+    its stored result once, so Tune (and a searcher) sees it finish, and trains nothing.
+    """
+    done = (finished or {}).get(tune.get_context().get_trial_id() or "")
+    if done is not None:
+        log.info("trial %s is complete in the store; not trained again", config)
+        tune.report(dict(done))
+        return
     spec = ExperimentSpec.model_validate_json(spec_json)
     plans = [spec.plan(p) for p in trial_params(config)]
     if gpu_share > 0:
@@ -152,6 +164,7 @@ def make_trainable(
     cache_dir: str | None = None,
     gpu_share: float = 0.0,
     fused_fn: FusedTrialFn | None = None,
+    finished: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[dict[str, Any]], None]:
     """A picklable Tune function trainable for ``spec`` (``gpu_share``: what each trial gets).
 
@@ -168,6 +181,7 @@ def make_trainable(
         trial_fn=trial_fn or train_with_trainer,
         fused_fn=fused_fn,
         gpu_share=gpu_share,
+        finished=dict(finished or {}),
     )
     fn.__name__ = "divsweep_trial"  # type: ignore[attr-defined]  # Tune names trials after it
     return fn

@@ -73,7 +73,7 @@ def _checkpoint_size(init: str) -> ModelSize | None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from trainer.model import count_params  # imports torch, as above
+    from trainer.perf import count_params  # imports torch, as above
 
     cfg = AutoConfig.from_pretrained(init, local_files_only=True)
     with torch.device("meta"):  # shapes only: no memory, no weights read

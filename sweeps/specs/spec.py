@@ -525,14 +525,23 @@ class ExperimentSpec(BaseModel):
         fuse = self.resources.fuse
         if not isinstance(fuse, int) or fuse == 1:
             return  # unset or auto: fused where possible, separate elsewhere
-        if not isinstance(self.search, GridSearch) or not isinstance(self.scheduler, FifoScheduler):
-            raise FieldRuleError(
-                "resources.fuse",
-                f"fusing trials needs a grid search with the fifo scheduler, got "
-                f"search={self.search.kind!r}, scheduler={self.scheduler.kind!r}",
-            )
+        if (why := self.search_cannot_fuse()) is not None:
+            raise FieldRuleError("resources.fuse", why)
         if (why := fusable([self.train])) is not None:
             raise FieldRuleError("resources.fuse", f"train cannot be fused: {why}")
+
+    def search_cannot_fuse(self) -> str | None:
+        """Why this spec's search never runs fused trials (None: a grid under FIFO does).
+
+        Optuna and threshold searches choose one point at a time, and ASHA stops trials one by
+        one; which trials of a grid fuse is `trainer.config.fusable`'s to say.
+        """
+        if not isinstance(self.search, GridSearch) or not isinstance(self.scheduler, FifoScheduler):
+            return (
+                f"fusing trials needs a grid search with the fifo scheduler, got "
+                f"search={self.search.kind!r}, scheduler={self.scheduler.kind!r}"
+            )
+        return None
 
     # --- derived values ----------------------------------------------------------------------
     @property

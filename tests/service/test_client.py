@@ -177,11 +177,6 @@ def test_cli_names_the_field_it_refuses(cli_env: LoadServer, tmp_path: Path) -> 
     assert r.exit_code == 1 and "404" in r.output and "no-such-preset" in r.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importing sweeps still loads torch through trainer.config until h-trainer's light "
-    "TrainConfig (#24 item 2) is merged; then this passes and the mark must go",
-)
 def test_the_client_submits_a_yaml_file_without_loading_torch(tmp_path: Path) -> None:
     """An HTTP client handed a YAML path parses it and posts it: no torch, no Ray (checked in a
     fresh interpreter, against a transport that answers like the service)."""

@@ -137,7 +137,12 @@ def test_head_death_mid_sweep_is_survived(tmp_path: Path) -> None:
     metrics = store.get_metrics(exp_id)
     # No report stored twice: one row per (trial, evaluation step).
     keys = Counter((m.trial_id, m.metrics.get("step")) for m in metrics)
-    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+    twice = [k for k, n in keys.items() if n > 1]
+    assert not twice, (
+        twice,
+        [(m.trial_id, m.time - killed_at, m.metrics) for m in metrics if m.trial_id == twice[0][0]],
+        log(),
+    )
     # The trials complete before the kill stored nothing after it: they were not run again.
     for trial_id in done:
         assert all(m.time < killed_at for m in metrics if m.trial_id == trial_id)

@@ -74,3 +74,29 @@ def test_a_study_never_run_is_stale(tmp_path: Path) -> None:
     del index.studies["semantic-mini"]
     index.save(index_path(out))
     assert check(out) == ["semantic-mini: not run"]
+
+
+class _NoResults:
+    """A `ResultsSource` that has lost every experiment (the sections still render)."""
+
+    def results_table(self, experiment_id: str):  # type: ignore[no-untyped-def]
+        raise KeyError(experiment_id)
+
+    def status(self, experiment_id: str) -> str | None:
+        return "complete"
+
+
+def test_the_document_marks_each_section_that_is_not_current(tmp_path: Path) -> None:
+    from service.reproduce import reproduce
+
+    out = tmp_path / "RESULTS.md"
+    index = current_index(out)
+    index.studies["noops-mini"].code_version = "0" * 64
+    index.save(index_path(out))
+    reproduce(None, [], False, out, lambda _: None, render_only=True, source=_NoResults())  # type: ignore[arg-type]
+    sections = {s.split('"', 1)[0]: s for s in out.read_text().split('<a id="')[1:]}
+    marked = [name for name, s in sections.items() if "**Not current:**" in s]
+    assert marked == ["noops-mini"], marked
+    assert "ran at code version 000000000000" in sections["noops-mini"]
+    rows = [r for r in out.read_text().splitlines() if r.startswith("| [")]
+    assert [r.split("]")[0][3:] for r in rows if r.endswith("| not current |")] == ["noops-mini"]

@@ -555,7 +555,7 @@ def test_results_section_tabulates_each_budget_the_slope_and_the_cost(tmp_path: 
 
     sec = doc.split("## frontier-mini: ")[1]
     assert "| [frontier-mini](#frontier-mini) | `xfr` | complete (not in the default run) |" in doc
-    assert "all complete studies of the default run together 0.0 s" in doc
+    assert "all complete and current studies of the default run together 0.0 s" in doc
     assert "**The phase boundary** (unseen rules, new x" in sec
     assert "| training examples N | I* (crossing of 0.5) | 95 % interval | search answer |" in sec
     grid = FrontierRun(

@@ -73,7 +73,8 @@ def test_family_lengths() -> None:
 
 
 def test_gpt2_params_match_the_built_model() -> None:
-    from trainer.model import build_model, count_params
+    from trainer.model import build_model
+    from trainer.perf import count_params
 
     assert gpt2_params(ModelDims(6, 4, 256, 256), 31) == 4_812_544  # the paper model, 26 letters
     cfg = TrainConfig(model="nano", epochs=1, n_positions=40)
@@ -142,7 +143,7 @@ def test_builtin_init_is_sized_without_building_it(
     """``init: divsweep:<name>`` names no directory: the plan sizes the registered model on the
     meta device, and equals the parameter count of a real build."""
     from trainer.builtin import BUILTINS
-    from trainer.model import count_params
+    from trainer.perf import count_params
     from trainer.pretrain import build_lm, build_tokenizer
 
     monkeypatch.setenv("DIVSWEEP_MODEL_CACHE", str(tmp_path))  # nothing may be built

@@ -268,11 +268,13 @@ def test_every_study_has_its_preset_and_smoke_settings_validate(name: str) -> No
     if study.is_threshold:  # the bracket's top end is a trial too, at every group
         high = round(smoke.search.high)  # type: ignore[union-attr]
         plans += [smoke.plan({**g, "data.n_instructions": high}) for g in groups]
-    # A few hundred examples, or one per rule of the largest I (a frontier: twice that at its
-    # larger budget).
-    assert max(p.data.n_train for p in plans) <= len(groups) * max(
+    # A few hundred examples, or one per rule of the largest I (no-ops on top of that budget
+    # make at most as many again: the no-op share is below 1/2 or equal to it; a frontier:
+    # twice that at its larger budget).
+    assert max(p.data.n_budget for p in plans) <= len(groups) * max(
         [SMOKE_EXAMPLES] + [p.data.n_instructions for p in plans]
     )
+    assert all(p.data.n_train <= 2 * p.data.n_budget for p in plans)
     # The smoke run varies the preset's fields, and reaches both ends of every axis.
     assert set(smoke.varied_fields) == set(spec.varied_fields)
     for axis in spec.axes:

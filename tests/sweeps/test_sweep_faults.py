@@ -30,7 +30,7 @@ from sweeps.errors import UnknownExperimentError
 from sweeps.running.driver import run_experiment
 from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from sweeps.store import ResultsStore, open_store
-from trainer import train
+from trainer.loop import train
 
 pytestmark = pytest.mark.slow
 

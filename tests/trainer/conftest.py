@@ -45,7 +45,8 @@ def small_ds():
 @pytest.fixture(scope="session")
 def trained(small_ds):
     """A nano model trained until it mostly solves the easy task (shared by several tests)."""
-    from trainer import TrainConfig, train
+    from trainer import TrainConfig
+    from trainer.loop import train
 
     cfg = TrainConfig(
         model="nano",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from data import generate
-from trainer import ConfigError, TrainConfig, train
+from trainer import ConfigError, TrainConfig
 from trainer.checkpoint import find_checkpoint
-from trainer.fused import FusedGPT2, fusable, train_fused
-from trainer.model import build_model
+from trainer.config import fusable
+from trainer.fused import train_fused
+from trainer.loop import train
 
 # Figures that depend on the clock or on which other members shared the step.
 VOLATILE = {"wall_s", "tokens_per_s", "fused_members"}
@@ -44,23 +47,27 @@ def _strip(history):
     return [{k: v for k, v in m.items() if k not in VOLATILE} for m in history]
 
 
-def test_forward_matches_each_member_model(members):
-    cfgs, dss = members
-    models = [build_model(c, d.vocab) for c, d in zip(cfgs, dss, strict=True)]
-    fused = FusedGPT2(models)
-    ids = torch.randint(1, dss[0].vocab.size, (3, 5, 17))
-    with torch.no_grad():
-        got = fused(ids)
-        tail = fused(ids[1:], first=1)  # members 1 and 2 alone: their own weights still
-        want = torch.stack([m(input_ids=ids[k]).logits for k, m in enumerate(models)])
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(tail, want[1:], rtol=1e-5, atol=1e-5)
-
-
 @pytest.fixture(scope="module")
 def separate(members):
     cfgs, dss = members
     return [train(c, d) for c, d in zip(cfgs, dss, strict=True)]
+
+
+def _assert_like_separate(alone, other):
+    """``other`` (a fused member, or a run resumed from one) equals the separate run ``alone``:
+    losses and weights to float32 rounding, counts, accuracies and lr exactly."""
+    a, b = _strip(alone.history), _strip(other.history)
+    assert [m.keys() for m in a] == [m.keys() for m in b]
+    for ma, mb in zip(a, b, strict=True):
+        for key in ma:
+            if key.endswith("loss"):
+                assert mb[key] == pytest.approx(ma[key], rel=1e-4), key
+            else:
+                assert mb[key] == ma[key], key
+    for (name, pa), pb in zip(
+        alone.model.state_dict().items(), other.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=3e-5, msg=name)
 
 
 # None: the CPU default (all 3 members in one pass); 2: passes of 2 and 1 members.
@@ -72,26 +79,29 @@ def test_fused_run_equals_separate_runs(members, separate, chunk):
     assert [[m["step"] for m in ms] for ms in reports] == [[6, 6, 6], [12, 12, 12]]
     assert all(m["fused_members"] == 3 for ms in reports for m in ms)
     for alone, together in zip(separate, fused, strict=True):
-        a, b = _strip(alone.history), _strip(together.history)
-        assert [m.keys() for m in a] == [m.keys() for m in b]
-        for ma, mb in zip(a, b, strict=True):
-            for key in ma:
-                # Losses to float32 rounding; counts, accuracies and lr exactly.
-                if key.endswith("loss"):
-                    assert mb[key] == pytest.approx(ma[key], rel=1e-4), key
-                else:
-                    assert mb[key] == ma[key], key
-        for (name, pa), pb in zip(
-            alone.model.state_dict().items(), together.model.state_dict().values(), strict=True
-        ):
-            # Float32 rounding of batched vs one-model products, through 12 AdamW steps: the
-            # largest gap seen was 8.8e-6 (an attention bias, GELU activation; 2026-12-03).
-            torch.testing.assert_close(pb, pa, rtol=1e-4, atol=3e-5, msg=name)
+        _assert_like_separate(alone, together)
     # The members really differ from one another (no member trained another's data).
     assert _strip(fused[0].history) != _strip(fused[1].history)
 
 
-def test_fused_run_resumes_exactly(members, tmp_path):
+def test_gradient_clipping_changes_these_runs(members, separate):
+    """grad_clip=0.5 fires in these runs (so the equalities above check per-member clipping):
+    without it, the same run ends elsewhere."""
+    cfgs, dss = members
+    unclipped = train(cfgs[0].model_copy(update={"grad_clip": 0.0}), dss[0])
+    assert unclipped.history[0]["train_loss"] != separate[0].history[0]["train_loss"]
+    diffs = [
+        (pa - pb).abs().max().item()
+        for pa, pb in zip(
+            separate[0].model.state_dict().values(),
+            unclipped.model.state_dict().values(),
+            strict=True,
+        )
+    ]
+    assert max(diffs) > 1e-3  # far beyond the 1e-4 / 1e-5 the equalities allow
+
+
+def test_fused_run_resumes_exactly(members, separate, tmp_path):
     cfgs, dss = members
     full = train_fused(cfgs, dss, checkpoint_dir=tmp_path / "full")
 
@@ -106,6 +116,7 @@ def test_fused_run_resumes_exactly(members, tmp_path):
         train_fused(cfgs, dss, report=stop_at_6, checkpoint_dir=tmp_path / "cut")
     for k in range(3):
         assert find_checkpoint(tmp_path / "cut" / f"m{k}").name == "ckpt-000000006"
+    shutil.copytree(tmp_path / "cut" / "m1", tmp_path / "m1-at-6")  # for the test below
     later: list[list[dict]] = []
     resumed = train_fused(
         cfgs, dss, report=lambda ms, c: later.append(ms), checkpoint_dir=tmp_path / "cut"
@@ -117,24 +128,37 @@ def test_fused_run_resumes_exactly(members, tmp_path):
             a.model.state_dict().values(), b.model.state_dict().values(), strict=True
         ):
             assert pa.equal(pb)
-    # A member's checkpoint is a plain run's: `train` picks member 1 up and finishes it alone.
+
+    # A member's checkpoint is a plain run's: `train` picks member 1 up at step 6 (mid-run) and
+    # finishes it alone, like the separate run of member 1. It trains steps 7-12 only: one
+    # report, at 12 (a `train` that missed the checkpoint would report at 6 and 12).
+    seen: list[int] = []
     alone = train(
-        cfgs[1].model_copy(update={"max_steps": 12}), dss[1], checkpoint_dir=tmp_path / "cut" / "m1"
+        cfgs[1],
+        dss[1],
+        report=lambda m, c: seen.append(m["step"]),
+        checkpoint_dir=tmp_path / "m1-at-6",
     )
-    assert alone.history[-1]["step"] == 12
+    assert seen == [12]
+    _assert_like_separate(separate[1], alone)
 
 
-def test_what_cannot_be_fused():
+def test_what_cannot_be_fused(members):
+    cfgs, dss = members
+    specs = [d.spec for d in dss]
     assert fusable([_cfg(0), _cfg(1)]) is None
+    assert fusable(cfgs, specs) is None
     assert "more than its seed" in fusable([_cfg(0), _cfg(1, lr=1e-2)])
     assert "dropout" in fusable([_cfg(0, dropout=0.1)])
     assert "batch_tokens" in fusable([_cfg(0, batch_size=None, batch_tokens=500)])
+    other_letters = specs[1].model_copy(update={"alphabet": "abce"})
+    assert "vocabulary" in fusable(cfgs[:2], [specs[0], other_letters])
     with pytest.raises(ConfigError, match="fuse: cannot fuse these trials: member 1"):
-        train_fused([_cfg(0), _cfg(1, lr=1e-2)], [None, None])
+        train_fused([_cfg(0), _cfg(1, lr=1e-2)], dss[:2])
 
 
 def test_members_with_different_step_counts_are_refused(make_spec):
     cfgs = [_cfg(0, max_steps=None, epochs=1), _cfg(1, max_steps=None, epochs=1)]
     dss = [generate(make_spec(seed=0)), generate(make_spec(seed=1, examples_per_instruction=100))]
-    with pytest.raises(ConfigError, match="member 1 trains 25 steps, member 0 63"):
+    with pytest.raises(ConfigError, match="member 1's data set has 400 training examples, member"):
         train_fused(cfgs, dss)

@@ -7,7 +7,8 @@ import pytest
 
 from trainer.batching import IGNORE, collate, epoch_plan, seq_lengths
 from trainer.config import TrainConfig
-from trainer.loop import EpochPlans, lr_at
+from trainer.member import EpochPlans
+from trainer.step import lr_at
 
 
 def _lengths(n=1000, seed=0):

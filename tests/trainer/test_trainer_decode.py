@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import TrainConfig, build_model, evaluate
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
-from trainer.evaluate import accuracy_metrics
+from trainer.evaluate import accuracy_metrics, evaluate
+from trainer.model import build_model
 
 
 def _prompts(ds, split, n):

@@ -3,8 +3,8 @@
 `test_trainer_decode.py` checks the end result on three models; these tests pin the pieces that
 make it fast, so that a broken piece fails here by name rather than as a rare mismatch:
 
-* the GPT-2 prompt pass (last layer cut to the last positions, chunked position-wise ops, gelu
-  in place, keys and values written into the decode buffers) against ``model.transformer``;
+* (the GPT-2 prompt pass, gelu in place and the decode step against HF's own modules are in
+  ``test_gpt2_parity.py``, with the rest of `trainer.gpt2`;)
 * prompts longer than `_MIN_GEMM_ROWS` in batches of 1 to 3 (where the last-layer cut keeps
   several positions per row) against `generate`;
 * the step loop's bookkeeping (near-tie rows stop and are marked, eos rows stop, finished rows
@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 import torch
 from test_trainer_decode import hf_one_at_a_time
-from transformers import DynamicCache
-from transformers.activations import NewGELUActivation
 
 import trainer.decode as decode
-import trainer.gpt2_mirror as gpt2_mirror
-from trainer import TrainConfig, build_model
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
+from trainer.gpt2 import mirror
+from trainer.model import build_model
 
 
 class _Vocab:
@@ -37,35 +36,6 @@ def _prompts(ds, n):
     return [np.asarray(enc.prompt(i)) for i in range(min(n, len(enc)))]
 
 
-@pytest.mark.parametrize("preset", ["nano", "tiny"])
-def test_gpt2_prompt_pass_is_bit_identical_to_the_model(preset):
-    model = build_model(TrainConfig(model=preset, max_steps=1, seed=5), _Vocab()).eval()
-    gen = torch.Generator().manual_seed(0)
-    # 1-3 rows: the last layer keeps several positions; 40 x 31 rows: several chunks.
-    with torch.inference_mode():
-        for b, t in [(1, 1), (1, 5), (1, 20), (2, 3), (2, 20), (3, 17), (16, 9), (40, 31)]:
-            ids = torch.randint(2, _Vocab.size, (b, t), generator=gen)
-            cache = DynamicCache(config=model.config)
-            ref = model.transformer(input_ids=ids, past_key_values=cache, use_cache=True)
-            ours = gpt2_mirror.Gpt2Prompt(model, ids, room=4)
-            assert torch.equal(ours.hidden, ref.last_hidden_state[:, -1:]), (b, t)
-            for layer, k, v in zip(cache.layers, ours.keys, ours.values, strict=True):
-                assert k.shape[-2] == t + 4
-                assert torch.equal(k[:, :, :t], layer.keys)
-                assert torch.equal(v[:, :, :t], layer.values)
-
-
-def test_gelu_in_place_and_mlp_are_bit_identical():
-    x = torch.randn(300, 256, generator=torch.Generator().manual_seed(0)) * 4
-    x[0, :4] = torch.tensor([0.0, -0.0, 1e-30, -50.0])
-    assert torch.equal(gpt2_mirror.gelu_new_(x.clone()), NewGELUActivation()(x))
-    model = build_model(TrainConfig(model="nano", max_steps=1, seed=2), _Vocab()).eval()
-    mlp = model.transformer.h[0].mlp
-    with torch.inference_mode():
-        h = torch.randn(7, 33, model.config.n_embd)
-        assert torch.equal(gpt2_mirror.mlp(mlp, h), mlp(h))
-
-
 def test_long_prompts_in_tiny_batches_match_generate(make_spec):
     """Prompts longer than _MIN_GEMM_ROWS, one to three per batch: the last-layer cut keeps
     several positions per row there, and the products must still match the reference."""
@@ -74,7 +44,7 @@ def test_long_prompts_in_tiny_batches_match_generate(make_spec):
     ds = generate(make_spec(z_len=(20, 30), test={"n_test": 60}))
     model = build_model(TrainConfig(model="nano", max_steps=1, seed=4), ds.vocab)
     prompts = _prompts(ds, 60)
-    assert min(map(len, prompts)) > gpt2_mirror.MIN_GEMM_ROWS
+    assert min(map(len, prompts)) > mirror.MIN_GEMM_ROWS
     ref = hf_one_at_a_time(model, prompts, ds.vocab.eos_id, ds.vocab.pad_id, 6)
     for batch_size in (1, 2, 3):
         assert greedy_decode(model, prompts, ds.vocab.eos_id, 6, batch_size=batch_size) == ref

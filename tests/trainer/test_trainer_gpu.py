@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer import TrainConfig, train
+from trainer import TrainConfig
 from trainer.decode import greedy_decode
+from trainer.loop import train
 
 
 @pytest.mark.gpu
@@ -49,7 +50,7 @@ def test_bf16_precision_is_rejected_without_cuda_only_on_cpu():
 
 
 def _watch_syncs(monkeypatch, module, name):
-    """Run ``module.name`` (a step function) with CUDA's sync debug mode set to error: any
+    """Run ``module.name`` (a stepper's step) with CUDA's sync debug mode set to error: any
     host-device synchronisation inside it raises."""
     inner = getattr(module, name)
     calls = []
@@ -74,10 +75,10 @@ def test_training_steps_never_wait_for_the_gpu(small_ds, make_spec, monkeypatch)
     from trainer.fused import train_fused
 
     cfg = TrainConfig(model="tiny", max_steps=12, batch_size=32, eval_test_n=20, eval_train_n=0)
-    plain = _watch_syncs(monkeypatch, loop_mod, "_step")
+    plain = _watch_syncs(monkeypatch, loop_mod.ModelStepper, "step")
     train(cfg, small_ds)
     assert len(plain) == 12
-    fused = _watch_syncs(monkeypatch, fused_mod, "_fused_step")
+    fused = _watch_syncs(monkeypatch, fused_mod.FusedStepper, "step")
     train_fused([cfg, cfg.model_copy(update={"seed": 1})], [small_ds, generate(make_spec(seed=1))])
     assert len(fused) == 12
 

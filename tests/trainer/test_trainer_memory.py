@@ -14,18 +14,17 @@ import torch
 
 import trainer.memory as memory
 from data import generate
-from trainer import (
-    ConfigError,
-    LoraSpec,
+from trainer import ConfigError, LoraSpec, TrainConfig
+from trainer.batching import seq_lengths
+from trainer.loop import train
+from trainer.memory import (
     MemoryEstimate,
-    TrainConfig,
-    build_model,
+    MiB,
     estimate_train_memory,
     gpu_fraction_for,
-    train,
+    worst_batch_shape,
 )
-from trainer.batching import seq_lengths
-from trainer.memory import MiB, worst_batch_shape
+from trainer.model import build_model
 
 VOCAB, LEN = 13, 48  # inputs are LEN - 1 = 47 tokens wide
 WIDTH = LEN - 1
@@ -273,7 +272,7 @@ def test_train_rejects_a_fraction_outside_0_1(bad):
 
 def test_train_ignores_the_fraction_on_cpu(small_ds, caplog):
     c = cfg(eval_test_n=4, eval_train_n=0, eval_per_epoch=False, device="cpu")
-    with caplog.at_level(logging.DEBUG, logger="trainer.loop"):
+    with caplog.at_level(logging.DEBUG, logger="trainer.member"):
         result = train(c, small_ds, gpu_memory_fraction=0.5)
     assert "gpu_memory_fraction=0.5 ignored on cpu" in caplog.text
     assert "mem_share_gb" not in result.metrics and "peak_mem_gb" not in result.metrics

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer import ConfigError, TrainConfig, train
+from trainer import ConfigError, TrainConfig
 from trainer.batching import IGNORE, collate
+from trainer.loop import train
 
 VOLATILE = {"wall_s", "tokens_per_s"}
 

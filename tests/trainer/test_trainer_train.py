@@ -7,8 +7,11 @@ import json
 import pytest
 
 from data import generate
-from trainer import ConfigError, TrainConfig, build_model, evaluate, train
+from trainer import ConfigError, TrainConfig
 from trainer.checkpoint import LATEST, find_checkpoint
+from trainer.evaluate import evaluate
+from trainer.loop import train
+from trainer.model import build_model
 
 VOLATILE = {"tokens_per_s", "wall_s"}  # timings differ between runs; everything else must not
 

@@ -1,10 +1,11 @@
-"""An exact mirror of Hugging Face's GPT-2 forward, op for op, for `trainer.decode`.
+"""A mirror of Hugging Face's GPT-2 forward, op for op, for `trainer.decode`'s fast paths.
 
 The decoder's fast paths run GPT-2's modules themselves instead of calling the model, so that
-they can skip work nobody reads and reuse preallocated caches. Everything here reaches into
-transformers' ``GPT2Model`` internals (``transformer.h[i].attn.c_attn``, ``ln_1``, ``mlp.c_fc``,
-``NewGELUActivation``'s formula); a transformers upgrade that changes them breaks this module and
-nothing else, and the bit-for-bit tests in ``tests/trainer/test_trainer_decode_fast.py`` say so:
+they can skip work nobody reads and reuse preallocated caches. That reaches into transformers'
+``GPT2Model`` internals (``transformer.h[i].attn.c_attn``, ``ln_1``, ``mlp.c_fc``,
+``NewGELUActivation``'s formula), as the fused forward (`trainer.gpt2.fused`) does: both live in
+`trainer.gpt2`, the one place a transformers upgrade can break, and
+``tests/trainer/test_gpt2_parity.py`` compares them with HF's own forward:
 
 - `Gpt2Prompt`: the prompt pass, bit-identical to ``model.transformer`` per prompt length;
 - `Gpt2Stepper`: HF's decode step with a preallocated cache, exact or with a cheaper gelu;
@@ -23,6 +24,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
+from transformers import GPT2LMHeadModel
+from transformers.activations import NewGELUActivation
+from transformers.pytorch_utils import Conv1D
 
 
 def _one_row_matmul(x: torch.Tensor, weight_in_out: torch.Tensor, bias: torch.Tensor | None):
@@ -55,8 +59,6 @@ def row_exact_linears(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from transformers.pytorch_utils import Conv1D
-
     patched: list[nn.Module] = []
     for m in model.modules():
         if isinstance(m, Conv1D | nn.Linear) and "forward" not in vars(m):
@@ -74,8 +76,6 @@ def is_plain_gpt2(model: nn.Module) -> bool:
 
     That is plain GPT-2 with SDPA in eval mode (no dropout, no cross-attention).
     """
-    from transformers import GPT2LMHeadModel
-
     cfg = cast(Any, model.config)
     return (
         type(model) is GPT2LMHeadModel
@@ -134,8 +134,6 @@ def _gelu_new_close_(x: torch.Tensor) -> torch.Tensor:
 def mlp(mlp: Any, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
     """``mlp(x)`` of a `GPT2MLP` in eval mode, with the activation in place when it is gelu_new
     (bit for bit, or with ``exact=False`` to within rounding: `_gelu_new_close_`)."""
-    from transformers.activations import NewGELUActivation
-
     h = mlp.c_fc(x)
     if type(mlp.act) is not NewGELUActivation:
         return mlp.c_proj(mlp.act(h))
