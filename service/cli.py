@@ -367,7 +367,8 @@ def reproduce(
     studies: Annotated[
         str | None,
         typer.Option(
-            help="comma-separated studies to run (default: all); the others keep their sections"
+            help="comma-separated studies to run (default: the paper's studies; frontier-mini "
+            "runs only when named); the others keep their sections"
         ),
     ] = None,
     smoke: Annotated[

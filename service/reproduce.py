@@ -47,7 +47,7 @@ from sweeps.reporting.results_doc import (
     index_path,
     render,
 )
-from sweeps.reporting.studies import STUDIES, Study, smoke_overrides
+from sweeps.reporting.studies import STUDIES, Study, default_studies, smoke_overrides
 from sweeps.specs.lifecycle import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -387,9 +387,10 @@ def reproduce(
 def check(out: Path, studies: Sequence[Study] | None = None) -> list[str]:
     """Why ``out`` (docs/RESULTS.md, read through its index) is not current for this checkout:
     one line per study whose section comes from other code or another spec; empty when every
-    section does. A section is current when its experiment completed with real (not smoke)
-    settings, at this checkout's `code_version` of data/ and trainer/ (what turns a spec into
-    numbers), from exactly the spec its preset resolves to now (seed offset included). Example::
+    section does (``studies``: those of the default run unless named, `default_studies`). A
+    section is current when its experiment completed with real (not smoke) settings, at this
+    checkout's `code_version` of data/ and trainer/ (what turns a spec into numbers), from
+    exactly the spec its preset resolves to now (seed offset included). Example::
 
         check(Path("docs/RESULTS.md"))
         # ['fig2a-mini: ran at code version 1c2d3e4f5a6b, this checkout is 9f8e7d6c5b4a']
@@ -402,7 +403,7 @@ def stale_sections(index: ResultsIndex, studies: Sequence[Study] | None = None) 
     """``{study: why its section is not current}`` for ``index`` and this checkout (`check`)."""
     code = code_version()
     stale = {}
-    for study in studies if studies is not None else list(STUDIES.values()):
+    for study in studies if studies is not None else default_studies():
         why = _stale(study, index.studies.get(study.name), code)
         if why:
             stale[study.name] = why
@@ -413,7 +414,8 @@ def _render(index: ResultsIndex, source: ResultsSource, out: Path) -> None:
     """`render`, each real section from other code or another spec marked as not current."""
     stale = {
         name: why
-        for name, why in stale_sections(index).items()
+        # every study with a section, those run only when named (frontier-mini) included
+        for name, why in stale_sections(index, list(STUDIES.values())).items()
         if (rec := index.studies.get(name)) is not None and not rec.smoke
     }
     render(index, source, out, stale)

@@ -2,7 +2,9 @@
 and ``python -m sweeps run SPEC ...``.
 
 ``report`` prints the per-cell summary table and writes ``<out>/<ID>-phase.png`` (the phase
-diagram) and ``<out>/<ID>-summary.csv``; for a threshold search it also prints the estimate.
+diagram) and ``<out>/<ID>-summary.csv``; for a threshold search it also prints the estimate, and
+for one with ``over`` (the phase boundary) each group's I* with its interval, the slope of log I*
+against log N with its interval, and ``<out>/<ID>-frontier.png``.
 ``plan PRESET_OR_SPEC_FILE [--set dotted.key=value ...] [--throughput TOKENS_PER_S] [--params N]
 [--json]`` prints what a sweep would cost before it is submitted (`sweeps.reporting.plan`; no Ray):
 trials, examples, tokens, parameters, FLOPs and GPU-hours under a stated throughput assumption. Exit
@@ -14,14 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from sweeps.errors import SweepError
+from sweeps.reporting.frontier import curves_of_rows, fit_frontier
+from sweeps.reporting.frontier import png as frontier_png
 from sweeps.reporting.plan import plan_report
 from sweeps.reporting.plot import plot_experiment
-from sweeps.reporting.tables import experiment_spec, summary, threshold_estimate
-from sweeps.specs.spec import ThresholdSearch
+from sweeps.reporting.studies import frontier_run
+from sweeps.reporting.tables import (
+    experiment_spec,
+    results,
+    summarize,
+    summary,
+    threshold_estimate,
+)
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.store import open_store
 
 
@@ -40,7 +52,8 @@ def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
     keep += [c for c in df.columns if c.endswith("_mean") and c not in keep]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(df[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if isinstance(spec.search, ThresholdSearch):
+    search = spec.search
+    if isinstance(search, ThresholdSearch) and search.over is None:
         est = threshold_estimate(experiment_id, store=store)
         print(
             f"threshold: smallest {est['axis']} with {est['metric']} >= {est['level']}: "
@@ -51,7 +64,36 @@ def report(experiment_id: str, store_uri: str | None, out: Path) -> int:
     png.write_bytes(plot_experiment(experiment_id, store=store))
     df.to_csv(out / f"{experiment_id}-summary.csv", index=False)
     print(f"wrote {png}")
+    if isinstance(search, ThresholdSearch) and search.over is not None:
+        print(frontier_report(experiment_id, spec, store, out))
     return 0
+
+
+def frontier_report(experiment_id: str, spec: ExperimentSpec, store: Any, out: Path) -> str:
+    """The phase boundary of a threshold search with ``over``: each group's I* with its
+    interval, the slope of log I* against log N with its interval, and ``<ID>-frontier.png``."""
+    search = spec.search
+    assert isinstance(search, ThresholdSearch) and search.over and search.over.field
+    params = {search.over.field, search.axis, "seed"}
+    rows = summarize(results(experiment_id, store=store), params, per_seed=True).to_pylist()
+    curves = curves_of_rows(rows, search.over.field, search.axis, f"{spec.metric}_values")
+    fit = fit_frontier(curves, search.level)
+    png = out / f"{experiment_id}-frontier.png"
+    title = f"{spec.name} ({experiment_id}): I* against {search.over.field}"
+    png.write_bytes(frontier_png(fit, title, x_label=search.over.field))
+    lines = [
+        f"phase boundary: crossing of {spec.metric} = {search.level} at each {search.over.field}"
+    ]
+    for n in fit.budgets:
+        lines.append(f"  {search.over.field}={n:g}: I* = {fit.text(n)}")
+    run = frontier_run(spec, len(store.get_trials(experiment_id)))
+    lines += [
+        f"  slope of log I* on log {search.over.field}: {fit.slope.text()}",
+        f"  trials: {run.search.n_trials} against {run.grid_trials} for a grid at the same step "
+        f"(x{search.resolution:g}, {search.replicates} seeds a point) at every budget",
+        f"wrote {png}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

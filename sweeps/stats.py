@@ -256,6 +256,11 @@ def crossing(probes: Probes, level: float) -> float:
         return math.nan
     means = [float(_clean(probes[x]).mean()) for x in xs]
     fit = isotonic(means, [len(_clean(probes[x])) for x in xs])
+    return _crossing_of_fit(xs, fit, level)
+
+
+def _crossing_of_fit(xs: Sequence[float], fit: Sequence[float], level: float) -> float:
+    """`crossing` of a monotone fit at sorted ``xs``."""
     if fit[0] >= level:
         return -math.inf
     for i in range(1, len(xs)):
@@ -291,24 +296,6 @@ class Bootstrap:
         return self.low <= value <= self.high
 
 
-def _draws(rng: np.random.Generator, probes: Probes) -> dict[float, np.ndarray]:
-    """One parametric bootstrap draw: each probe's mean from a t distribution around its
-    measured mean, with the seeds' standard deviation pooled over every probe (see
-    `crossing_samples`), clipped to [0, 1] (accuracies)."""
-    clean = {x: _clean(v) for x, v in probes.items()}
-    df = sum(max(len(a) - 1, 0) for a in clean.values())
-    ss = sum(float(((a - a.mean()) ** 2).sum()) for a in clean.values() if len(a) > 1)
-    sd = math.sqrt(ss / df) if df else 0.0
-    out = {}
-    for x, a in clean.items():
-        if len(a) == 0:
-            out[x] = a
-            continue
-        t = rng.standard_t(df) if df else 0.0
-        out[x] = np.array([min(max(a.mean() + sd / math.sqrt(len(a)) * t, 0.0), 1.0)])
-    return out
-
-
 def crossing_samples(
     probes: Probes, level: float, n_boot: int = N_BOOT, seed: int = 0
 ) -> np.ndarray:
@@ -316,12 +303,30 @@ def crossing_samples(
 
     Each draw moves every probe's mean by ``sd / sqrt(n) * T``: ``sd`` the seeds' standard
     deviation pooled over all probes, ``T`` Student's t with the pooled degrees of freedom
-    (sum of n - 1). Why not resample each probe's own 2-4 seeds: that plain percentile
-    bootstrap held a known threshold in 81 % of 300 simulated searches (it cannot see spread
-    that two seeds happen to hide), this one in 93 % (`tests/sweeps/test_stats.py` checks it).
+    (sum of n - 1), clipped to [0, 1] (accuracies); the drawn means, one per probe, are then
+    fitted and crossed as `crossing` does. Why not resample each probe's own 2-4 seeds: that
+    plain percentile bootstrap held a known threshold in 81 % of 300 simulated searches (it
+    cannot see spread that two seeds happen to hide), this one in 93 %
+    (`tests/sweeps/test_stats.py` checks it).
     """
     rng = np.random.default_rng(seed)
-    return np.array([crossing(_draws(rng, probes), level) for _ in range(n_boot)])
+    clean = [(x, a) for x, a in ((x, _clean(v)) for x, v in probes.items()) if len(a)]
+    if not clean:
+        return np.full(n_boot, math.nan)
+    df = sum(len(a) - 1 for _, a in clean)
+    ss = sum(float(((a - a.mean()) ** 2).sum()) for _, a in clean)
+    sd = math.sqrt(ss / df) if df else 0.0
+    means = np.array([a.mean() for _, a in clean])
+    scale = sd / np.sqrt([len(a) for _, a in clean])
+    # draw b, probe j is the (b * k + j)-th t variate, as one draw after another would take them
+    t = rng.standard_t(df, size=(n_boot, len(clean))) if df else np.zeros((n_boot, len(clean)))
+    drawn = np.clip(means + scale * t, 0.0, 1.0)  # (n_boot, probes)
+    order = np.argsort([x for x, _ in clean], kind="stable")
+    xs = [clean[j][0] for j in order]
+    ones = [1.0] * len(xs)  # one drawn mean a probe
+    return np.array(
+        [_crossing_of_fit(xs, isotonic(row.tolist(), ones), level) for row in drawn[:, order]]
+    )
 
 
 def percentile_interval(estimate: float, samples: np.ndarray) -> Bootstrap:
@@ -349,3 +354,97 @@ def log_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     return float(np.polyfit(lx, ly, 1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# a phase boundary: one threshold per budget, and the slope of log threshold against log budget
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slope:
+    """The slope of ``log I*`` against ``log budget`` with its bootstrap percentile interval.
+
+    ``xs`` are the budgets the fit used (those whose threshold lies inside its probes);
+    ``undefined`` counts the resamples left out because a resampled threshold fell outside its
+    probes at one of them (the interval is read from the others). NaN everywhere when fewer than
+    two budgets have a threshold inside their probes.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    n_boot: int
+    xs: tuple[float, ...]
+    undefined: int = 0
+
+    @property
+    def reliable(self) -> bool:
+        """At most (1 - CONFIDENCE) / 2 of the resamples were left out: however they would have
+        fallen, the interval could move by at most that share of its tail."""
+        return not math.isnan(self.low) and self.undefined <= self.n_boot * (1 - CONFIDENCE) / 2
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The interval lies on one side of 0: the threshold moves with the budget."""
+        return not math.isnan(self.low) and (self.low > 0 or self.high < 0)
+
+    def text(self) -> str:
+        """``0.52 (95% interval 0.31–0.74, 2000 bootstrap resamples)``."""
+        if math.isnan(self.estimate):
+            return "n/a (fewer than two budgets with a threshold inside their probes)"
+        left = f", {self.undefined} left out: a threshold outside its probes" * bool(self.undefined)
+        if math.isnan(self.low):
+            return f"{self.estimate:.2f} (no resample defined{left})"
+        return (
+            f"{self.estimate:.2f} ({CONFIDENCE:.0%} interval {self.low:.2f}–{self.high:.2f}, "
+            f"{self.n_boot} bootstrap resamples{left})"
+        )
+
+
+def bootstrap_log_slope(
+    curves: Mapping[float, Probes], level: float, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[dict[float, Bootstrap], Slope]:
+    """Each budget's threshold with its interval, and the slope of ``log I*`` on ``log budget``
+    with its interval. ``curves`` maps a budget to its threshold search's probes.
+
+    How: each budget's crossing and its parametric bootstrap draws come from `crossing_samples`
+    on that budget's probes alone (seed ``seed + i`` for the i-th budget, so budgets draw
+    independently, as their trials are). Resample b takes draw b of every budget and fits
+    `log_slope` through them; the slope's interval is the `CONFIDENCE` percentile interval of
+    those fits. The estimate is `log_slope` through the crossings themselves. Budgets whose
+    crossing lies outside their probes (±inf) are left out of the fit, and a resample in which
+    any used budget's draw falls outside its probes is left out and counted (`Slope.undefined`).
+    Example, thresholds 40, 80, 160 at budgets 1k, 4k, 16k (slope 0.5)::
+
+        >>> def probes(t):
+        ...     return {t / 4: [0.0, 0.05], t: [0.45, 0.55], t * 4: [0.95, 1.0]}
+        >>> points, slope = bootstrap_log_slope(
+        ...     {1e3: probes(40), 4e3: probes(80), 16e3: probes(160)}, 0.5, n_boot=400)
+        >>> round(slope.estimate, 3), slope.low < 0.5 < slope.high, slope.excludes_zero
+        (0.5, True, True)
+    """
+    budgets = sorted(curves)
+    points, draws = {}, {}
+    for i, x in enumerate(budgets):
+        samples = crossing_samples(curves[x], level, n_boot, seed + i)
+        points[x] = percentile_interval(crossing(curves[x], level), samples)
+        draws[x] = samples
+    used = [x for x in budgets if math.isfinite(points[x].estimate) and points[x].estimate > 0]
+    nan = math.nan
+    if len(used) < 2:
+        return points, Slope(nan, nan, nan, n_boot, tuple(used))
+    estimate = log_slope(used, [points[x].estimate for x in used])
+    stacked = np.stack([draws[x] for x in used])  # (budgets, n_boot)
+    ok = np.all(np.isfinite(stacked) & (stacked > 0), axis=0)
+    undefined = int(n_boot - ok.sum())
+    if not ok.any():
+        return points, Slope(estimate, nan, nan, n_boot, tuple(used), undefined)
+    # least-squares slopes of every kept resample at once (what `log_slope` computes for one)
+    lx = np.log(np.asarray(used, float))
+    ly = np.log(stacked[:, ok])  # (budgets, kept)
+    dx = lx - lx.mean()
+    fits = dx @ (ly - ly.mean(axis=0)) / float(dx @ dx)
+    q = (1 - CONFIDENCE) / 2
+    low, high = (float(np.quantile(fits, p, method="lower")) for p in (q, 1 - q))
+    return points, Slope(estimate, low, high, n_boot, tuple(used), undefined)

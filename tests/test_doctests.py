@@ -21,6 +21,7 @@ LIGHT = [f"data.{m.name}" for m in pkgutil.iter_modules(data.__path__) if m.name
     "sweeps.specs.spec",
     "sweeps.reporting.verdicts",
     "sweeps.reporting.studies",
+    "sweeps.reporting.frontier",
     "trainer.config",
     "trainer.evaluate",
     "trainer.builtin",

@@ -63,9 +63,12 @@ function drawPhase(d) {
     shapes: [], legend: { orientation: "h", y: -0.25 },
   };
   const th = d.threshold;
-  if (th) {
-    layout.shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: th.level, y1: th.level,
+  if (th || d.frontier) {
+    const level = (th || d.frontier).level;
+    layout.shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: level, y1: level,
                          line: { dash: "dash", color: "#888" } });
+  }
+  if (th) {
     const [lo, hi] = th.interval || [null, null];
     if (lo !== null && hi !== null) {  // the crossing's 95 % interval (bootstrap over seeds)
       layout.shapes.push({ type: "rect", yref: "paper", y0: 0, y1: 1, x0: lo, x1: hi,
@@ -89,6 +92,63 @@ function drawThreshold(d) {
   const crossing = th.crossing === null ? "" : `; the level is crossed at ${fmt(th.crossing)}` +
     ` (95 % interval ${lo === null ? "below the probes" : fmt(lo)}–${hi === null ? "above the probes" : fmt(hi)})`;
   el.textContent = `Threshold estimate: ${answer}${crossing}. Probes (${th.metric} mean): ${probes}.`;
+}
+
+// The phase boundary of a threshold search with `over` (sweeps/reporting/frontier.py): I* at
+// each budget with its 95 % interval as error bars, on log-log axes, and the fitted power law
+// with its slope and interval in the legend. A budget whose threshold lies outside its bracket
+// is a triangle at the bracket end it passed (up: above, down: below).
+function drawFrontier(d) {
+  const fr = d.frontier;
+  if (!fr) return;
+  document.getElementById("frontier-section").hidden = false;
+  const inside = fr.points.filter((p) => p.estimate !== null);
+  const outside = fr.points.filter((p) => p.outside !== null);
+  const traces = [{
+    x: inside.map((p) => p.budget), y: inside.map((p) => p.estimate), mode: "markers",
+    name: `${short(fr.axis)}* (crossing of ${fr.level}, 95 % interval)`,
+    text: inside.map((p) => `trials ${p.trials}, search answer ${fmt(p.answer)}`),
+    error_y: {
+      type: "data", symmetric: false, visible: true,
+      array: inside.map((p) => (p.high === null ? 0 : p.high - p.estimate)),
+      arrayminus: inside.map((p) => (p.low === null ? 0 : p.estimate - p.low)),
+    },
+  }];
+  if (outside.length) {
+    traces.push({
+      x: outside.map((p) => p.budget), y: outside.map((p) => (p.outside === "above" ? p.low : p.high)),
+      mode: "markers", name: "outside the bracket",
+      marker: { symbol: outside.map((p) => (p.outside === "above" ? "triangle-up" : "triangle-down")), size: 11 },
+    });
+  }
+  const s = fr.slope;
+  const slope = s.estimate === null ? "n/a"
+    : `${fmt(s.estimate)}` + (s.low === null ? "" : ` [${fmt(s.low)}, ${fmt(s.high)}]`);
+  if (fr.line) {
+    traces.push({ x: fr.line.x, y: fr.line.y, mode: "lines", name: `fit: slope ${slope}`,
+                  line: { dash: "dot" } });
+  }
+  Plotly.react("frontier", traces, {
+    margin: { t: 40 }, height: 380, title: { text: `${short(fr.axis)}* against ${short(fr.over)}: slope ${slope}` },
+    // the budgets themselves as the x ticks; plain numbers, not 2×10⁴
+    xaxis: { title: { text: fr.over }, type: "log", tickvals: fr.points.map((p) => p.budget),
+             ticktext: fr.points.map((p) => p.budget.toLocaleString("en")) },
+    yaxis: { title: { text: `${short(fr.axis)}* (${short(fr.metric)} = ${fr.level})` }, type: "log",
+             tickformat: "~g" },
+    legend: { orientation: "h", y: -0.3 },
+  }, CONFIG);
+  const lines = fr.points.map((p) => {
+    if (p.outside === "above") return `${fmt(p.budget)}: above the bracket (> ${fmt(p.low)})`;
+    if (p.outside === "below") return `${fmt(p.budget)}: at or below ${fmt(p.high)}`;
+    return `${fmt(p.budget)}: ${fmt(p.estimate)} [${p.low === null ? "open" : fmt(p.low)}, ` +
+      `${p.high === null ? "open" : fmt(p.high)}] (${p.trials} trials)`;
+  });
+  const left = s.undefined ? `, ${s.undefined} of ${s.n_boot} resamples left out` : "";
+  const cost = fr.grid_trials === null ? ""
+    : ` Trials: ${fr.trials} against ${fr.grid_trials} for a grid at the same step at every budget.`;
+  document.getElementById("frontier-text").textContent =
+    `${short(fr.axis)}* by ${short(fr.over)}: ${lines.join("; ")}. Slope of log ${short(fr.axis)}* ` +
+    `on log ${short(fr.over)}: ${slope}${left}.${cost}`;
 }
 
 function drawHeatmap(d) {
@@ -152,6 +212,7 @@ async function refresh() {
   const d = await r.json();
   drawPhase(d);
   drawThreshold(d);
+  drawFrontier(d);
   drawHeatmap(d);
   const points = drawCurves(d);
   drawTrials(d);

@@ -1,5 +1,6 @@
 """What the results page draws, as plain JSON: the phase diagram, the heat map, the threshold
-estimate, every trial's learning curve and the trials' states.
+estimate, the phase boundary of a search with ``over`` (I* against the budget), every trial's
+learning curve and the trials' states.
 
 The page's charts are drawn by Plotly in the browser (`service.routes.page`); this module only
 decides *what* to draw from a `sweeps.reporting.tables.results` table, the trials and the spec, so
@@ -23,7 +24,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from sweeps.reporting.studies import training_twin
+from sweeps.reporting.frontier import chart as frontier_chart
+from sweeps.reporting.frontier import curves_of_rows, fit_frontier
+from sweeps.reporting.studies import frontier_run, training_twin
 from sweeps.reporting.tables import summarize
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import bootstrap_crossing, threshold_of
@@ -85,8 +88,8 @@ def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, An
     larger one passing) and its bracket (the largest failing probe below it, the answer], and
     the crossing of the level with its bootstrap 95 % interval (`sweeps.stats`)."""
     search = spec.search
-    if not isinstance(search, ThresholdSearch):
-        return None
+    if not isinstance(search, ThresholdSearch) or search.over is not None:
+        return None  # several bisections: `_frontier`, one threshold per group
     probes = sorted(
         (r[search.axis], r["metric_mean"] or 0.0, r["n"], r.get("metric_values") or [])
         for r in rows
@@ -109,6 +112,20 @@ def _threshold(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, An
         "interval": [_finite(ci.low), _finite(ci.high)],
         "probes": [{"value": v, "mean": m, "n": n} for v, m, n, _ in probes],
     }
+
+
+def _frontier(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a threshold search with ``over``: each group's crossing with its interval and the
+    slope of log I* against the group's value (`sweeps.reporting.frontier.chart`)."""
+    search = spec.search
+    if not isinstance(search, ThresholdSearch) or search.over is None or not search.over.field:
+        return None
+    curves = curves_of_rows(rows, search.over.field, search.axis, "metric_values")
+    fit = fit_frontier(curves, search.level)
+    grid = frontier_run(spec, 0).grid_trials
+    # the values are the headline metric's (as the phase diagram's); the spec's presets make it
+    # the search's own metric
+    return frontier_chart(fit, search.over.field, search.axis, spec.metric, grid)
 
 
 def _finite(v: float) -> float | None:
@@ -170,8 +187,10 @@ def chart_data(
             "series": axes[0] if len(axes) > 1 else None,
             "rows": live,
         },
-        "heatmap": _heatmap(live, axes),
+        # a threshold search's probes are no grid: no heat map of them
+        "heatmap": None if isinstance(spec.search, ThresholdSearch) else _heatmap(live, axes),
         "threshold": _threshold(spec, done),
+        "frontier": _frontier(spec, done),
         "curves": _curves(table, axes, metric, train, by_id) if table.num_rows else [],
         "trials": [
             {

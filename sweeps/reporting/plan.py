@@ -257,22 +257,19 @@ def plan_experiment(
     """Price every cell of ``spec`` (see the module docstring for the arithmetic).
 
     A grid prices each cell once and multiplies by its seeds. A threshold search prices its
-    costlier bracket end times its maximum number of trials; an Optuna search prices its base
-    configuration times ``n_trials``.
+    costlier bracket end times its maximum number of trials (replicates x probes), once per
+    group of ``search.over`` (the frontier: one bisection per budget); an Optuna search prices
+    its base configuration times ``n_trials``.
     """
     tp = throughput or Throughput.at_mfu()
     search, notes = spec.search, []
     if isinstance(search, ThresholdSearch):
-        ends = [
-            spec.plan({search.axis: round(v) if search.integer else v})
-            for v in (search.low, search.high)
-        ]
-        costs = [trial_cost(t, spec.n_trials, tp, n_params) for t in ends]
-        cells = [max(costs, key=lambda c: c.tokens)]
+        cells = [_threshold_group(spec, search, group, tp, n_params) for group in search.groups]
+        per = f"{len(search.groups)} bisections x " if search.over is not None else ""
         notes.append(
-            f"threshold search: at most {spec.n_trials} trials ({search.replicate_cap} "
+            f"threshold search: at most {spec.n_trials} trials ({per}{search.replicate_cap} "
             f"replicates x {search.max_probes} probes), each priced at the costlier "
-            f"bracket end; it usually stops sooner"
+            f"bracket end{' of its group' if per else ''}; it usually stops sooner"
         )
     elif isinstance(search, OptunaSearch):
         cells = [trial_cost(spec.trials()[0], search.n_trials, tp, n_params)]
@@ -281,10 +278,10 @@ def plan_experiment(
             f"configuration; sampled {', '.join(search.space)} change the cost"
         )
     else:
-        groups: dict[str, list[TrialPlan]] = {}
+        by_cell: dict[str, list[TrialPlan]] = {}
         for t in spec.trials():  # seeds of one cell share its cost
-            groups.setdefault(json.dumps(t.cell, sort_keys=True, default=str), []).append(t)
-        cells = [trial_cost(ts[0], len(ts), tp, n_params) for ts in groups.values()]
+            by_cell.setdefault(json.dumps(t.cell, sort_keys=True, default=str), []).append(t)
+        cells = [trial_cost(ts[0], len(ts), tp, n_params) for ts in by_cell.values()]
     derived = spec.budget.examples_field if spec.budget is not None else None
     # the budget's derived field (S = budget // I) shows as the train-set column instead
     cells = [replace(c, cell={k: v for k, v in c.cell.items() if k != derived}) for c in cells]
@@ -321,6 +318,24 @@ def plan_experiment(
         tp.label,
         tuple(notes),
     )
+
+
+def _threshold_group(
+    spec: ExperimentSpec,
+    search: ThresholdSearch,
+    group: Mapping[str, Any],
+    tp: Throughput,
+    n_params: int | None,
+) -> CellCost:
+    """One bisection (one value of ``search.over``, or the only one) at its maximum trials,
+    each priced at the costlier bracket end."""
+    ends = [
+        spec.plan({**group, search.axis: round(v) if search.integer else v})
+        for v in (search.low, search.high)
+    ]
+    per_group = search.replicate_cap * search.max_probes
+    costs = [trial_cost(t, per_group, tp, n_params) for t in ends]
+    return max(costs, key=lambda c: c.tokens)
 
 
 # --------------------------------------------------------------------------------------------

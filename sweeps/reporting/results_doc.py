@@ -30,10 +30,23 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from data.io import write_bytes_atomic
+from sweeps.reporting.frontier import fit_frontier
+from sweeps.reporting.frontier import png as frontier_png
+from sweeps.reporting.frontier import table_md as frontier_table_md
 from sweeps.reporting.plot import Series, draw_bands, log_ticks
-from sweeps.reporting.studies import STUDIES, Long, Pivot, Study, cells_of, judge, metric_name
+from sweeps.reporting.studies import (
+    PAPER_FRONTIER_POINT,
+    STUDIES,
+    Long,
+    Pivot,
+    Study,
+    cells_of,
+    frontier_run,
+    judge,
+    metric_name,
+)
 from sweeps.reporting.tables import results, summarize
-from sweeps.reporting.verdicts import Verdict, threshold_interval, values
+from sweeps.reporting.verdicts import Verdict, frontier_probes, threshold_interval, values
 from sweeps.specs.lifecycle import ExperimentStatus
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.stats import threshold_of
@@ -425,7 +438,10 @@ def header_md(
         total = sum(
             r.wall_s or 0.0
             for name, r in index.studies.items()
-            if r.status == ExperimentStatus.COMPLETE and name not in stale
+            if r.status == ExperimentStatus.COMPLETE
+            and name not in stale
+            and name in STUDIES
+            and STUDIES[name].default
         )
         lines += [
             "| | |",
@@ -437,15 +453,17 @@ def header_md(
             f"| machine | {machine} |",
             f"| wall time | last run "
             f"{duration(run.wall_s) if run.finished_at else 'still in progress'}; "
-            f"all complete and current studies together "
+            f"all complete and current studies of the default run together "
             f"{duration(total)} |",
             "",
         ]
     lines += ["| study | experiment | status | wall time | verdict |", "|---|---|---|---:|---|"]
-    for name in STUDIES:
+    for name, study in STUDIES.items():
         rec = index.studies.get(name)
         exp = f"`{rec.experiment_id}`" if rec and rec.experiment_id else "–"
         status = (rec.status + (" (smoke)" if rec.smoke else "")) if rec else "not run"
+        if not study.default:  # run only when named: `--studies <name>`
+            status += " (not in the default run)"
         lines.append(
             f"| [{name}](#{name}) | {exp} | {status} | "
             f"{duration(rec.wall_s if rec else None)} | "
@@ -475,7 +493,9 @@ def section_md(
         "",
     ]
     if rec is None:
-        return "\n".join(head + [f"Not run yet: `divsweep reproduce --studies {study.name}`."]), "–"
+        why = "" if study.default else " (not part of the default run, it has its own time budget)"
+        run = f"Not run yet{why}: `divsweep reproduce --studies {study.name}`."
+        return "\n".join(head + [run]), "–"
     if rec.status == SKIPPED:
         return "\n".join(head + [f"**Skipped.** {rec.error}"]), SKIPPED
     spec = ExperimentSpec.model_validate(rec.spec) if rec.spec else None
@@ -521,12 +541,49 @@ def section_md(
     for layout in study.tables:
         body += [table_md(study, layout, meas.cells), ""]
     body += ["Per seed (what the verdict's tests read):", "", per_seed_md(study, meas.cells), ""]
-    level = spec.search.level if isinstance(spec.search, ThresholdSearch) else None
+    search = spec.search
+    frontier = isinstance(search, ThresholdSearch) and search.over is not None
+    # one threshold per curve: a frontier's phase diagram gets no single threshold mark
+    level = search.level if isinstance(search, ThresholdSearch) and not frontier else None
     png = figure_png(study, meas.cells, f"{study.name} ({rec.experiment_id})", level)
     _write_atomic(img_dir / f"{study.name}.png", png)
     body += [f"![{study.name}]({img_rel}/{study.name}.png)", ""]
+    if frontier:
+        body += frontier_md(study, spec, meas, rec.experiment_id, img_dir, img_rel)
     body += ["**The paper, side by side:**", "", study.paper, "", verdict.line()]
     return "\n".join(head + body), short
+
+
+def frontier_md(
+    study: Study,
+    spec: ExperimentSpec,
+    meas: Measurement,
+    experiment_id: str,
+    img_dir: Path,
+    img_rel: str,
+) -> list[str]:
+    """A frontier study's own lines: I* at each budget with its interval and trials (against
+    a grid at the same step), the slope, and the log-log figure ``<study>-frontier.png`` with the
+    paper's single point beside ours."""
+    run = frontier_run(spec, meas.n_trials)
+    fit = fit_frontier(frontier_probes(meas.cells, study.metric), run.search.level)
+    grid = run.grid_trials // max(len(run.budgets), 1)
+    name = f"{study.name}-frontier"
+    title = f"{study.name} ({experiment_id}): the phase boundary"
+    _write_atomic(img_dir / f"{name}.png", frontier_png(fit, title, PAPER_FRONTIER_POINT))
+    return [
+        f"**The phase boundary** ({metric_name(study.metric)}; crossing of "
+        f"{run.search.level:g}, bootstrap 95 % intervals over the seeds):",
+        "",
+        frontier_table_md(fit, grid),
+        "",
+        f"Slope of log I* against log N: {fit.slope.text()}. Trials: {meas.n_trials} "
+        f"({meas.n_reused} reused) against {run.grid_trials} for a grid at the same step at "
+        "every budget.",
+        "",
+        f"![{name}]({img_rel}/{name}.png)",
+        "",
+    ]
 
 
 def _seeds_note(offset: int) -> str:

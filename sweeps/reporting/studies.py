@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweeps.reporting import verdicts
-from sweeps.reporting.verdicts import Cell, ThresholdRun, Verdict
+from sweeps.reporting.verdicts import Cell, FrontierRun, ThresholdRun, Verdict
 from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 
 Row = Mapping[str, Any]
@@ -123,6 +123,12 @@ KEYS: dict[str, Key] = {
             fmt=lambda v: f"{v:,}",
         ),
         Key("share", "no-op share", _field("data.noop_fraction"), fmt=lambda v: f"{v:.0%}"),
+        Key(
+            "budget",
+            "training examples N",
+            _field("data.n_examples"),
+            fmt=lambda v: f"{v:,}",
+        ),
         Key(
             "alpha",
             "rule distribution",
@@ -243,6 +249,9 @@ class Study:
     smoke: dict[str, Any] = field(default_factory=dict)
     #: A threshold study's grid twin: the study whose cells its interval is checked against.
     reference: str | None = None
+    #: Part of the default ``divsweep reproduce`` run; False: run only when named
+    #: (``--studies frontier-mini``), e.g. a study beyond the paper with its own time budget.
+    default: bool = True
 
     @property
     def per_seed(self) -> tuple[str, ...]:
@@ -265,6 +274,16 @@ _FIG2A_PAPER = """\
 | rules I (P1, I × S = 10⁶) | ≤ 300 | 400 | 500 | 600 | 1k – 1000k |
 |---|---|---|---|---|---|
 | unseen-rule accuracy (read from Fig. 2a) | 0 | ~0.13 | ~0.85 | ~0.93 | 0.98 – 0.99 |"""
+
+#: The paper's single point of the phase boundary (P1 Fig. 2a), as the frontier figure draws
+#: it: I* between 400 and 500 rules at 10^6 examples (the accuracy-0.5 crossing).
+PAPER_FRONTIER_POINT = (1_000_000, 400, 500)
+FRONTIER_PAPER = (
+    "P1 measures the threshold at one budget only: at 10⁶ examples the unseen-rule accuracy "
+    "crosses 0.5 between 400 and 500 rules (Fig. 2a, paper model); whether it moves with the "
+    "amount of data is left open. The figure draws that point beside ours (a different model "
+    "and problem: compare the slope, not the position)."
+)
 
 STUDIES: dict[str, Study] = {
     s.name: s
@@ -403,6 +422,22 @@ STUDIES: dict[str, Study] = {
             verdict=verdicts.finetune,
             smoke={"train": {"init": SMOKE_PRETRAINED_INIT}, "data": {"n_instructions": 40}},
         ),
+        Study(
+            name="frontier-mini",
+            preset="frontier-mini",
+            title="Beyond the paper: the phase boundary I*(budget)",
+            claim="The threshold in the number of rules moves with the amount of data: a "
+            "threshold search at each of several budgets N (spanning >= 8x) gives I* with a 95 % "
+            "interval at each, and the slope of log I* against log N has an interval that "
+            "excludes 0.",
+            paper=FRONTIER_PAPER,
+            keys=_keys("budget", "I"),
+            tables=(Long(("budget", "I"), EVERY_STUDY),),
+            x="I",
+            group="budget",
+            metric="test_acc_op_new_x",
+            default=False,
+        ),
     )
 }
 
@@ -449,6 +484,16 @@ def threshold_run(spec: ExperimentSpec, n_trials: int) -> ThresholdRun:
     )
 
 
+def frontier_run(spec: ExperimentSpec, n_trials: int) -> FrontierRun:
+    """The facts the frontier verdict needs: the threshold search and its budgets (the values
+    of ``search.over``)."""
+    search = spec.search
+    if not isinstance(search, ThresholdSearch) or search.over is None:
+        raise ValueError(f"search.over: {spec.name} is no threshold search over budgets")
+    budgets = tuple(float(v) for v in search.over.points())
+    return FrontierRun(threshold_run(spec, n_trials), budgets)
+
+
 def judge(
     study: Study,
     cells: Sequence[Cell],
@@ -461,6 +506,8 @@ def judge(
     if not cells:
         return Verdict("not shown", "no complete trial to judge")
     try:
+        if study.verdict is None and isinstance(spec.search, ThresholdSearch) and spec.search.over:
+            return verdicts.frontier(cells, frontier_run(spec, n_trials), study.metric)
         if study.verdict is None:
             run = threshold_run(spec, n_trials)
             return verdicts.threshold(cells, run, study.metric, reference)
@@ -575,7 +622,19 @@ def smoke_overrides(study: Study, spec: ExperimentSpec) -> dict[str, Any]:
             "max_replicates": None,
             "resolution": math.sqrt(search.high / search.low) * 1.01,
         }
+        if search.over is not None:
+            out["search"]["over"] = _smoke_over(search.over, n_examples)
     return _merge(out, study.smoke)
+
+
+def _smoke_over(over: Any, n_examples: int) -> dict[str, Any]:
+    """A threshold search's ``over`` cut to its ends; budgets (``data.n_examples``) become
+    ``n_examples`` (which holds the bracket's largest I) and twice that: two bisections, a
+    slope through two points, at a smoke run's cost."""
+    ends = _ends(over.points())
+    if over.field == "data.n_examples":
+        ends = [n_examples, 2 * n_examples][: len(ends)]
+    return {"values": ends, "range": None}
 
 
 def _scale_examples(axes: list[dict[str, Any]], n_examples: int) -> list[dict[str, Any]]:
@@ -607,10 +666,16 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def default_studies() -> list[Study]:
+    """The studies a plain ``divsweep reproduce`` runs (`Study.default`), in `STUDIES` order."""
+    return [s for s in STUDIES.values() if s.default]
+
+
 def select(names: str | None) -> list[Study]:
-    """Studies by a comma-separated list of names (None: all, in `STUDIES` order)."""
+    """Studies by a comma-separated list of names (None: the default run, `default_studies`),
+    in `STUDIES` order."""
     if not names:
-        return list(STUDIES.values())
+        return default_studies()
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in STUDIES]
     if unknown:

@@ -198,7 +198,9 @@ def threshold_estimate(
 
     Returns ``{"axis", "metric", "level", "threshold" (None if no value passes), "probes":
     [(value, mean, n), ...], "n_trials"}``. Works for any experiment whose spec has a threshold
-    search (read from the store).
+    search (read from the store). With ``search.over`` the answer is per group: ``"over"`` names
+    its field and ``"groups"`` holds ``{"value", "threshold", "probes"}`` for each of its values
+    (the top-level ``threshold`` is then None and ``probes`` empty).
     """
     st = _store(store_uri, store)
     spec = experiment_spec(experiment_id, store=st)
@@ -206,20 +208,32 @@ def threshold_estimate(
     if not isinstance(search, ThresholdSearch):
         raise ValueError(f"search.kind: experiment {experiment_id!r} is a {search.kind} search")
     df = final_reports(results(experiment_id, store=st), (TrialState.COMPLETE, TrialState.FAILED))
-    probes = []
-    n_trials = len(st.get_trials(experiment_id))
-    if not df.empty and search.axis in df:
-        for value, g in df.groupby(search.axis, sort=True):
-            vals = [
-                0.0 if v is None or math.isnan(v) else float(v) for v in g.get(search.metric, [])
-            ]
-            probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
-    threshold = threshold_of([(value, mean) for value, mean, _ in probes], search.level)
-    return {
+    out: dict[str, Any] = {
         "axis": search.axis,
         "metric": search.metric,
         "level": search.level,
-        "threshold": threshold,
-        "probes": probes,
-        "n_trials": n_trials,
+        "threshold": None,
+        "probes": [],
+        "n_trials": len(st.get_trials(experiment_id)),
     }
+    over = search.over.field if search.over is not None else None
+    if over is None:
+        return out | _bisection_estimate(df, search.axis, search.metric, search.level)
+    groups = []
+    for value in search.over.points():  # type: ignore[union-attr]  # over is set here
+        mine = df[df[over] == value] if not df.empty and over in df else df.iloc[0:0]
+        groups.append(
+            {"value": value, **_bisection_estimate(mine, search.axis, search.metric, search.level)}
+        )
+    return out | {"over": over, "groups": groups}
+
+
+def _bisection_estimate(df: Any, axis: str, metric: str, level: float) -> dict[str, Any]:
+    """``threshold`` and ``probes`` of one bisection's final reports (failed trials count 0)."""
+    probes = []
+    if not df.empty and axis in df:
+        for value, g in df.groupby(axis, sort=True):
+            vals = [0.0 if v is None or math.isnan(v) else float(v) for v in g.get(metric, [])]
+            probes.append((value, sum(vals) / len(vals) if vals else 0.0, len(g)))
+    threshold = threshold_of([(value, mean) for value, mean, _ in probes], level)
+    return {"threshold": threshold, "probes": probes}

@@ -32,7 +32,9 @@ from typing import Any, Literal
 from sweeps.stats import (
     Bootstrap,
     Comparison,
+    Slope,
     bootstrap_crossing,
+    bootstrap_log_slope,
     crossing,
     equivalence,
     threshold_of,
@@ -471,3 +473,98 @@ def _f_i(x: float) -> str:
 def threshold_interval(cells: Sequence[Cell], level: float, metric: str = STRICT) -> Bootstrap:
     """The bootstrap interval of the crossing (for figures and the frontier)."""
     return bootstrap_crossing(probes_of(cells, metric), level)
+
+
+# ---------------------------------------------------------------------------------------------
+# the frontier: one threshold search per budget
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrontierRun:
+    """What the frontier verdict reads besides the probes: each budget's search (the same
+    bracket, step and replicates everywhere; ``n_trials`` counts the whole experiment) and the
+    budgets it was asked for."""
+
+    search: ThresholdRun
+    budgets: tuple[float, ...]
+
+    @property
+    def grid_trials(self) -> int:
+        """A grid at the same step at every budget: `grid_trials` once per budget."""
+        return grid_trials(self.search) * len(self.budgets)
+
+
+def frontier_probes(cells: Sequence[Cell], metric: str) -> dict[float, dict[float, list[float]]]:
+    """``{budget: {I: per-seed values}}`` of cells keyed ``"budget"`` and ``"I"``."""
+    out: dict[float, dict[float, list[float]]] = {}
+    for budget, cs in _by(cells, "budget").items():
+        probes = probes_of(cs, metric)
+        if probes:
+            out[float(budget)] = probes  # type: ignore[arg-type]  # budgets are numbers
+    return out
+
+
+def measure_frontier(
+    cells: Sequence[Cell], level: float, metric: str = STRICT
+) -> tuple[dict[float, Bootstrap], Slope]:
+    """Each budget's crossing of ``level`` with its interval, and the slope of log I* against
+    log budget with its interval (`sweeps.stats.bootstrap_log_slope`)."""
+    return bootstrap_log_slope(frontier_probes(cells, metric), level)
+
+
+def _budget_line(
+    budget: float, ci: Bootstrap | None, probes: Mapping[float, Any], run: FrontierRun
+) -> str:
+    if ci is None:
+        return f"N={budget:,.0f}: not measured"
+    means = [(x, sum(v) / len(v)) for x, v in probes.items()]
+    answer = threshold_of(means, run.search.level)
+    if ci.estimate == math.inf:
+        return f"N={budget:,.0f}: I* above the bracket (no probe up to {max(probes):g} reaches it)"
+    if ci.estimate == -math.inf:
+        return f"N={budget:,.0f}: I* at or below the bracket's low end {min(probes):g}"
+    shown = "none" if answer is None else f"{answer:g}"
+    return f"N={budget:,.0f}: I* = {ci.text()}, search answer {shown}"
+
+
+def frontier(cells: Sequence[Cell], run: FrontierRun, metric: str = STRICT) -> Verdict:
+    """The phase boundary: at each budget N the crossing I* of ``run.search.level`` with its
+    bootstrap 95 % interval; the slope of log I* against log N with its bootstrap interval
+    (`sweeps.stats.bootstrap_log_slope`); the trials against a grid at the same step at every
+    budget. The effect tested is "the threshold moves with the budget": shown when at least
+    three budgets have a threshold inside their bracket with a closed interval and the slope's
+    interval excludes 0; partly when the slope is measured (two budgets) but holds 0 or rests
+    on open intervals. A budget whose threshold lies outside the bracket is said so and left
+    out of the fit."""
+    level = run.search.level
+    curves = frontier_probes(cells, metric)
+    grid = run.grid_trials
+    trials = (
+        f"{run.search.n_trials} trials against {grid} for a grid at the same step at every "
+        f"budget (x{run.search.resolution:g}, {run.search.replicates} seeds a point, "
+        f"{len(run.budgets)} budgets)"
+    )
+    if not curves:
+        return Verdict("not shown", f"no budget has a measured probe of {metric}; {trials}")
+    points, slope = bootstrap_log_slope(curves, level)
+    budgets = sorted(set(run.budgets) | set(points))
+    lines = "; ".join(_budget_line(b, points.get(b), curves.get(b, {}), run) for b in budgets)
+    closed = [
+        b
+        for b in budgets
+        if b in points
+        and math.isfinite(points[b].low)
+        and math.isfinite(points[b].high)
+        and math.isfinite(points[b].estimate)
+    ]
+    moves = slope.excludes_zero and slope.reliable
+    fit = (
+        f"slope of log I* on log N: {slope.text()} from {len(slope.xs)} of {len(budgets)} "
+        f"budgets; the threshold moves with the budget (interval excludes 0): {_yes(moves)}"
+    )
+    if not slope.reliable and not math.isnan(slope.low):
+        fit += " (too many resamples left out to trust the interval)"
+    reason = f"crossing of {metric} = {level}: {lines}; {fit}; {trials}"
+    ok = moves and len(closed) == len(budgets) >= 3
+    return Verdict(_pick(ok, len(slope.xs) >= 2), reason + strict_rules_note(cells, metric))

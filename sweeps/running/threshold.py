@@ -25,6 +25,14 @@ scores ``[0.9, 0.95]`` agree (pass, 2 trials). ``[0.45, 0.75]`` do not: the inte
 gives ``0.67 ± 0.32``, still undecided; a fourth, 0.85, gives ``0.71 ± 0.21``, which excludes 0.5:
 pass after 4 trials. Seeds that never settle stop at 6 and are marked uncertain.
 
+Several bisections in one experiment (``search.over``, the phase boundary). Each value of the
+``over`` axis (e.g. ``data.n_examples``) gets its own `Bisection` of ``axis``, with its own
+rounds and adaptive replicates; the searcher interleaves them: each ``suggest`` asks the groups
+in turn (starting after the one served last) and hands out the first trial any of them has, so a
+group that waits for the rest of its round never keeps another group's trials from running. Its
+trials' params carry the group's value (``{"data.n_examples": 14000, "data.n_instructions": 64,
+"seed": 0}``), and `lookup` answers them one by one as for a single search.
+
 `ThresholdSearcher.summary` reports the outcome; ``save``/``restore`` let ``Tuner.restore``
 continue a bisection; a ``lookup`` function lets stored results of identical trials stand in
 for running them again.
@@ -50,11 +58,13 @@ from sweeps.stats import t_critical
 log = logging.getLogger(__name__)
 
 #: ``lookup(params) -> metric | None``: the final metric of a stored complete trial with exactly
-#: these params (``{axis: value, "seed": s}``), or None to run the trial.
+#: these params (``{axis: value, "seed": s}``, plus the group's field with ``over``), or None to
+#: run the trial.
 Lookup = Callable[[dict[str, Any]], float | None]
 
-_STATE_VERSION = 1
-#: The attributes a checkpoint holds (everything that changes while the search runs).
+#: 2: one `Bisection` state per group of ``over`` (1 held a single bisection's attributes).
+_STATE_VERSION = 2
+#: The attributes of a `Bisection` that a checkpoint holds (everything that changes).
 _STATE = (
     "low",
     "high",
@@ -62,7 +72,7 @@ _STATE = (
     "issued",
     "reused",
     "queue",
-    "outstanding",
+    "running",
     "phase",
     "stage",
     "done",
@@ -89,31 +99,21 @@ def _score(metric: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-class ThresholdSearcher(Searcher):
-    """Suggests ``{"params": {axis: value, "seed": s}}`` rounds until the bracket is narrow.
-
-    ``seeds`` are the replicate seeds in the order they are used (at least
-    ``search.replicate_cap`` of them; `ExperimentSpec.replicate_seeds`). Example, driving it by
-    hand the way Tune does::
-
-        searcher = ThresholdSearcher(search, (0, 1, 2, 3))
-        while (cfg := searcher.suggest(tid := new_id())) != Searcher.FINISHED:
-            ...  # run cfg["params"], then searcher.on_trial_complete(tid, {"test_acc": acc})
-        searcher.summary()["threshold"]
-    """
+class Bisection:
+    """One bisection of ``search.axis`` at the fixed field values ``group`` (``{}`` without
+    ``over``): its bracket, its probes' scores and its rounds. Plain state, no Tune: the
+    `ThresholdSearcher` hands its trials to Tune and feeds the scores back."""
 
     def __init__(
-        self, search: ThresholdSearch, seeds: tuple[int, ...], lookup: Lookup | None = None
+        self,
+        search: ThresholdSearch,
+        seeds: tuple[int, ...],
+        group: dict[str, Any],
+        lookup: Lookup | None = None,
     ) -> None:
-        super().__init__(metric=search.metric, mode="max")
-        cap = search.replicate_cap
-        if len(seeds) < cap:
-            raise ValueError(
-                f"seeds: a threshold search needs {cap} replicate seeds "
-                f"(replicate_cap), got {list(seeds)}"
-            )
         self.search = search
-        self.seeds = tuple(seeds)
+        self.seeds = seeds
+        self.group = group
         self.lookup = lookup
         self.low: float = round(search.low) if search.integer else search.low
         self.high: float = round(search.high) if search.integer else search.high
@@ -121,66 +121,43 @@ class ThresholdSearcher(Searcher):
         self.issued: dict[float, int] = {}  # value -> replicate seeds handed out so far
         self.reused = 0  # trials answered by `lookup`
         self.queue: list[tuple[float, int]] = []  # (value, seed) not yet suggested
-        self.outstanding: dict[str, tuple[float, int]] = {}  # trial id -> (value, seed)
+        self.running = 0  # trials suggested and not yet complete
         self.phase = "start"  # start -> ends -> bisect
         self.stage: list[float] = []  # the values of the current step
         self.done = False
         self.threshold: float | None = None
 
-    # --- Tune's Searcher API -------------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        # A round answered entirely by `lookup` leaves the queue empty; go on to the next one.
-        while not self.queue:
-            if self.done:
-                return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
-            if self.outstanding:
-                return None  # wait for the round to finish
-            self._next_round()
-        value, seed = self.queue.pop(0)
-        self.outstanding[trial_id] = (value, seed)
-        return {"params": {self.search.axis: value, "seed": seed}}
+    def params(self, value: float, seed: int) -> dict[str, Any]:
+        """A trial's params: the group's fields, the probed value and the replicate seed."""
+        return {**self.group, self.search.axis: value, "seed": seed}
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        probe = self.outstanding.pop(trial_id, None)
-        if probe is None:
-            return
-        value, seed = probe
-        metric = None if error or not result else result.get(self.search.metric)
+    def next_trial(self) -> tuple[float, int] | None:
+        """The next ``(value, seed)`` to run, or None: the round's other trials still run, or
+        the bisection is done. A round answered entirely by `lookup` moves on by itself."""
+        self._advance()
+        if not self.queue:
+            return None
+        self.running += 1
+        return self.queue.pop(0)
+
+    def record(self, value: float, seed: int, metric: Any) -> None:
+        """A suggested trial finished with ``metric`` (None: failed or no number). The round's
+        last trial moves the bisection on at once: Tune stops asking once it has run
+        ``num_samples`` trials, and the state it saves then must hold the finished answer."""
+        self.running -= 1
         self.scores.setdefault(value, {})[seed] = _score(metric)
+        self._advance()
 
-    def save(self, checkpoint_path: str) -> None:
-        """Pickle the search state to ``checkpoint_path`` (atomically: ``.tmp``, then rename)."""
-        state = {
-            "version": _STATE_VERSION,
-            "search": self.search.model_dump(mode="json"),
-            "seeds": self.seeds,
-            **{k: getattr(self, k) for k in _STATE},
-        }
-        tmp = f"{checkpoint_path}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, checkpoint_path)
+    def _advance(self) -> None:
+        """Start rounds until one has trials to run, one is running, or the bisection is done
+        (a round answered entirely by `lookup` moves on by itself)."""
+        while not self.queue and not self.running and not self.done:
+            self._next_round()
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Continue from a `save` of a searcher with the same search and seeds."""
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)  # our own checkpoint, written by `save`
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"{checkpoint_path}: searcher state version {state.get('version')!r}"
-                f", expected {_STATE_VERSION}"
-            )
-        mine = self.search.model_dump(mode="json")
-        if state["search"] != mine or tuple(state["seeds"]) != self.seeds:
-            raise ValueError(
-                f"{checkpoint_path}: searcher state is for search {state['search']} "
-                f"with seeds {list(state['seeds'])}, not {mine} with seeds "
-                f"{list(self.seeds)}"
-            )
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _STATE}
+
+    def load(self, state: dict[str, Any]) -> None:
         for k in _STATE:
             setattr(self, k, state[k])
 
@@ -204,18 +181,8 @@ class ThresholdSearcher(Searcher):
         return self.verdict(value).passes
 
     def summary(self) -> dict[str, Any]:
-        """The search so far, e.g. (``threshold`` is None until done, or when nothing passes)::
-
-            {"axis": "data.n_instructions", "metric": "test_acc", "level": 0.5, "done": True,
-             "threshold": 40, "bracket": [32, 40], "n_trials": 15, "n_reused": 0,
-             "probes": [{"value": 1, "seeds": [0, 1], "scores": [0.02, 0.06], "n": 2,
-                         "mean": 0.04, "passes": False, "decided": True, "uncertain": False},
-                        ...]}
-
-        ``probes`` is sorted by value; ``scores`` follow ``seeds`` (None: the trial failed, it
-        counts as 0 in ``mean``); ``uncertain``: decided only because ``max_replicates`` ran
-        out. ``n_trials`` counts trials Tune ran, ``n_reused`` those answered by ``lookup``.
-        """
+        """This bisection's part of `ThresholdSearcher.summary`: done, threshold, bracket,
+        trial counts and probes."""
         probes = []
         for value in sorted(self.scores):
             sc, v = self.scores[value], self.verdict(value)
@@ -234,9 +201,6 @@ class ThresholdSearcher(Searcher):
             )
         n_scores = sum(len(sc) for sc in self.scores.values())
         return {
-            "axis": self.search.axis,
-            "metric": self.search.metric,
-            "level": self.search.level,
             "done": self.done,
             "threshold": self.threshold,
             "bracket": [self.low, self.high],
@@ -250,7 +214,7 @@ class ThresholdSearcher(Searcher):
         """Hand out ``value``'s next replicate seed: answered by `lookup`, or queued for Tune."""
         seed = self.seeds[self.issued.get(value, 0)]
         self.issued[value] = self.issued.get(value, 0) + 1
-        metric = self.lookup({self.search.axis: value, "seed": seed}) if self.lookup else None
+        metric = self.lookup(self.params(value, seed)) if self.lookup else None
         if metric is None:
             self.queue.append((value, seed))
             return
@@ -267,21 +231,24 @@ class ThresholdSearcher(Searcher):
         self.done = True
         self.threshold = threshold
         summary = self.summary()
+        where = "".join(f" at {k}={v}" for k, v in self.group.items())
         log.info(
-            "threshold search on %s: %s after %d probed values, %d trials (%d reused)",
+            "threshold search on %s%s: %s after %d probed values, %d trials (%d reused)",
             self.search.axis,
+            where,
             threshold,
             len(self.scores),
             summary["n_trials"],
             summary["n_reused"],
         )
-        log.info("threshold search summary: %s", summary)
+        log.info("threshold search summary%s: %s", where, summary)
         shaky = [p["value"] for p in summary["probes"] if p["uncertain"]]
         if shaky and self.search.max_replicates is not None:
             log.warning(
-                "threshold search on %s: seeds still disagreed at max_replicates=%d for "
+                "threshold search on %s%s: seeds still disagreed at max_replicates=%d for "
                 "%s; their means decided",
                 self.search.axis,
+                where,
                 self.search.max_replicates,
                 shaky,
             )
@@ -313,3 +280,136 @@ class ThresholdSearcher(Searcher):
         if mid is None or self.high / self.low <= self.search.resolution:
             return self._finish(self.high)
         self._probe(mid)
+
+
+class ThresholdSearcher(Searcher):
+    """Suggests ``{"params": {axis: value, "seed": s}}`` rounds until every bracket is narrow.
+
+    ``seeds`` are the replicate seeds in the order they are used (at least
+    ``search.replicate_cap`` of them; `ExperimentSpec.replicate_seeds`). With ``search.over``
+    there is one `Bisection` per value, interleaved (see the module docstring). Example,
+    driving it by hand the way Tune does::
+
+        searcher = ThresholdSearcher(search, (0, 1, 2, 3))
+        while (cfg := searcher.suggest(tid := new_id())) != Searcher.FINISHED:
+            ...  # run cfg["params"], then searcher.on_trial_complete(tid, {"test_acc": acc})
+        searcher.summary()["threshold"]
+    """
+
+    def __init__(
+        self, search: ThresholdSearch, seeds: tuple[int, ...], lookup: Lookup | None = None
+    ) -> None:
+        super().__init__(metric=search.metric, mode="max")
+        cap = search.replicate_cap
+        if len(seeds) < cap:
+            raise ValueError(
+                f"seeds: a threshold search needs {cap} replicate seeds "
+                f"(replicate_cap), got {list(seeds)}"
+            )
+        self.search = search
+        self.seeds = tuple(seeds)
+        self.groups = [Bisection(search, self.seeds, g, lookup) for g in search.groups]
+        self.outstanding: dict[str, tuple[int, float, int]] = {}  # id -> (group, value, seed)
+        self.turn = 0  # the group asked first by the next `suggest`
+
+    @property
+    def threshold(self) -> float | None:
+        """The answer of a search without ``over`` (None until done, or when nothing passes)."""
+        if len(self.groups) != 1:
+            raise ValueError("threshold: a search with `over` has one per group (summary())")
+        return self.groups[0].threshold
+
+    # --- Tune's Searcher API -------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        n = len(self.groups)
+        for k in range(n):
+            i = (self.turn + k) % n
+            probe = self.groups[i].next_trial()
+            if probe is not None:
+                self.turn = (i + 1) % n
+                value, seed = probe
+                self.outstanding[trial_id] = (i, value, seed)
+                return {"params": self.groups[i].params(value, seed)}
+        if all(g.done for g in self.groups):
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's documented sentinel
+        return None  # every unfinished group waits for its round to finish
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        probe = self.outstanding.pop(trial_id, None)
+        if probe is None:
+            return
+        group, value, seed = probe
+        metric = None if error or not result else result.get(self.search.metric)
+        self.groups[group].record(value, seed, metric)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the search state to ``checkpoint_path`` (atomically: ``.tmp``, then rename)."""
+        state = {
+            "version": _STATE_VERSION,
+            "search": self.search.model_dump(mode="json"),
+            "seeds": self.seeds,
+            "groups": [g.state() for g in self.groups],
+            "outstanding": self.outstanding,
+            "turn": self.turn,
+        }
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Continue from a `save` of a searcher with the same search and seeds."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)  # our own checkpoint, written by `save`
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"{checkpoint_path}: searcher state version {state.get('version')!r}"
+                f", expected {_STATE_VERSION}"
+            )
+        mine = self.search.model_dump(mode="json")
+        if state["search"] != mine or tuple(state["seeds"]) != self.seeds:
+            raise ValueError(
+                f"{checkpoint_path}: searcher state is for search {state['search']} "
+                f"with seeds {list(state['seeds'])}, not {mine} with seeds "
+                f"{list(self.seeds)}"
+            )
+        for group, saved in zip(self.groups, state["groups"], strict=True):
+            group.load(saved)
+        self.outstanding = state["outstanding"]
+        self.turn = state["turn"]
+
+    # --- the outcome ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The search so far, e.g. (``threshold`` is None until done, or when nothing passes)::
+
+            {"axis": "data.n_instructions", "metric": "test_acc", "level": 0.5, "done": True,
+             "threshold": 40, "bracket": [32, 40], "n_trials": 15, "n_reused": 0,
+             "probes": [{"value": 1, "seeds": [0, 1], "scores": [0.02, 0.06], "n": 2,
+                         "mean": 0.04, "passes": False, "decided": True, "uncertain": False},
+                        ...]}
+
+        ``probes`` is sorted by value; ``scores`` follow ``seeds`` (None: the trial failed, it
+        counts as 0 in ``mean``); ``uncertain``: decided only because ``max_replicates`` ran
+        out. ``n_trials`` counts trials Tune ran, ``n_reused`` those answered by ``lookup``.
+        With ``over``, ``threshold``/``bracket``/``probes`` move into ``groups``, one per value
+        of ``over`` (``{"value": 14000, "done": ..., "threshold": ..., "bracket": ...,
+        "n_trials": ..., "n_reused": ..., "probes": [...]}``), and the top level adds ``over``
+        (its field) and the total ``n_trials`` / ``n_reused``.
+        """
+        head = {"axis": self.search.axis, "metric": self.search.metric, "level": self.search.level}
+        over = self.search.over
+        if over is None:
+            return {**head, **self.groups[0].summary()}
+        groups = [{"value": g.group[over.field or ""], **g.summary()} for g in self.groups]
+        return {
+            **head,
+            "over": over.field,
+            "done": all(g["done"] for g in groups),
+            "n_trials": sum(g["n_trials"] for g in groups),
+            "n_reused": sum(g["n_reused"] for g in groups),
+            "groups": groups,
+        }

@@ -64,15 +64,17 @@ class TrialSizes:
 def bounding_plans(spec: ExperimentSpec) -> list[TrialPlan]:
     """Trials whose sizes bound every trial the spec can run.
 
-    Grid: every planned trial. Threshold: both bracket ends. Optuna: every corner of the space
-    (2**d plans, d capped at 8), which bounds the monotone size fields.
+    Grid: every planned trial. Threshold: both bracket ends, at every value of ``search.over``
+    (a group's budget may be the largest). Optuna: every corner of the space (2**d plans, d
+    capped at 8), which bounds the monotone size fields.
     """
     plans = spec.trials()
     search = spec.search
     if isinstance(search, ThresholdSearch):
-        for bound in (search.low, search.high):
-            value = round(bound) if search.integer else bound
-            plans.append(spec.plan({search.axis: value}))
+        for group in search.groups:
+            for bound in (search.low, search.high):
+                value = round(bound) if search.integer else bound
+                plans.append(spec.plan({**group, search.axis: value}))
     elif isinstance(search, OptunaSearch):
         dims = list(search.space.items())[:8]
         corners = [list(d.choices) if d.choices else [d.low, d.high] for _, d in dims]

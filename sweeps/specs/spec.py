@@ -247,6 +247,11 @@ class ThresholdSearch(BaseModel):
     that contains ``level``) gets one more seed per round until they agree or it has
     ``max_replicates`` seeds (see `sweeps.running.threshold`). E.g. ``replicates=2,
     max_replicates=6``.
+
+    With ``over`` (an `Axis` with one ``field``), one independent bisection of ``axis`` runs for
+    each of its values, all in one experiment: the phase boundary. E.g. ``axis=
+    "data.n_instructions", over={"field": "data.n_examples", "values": [14000, 56000, 224000]}``
+    finds the threshold in I at three budgets (each trial's params carry its ``data.n_examples``).
     """
 
     model_config = _FROZEN
@@ -264,6 +269,8 @@ class ThresholdSearch(BaseModel):
     confidence: float = Field(0.9, gt=0, lt=1)
     resolution: float = Field(1.25, gt=1)
     integer: bool = True
+    #: One bisection per value of this axis (a field path and its values), in one experiment.
+    over: Axis | None = None
 
     @model_validator(mode="after")
     def _bracket(self) -> Self:
@@ -287,7 +294,28 @@ class ThresholdSearch(BaseModel):
                 f"low/high: an integer search needs 1 <= round(low) < round(high), "
                 f"got low={self.low}, high={self.high}"
             )
+        if self.over is not None:
+            self._check_over(self.over)
         return self
+
+    def _check_over(self, over: Axis) -> None:
+        if over.field is None:
+            raise FieldRuleError(
+                "over.field", "required: each bisection runs at one value of one field"
+            )
+        if over.field == self.axis:
+            raise FieldRuleError(
+                "over.field", f"must differ from axis={self.axis!r}: it is the searched field"
+            )
+        points = over.points()
+        if len(set(map(repr, points))) != len(points):
+            raise FieldRuleError("over.values", f"must be distinct, got {points}")
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        """The field overrides of each bisection: ``[{}]`` without ``over``, else one per value
+        (``[{"data.n_examples": 14000}, {"data.n_examples": 56000}]``)."""
+        return [{}] if self.over is None else self.over.settings()
 
     @property
     def replicate_cap(self) -> int:
@@ -296,8 +324,14 @@ class ThresholdSearch(BaseModel):
 
     @property
     def max_probes(self) -> int:
-        """An upper bound on the number of probed values (`sweeps.specs.bisection.max_probes`)."""
+        """An upper bound on the probed values of one bisection
+        (`sweeps.specs.bisection.max_probes`); every group of ``over`` has the same bracket."""
         return max_probes(self.low, self.high, self.resolution, self.integer)
+
+    @property
+    def max_trials(self) -> int:
+        """An upper bound on the trials of the whole search: groups x probes x replicates."""
+        return len(self.groups) * self.max_probes * self.replicate_cap
 
 
 Search = Annotated[GridSearch | OptunaSearch | ThresholdSearch, Field(discriminator="kind")]
@@ -453,16 +487,41 @@ class ExperimentSpec(BaseModel):
                     f"a threshold search with {which}={cap} needs one seed (replicates "
                     f"count up from it) or exactly {cap} seeds, got {len(self.seeds)}",
                 )
-            # Both bracket ends must be valid trials; errors name the bound.
-            for bound in ("low", "high"):
-                value = as_axis_value(getattr(search, bound), search.integer)
-                base = self.trial_base
-                resolve(base, {search.axis: value}, self.seeds[0], f"search.{bound}", strict)
+            self._check_threshold(search, strict)
         else:
             # Build every grid cell now so a bad combination fails at load time, not mid-sweep.
             self._grid_plans(strict)
         self._check_fuse()
         return self
+
+    def _check_threshold(self, search: ThresholdSearch, strict: bool) -> None:
+        """Both bracket ends of every group must be valid trials; errors name the bound (or the
+        group's value of ``search.over``)."""
+        over = search.over
+        if over is not None:
+            assert over.field is not None  # ThresholdSearch checked it
+            check_path("search.over.field", over.field)
+            if self.budget is not None:
+                budget_fields = {
+                    "data.n_examples",
+                    "data.examples_per_instruction",
+                    self.budget.examples_field,
+                }
+                if over.field in budget_fields:
+                    raise FieldRuleError(
+                        "search.over.field",
+                        f"{over.field} sets each group's data budget, which conflicts with "
+                        f"`budget` (it fixes {self.budget.examples_field} = "
+                        f"{self.budget.total_examples} // {self.budget.instructions_field}); "
+                        "remove `budget` and give data.n_examples in `over`",
+                    )
+        for i, group in enumerate(search.groups):
+            for bound in ("low", "high"):
+                value = as_axis_value(getattr(search, bound), search.integer)
+                where = f"search.{bound}" if over is None else f"search.over.values.{i}"
+                resolve(
+                    self.trial_base, {**group, search.axis: value}, self.seeds[0], where, strict
+                )
 
     def _check_fuse(self) -> None:
         """An explicit ``resources.fuse`` > 1 must be something the driver can honour."""
@@ -510,7 +569,7 @@ class ExperimentSpec(BaseModel):
         if isinstance(search, OptunaSearch):
             return search.n_trials
         if isinstance(search, ThresholdSearch):
-            return search.replicate_cap * search.max_probes
+            return search.max_trials
         return len(self.seeds) * math.prod(len(a.points()) for a in self.axes)
 
     @property
@@ -531,7 +590,9 @@ class ExperimentSpec(BaseModel):
         if isinstance(search, OptunaSearch):
             out = list(search.space)
         elif isinstance(search, ThresholdSearch):
-            out = [search.axis]
+            # the group's field first: tables sort by it, and the phase diagram draws one line
+            # per group (`independent_fields`: the last is the x axis)
+            out = ([search.over.field] if search.over and search.over.field else []) + [search.axis]
         else:
             out = [p for a in self.axes for p in a.fields()]
         if self.budget is not None and self.budget.instructions_field in out:

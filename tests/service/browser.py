@@ -39,9 +39,11 @@ class Browser:
         ready: str,
         timeout_s: float = 60,
         screenshot: Path | None = None,
+        element_only: bool = False,
     ) -> str:
         """Open ``url``; return the outerHTML of ``selector`` once the JS expression ``ready``
-        (with ``el`` bound to the element) is true; save a full-page PNG to ``screenshot``."""
+        (with ``el`` bound to the element) is true; save a full-page PNG to ``screenshot`` (with
+        ``element_only``: of the element alone, e.g. one chart for the docs)."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         expr = (
@@ -57,7 +59,9 @@ class Browser:
                 body = page.evaluate("document.body ? document.body.outerHTML : ''")
                 msg = f"{selector} never satisfied {ready}:\n{body[:3000]}"
                 raise AssertionError(msg) from None
-            if screenshot is not None:
+            if screenshot is not None and element_only:
+                page.locator(selector).screenshot(path=str(screenshot))
+            elif screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
             return str(handle.json_value())
         finally:

@@ -30,7 +30,7 @@ from uvicorn_proc import stop_process, uvicorn_command, wait_healthy
 from service.cli import app
 from service.local_ray import free_port
 from service.reproduce import prepare_study, runnable_problem
-from sweeps.reporting.studies import STUDIES
+from sweeps.reporting.studies import STUDIES, default_studies
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def smoke_run(service: str, tmp_path_factory: pytest.TempPathFactory) -> SmokeRu
     out = tmp_path_factory.mktemp("docs") / "RESULTS.md"
     code, output, wall = _reproduce(service, out, "--smoke")
     assert code == 0, output
-    print(f"smoke reproduce of {len(STUDIES)} studies: {wall:.1f} s")
+    print(f"smoke reproduce of {len(default_studies())} studies: {wall:.1f} s")
     return SmokeRun(out, out.read_text(), wall)
 
 
@@ -120,7 +120,7 @@ def test_smoke_reproduce_of_every_study(smoke_run: SmokeRun) -> None:
     assert re.search(r"\| commit \| `[0-9a-f]{4,}(-dirty)?` \|", doc), doc[:1500]
     assert re.search(r"\| machine \| \d+ CPUs, [\d.]+ GiB memory, torch threads \d+", doc)
     index = json.loads((out.parent / "results.json").read_text())
-    for name in STUDIES:
+    for name in (s.name for s in default_studies()):
         sec = _section(doc, name)
         if name == "finetune-mini" and FINETUNE_PROBLEM:
             assert "**Skipped.** it cannot run on this machine" in sec
@@ -136,6 +136,10 @@ def test_smoke_reproduce_of_every_study(smoke_run: SmokeRun) -> None:
         assert "**The paper, side by side:**" in sec
         assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\* \S", sec, re.M), sec
         assert f"| [{name}](#{name}) | `{rec['experiment_id']}` | complete (smoke) |" in doc
+    # frontier-mini is no part of the default run: its section says how to run it
+    assert "frontier-mini" not in index["studies"]
+    assert "| [frontier-mini](#frontier-mini) | – | not run (not in the default run) |" in doc
+    assert "`divsweep reproduce --studies frontier-mini`" in _section(doc, "frontier-mini")
 
 
 def _copy(run: SmokeRun, tmp_path: Path) -> Path:
@@ -154,7 +158,7 @@ def test_render_only_redraws_the_same_document_from_the_store(
     code, output, _ = _reproduce(service, out, "--render-only")
     assert code == 0, output
     assert out.read_text() == smoke_run.doc
-    for name in STUDIES:
+    for name in (s.name for s in default_studies()):
         if name == "finetune-mini" and FINETUNE_PROBLEM:
             continue
         assert (out.parent / "img" / "results" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -185,6 +189,32 @@ def test_rerunning_one_study_keeps_the_other_sections(
     for name in STUDIES:
         if name != "noops-mini":
             assert _section(doc, name) == _section(smoke_run.doc, name), name
+
+
+def test_frontier_smoke_runs_when_named(service: str, smoke_run: SmokeRun, tmp_path: Path) -> None:
+    """`--studies frontier-mini`: one threshold search per budget in one experiment (the real
+    trainer, smoke settings), its section with the phase-boundary table, the log-log figure
+    and the verdict; the other sections stay as they were."""
+    out = _copy(smoke_run, tmp_path)
+    code, output, wall = _reproduce(service, out, "--smoke", "--studies", "frontier-mini")
+    assert code == 0, output
+    print(f"smoke frontier-mini: {wall:.1f} s")
+    doc = out.read_text()
+    rec = json.loads((out.parent / "results.json").read_text())["studies"]["frontier-mini"]
+    assert rec["status"] == "complete" and rec["smoke"], rec
+    assert rec["spec"]["search"]["over"]["field"] == "data.n_examples"
+    sec = _section(doc, "frontier-mini")
+    assert "**The phase boundary**" in sec and "| training examples N | I* (crossing" in sec
+    for budget in rec["spec"]["search"]["over"]["values"]:
+        assert re.search(rf"^\| {budget:,} \| ", sec, re.M), (budget, sec)
+    assert "![frontier-mini-frontier](img/results/frontier-mini-frontier.png)" in sec
+    png = out.parent / "img" / "results" / "frontier-mini-frontier.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert re.search(r"^\*\*Verdict: (effect shown|partly|not shown)\.\*\* \S", sec, re.M), sec
+    row = f"| [frontier-mini](#frontier-mini) | `{rec['experiment_id']}` | complete (smoke) (not"
+    assert row in doc
+    for study in default_studies():
+        assert _section(doc, study.name) == _section(smoke_run.doc, study.name), study.name
 
 
 @pytest.mark.skipif(

@@ -11,7 +11,9 @@ from scipy import stats as sps
 
 from sweeps.stats import (
     bootstrap_crossing,
+    bootstrap_log_slope,
     crossing,
+    crossing_samples,
     equivalence,
     isotonic,
     log_slope,
@@ -129,3 +131,48 @@ def test_log_slope() -> None:
     assert log_slope([1, 10, 100], [3, 30, 300]) == pytest.approx(1.0)
     assert log_slope([14e3, 56e3, 224e3], [100, 100, 100]) == pytest.approx(0.0, abs=1e-12)
     assert log_slope([1, 4, 16], [2, 4, 8]) == pytest.approx(0.5)
+
+
+def test_crossing_samples_are_one_parametric_draw_after_another() -> None:
+    """The vectorised draws equal the method written out one draw and one probe at a time:
+    every probe's mean moved by sd / sqrt(n) times a Student t (sd and degrees of freedom
+    pooled over the probes), clipped to [0, 1], then crossed as `crossing` crosses."""
+    probes = {128: [0.45, 0.6, 0.5], 16: [0.0, 0.1], 1024: [0.9, 0.95], 300: [0.7]}
+    df = sum(len(v) - 1 for v in probes.values())
+    sd = math.sqrt(sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in probes.values()) / df)
+    rng = np.random.default_rng(7)
+    want = []
+    for _ in range(200):
+        drawn = {
+            x: [min(max(float(np.mean(v)) + sd / math.sqrt(len(v)) * rng.standard_t(df), 0), 1)]
+            for x, v in probes.items()
+        }
+        want.append(crossing(drawn, 0.5))
+    assert crossing_samples(probes, 0.5, n_boot=200, seed=7).tolist() == pytest.approx(want)
+
+
+def test_log_slope_bootstrap_leaves_out_budgets_outside_their_probes() -> None:
+    """A budget whose threshold lies above its probes is reported (+inf) and left out of the
+    fit; with one budget left the slope is undefined and says so; resamples that fall outside
+    the probes at a used budget are counted, and the interval is read from the others."""
+
+    def probes(t: float, width: float = 4) -> dict[float, list[float]]:
+        return {t / width: [0.0, 0.05], t: [0.45, 0.55], t * width: [0.95, 1.0]}
+
+    never = {10.0: [0.0, 0.1], 100.0: [0.1, 0.2]}
+    points, slope = bootstrap_log_slope({1e3: probes(40), 4e3: probes(80), 16e3: never}, 0.5)
+    assert points[16e3].estimate == math.inf and slope.xs == (1e3, 4e3)
+    assert slope.estimate == pytest.approx(0.5) and slope.low <= 0.5 <= slope.high
+    _, alone = bootstrap_log_slope({1e3: probes(40), 16e3: never}, 0.5)
+    assert math.isnan(alone.estimate) and alone.xs == (1e3,) and not alone.excludes_zero
+    assert alone.text().startswith("n/a (fewer than two budgets")
+    # noisy seeds at a threshold next to its top probe: some draws cross above every probe
+    edge = {1e3: probes(40), 4e3: {20.0: [0.0, 0.3], 70.0: [0.2, 0.6], 80.0: [0.45, 0.8]}}
+    _, shaky = bootstrap_log_slope(edge, 0.5, n_boot=500)
+    assert 0 < shaky.undefined < 500 and shaky.low <= shaky.estimate <= shaky.high
+    assert shaky.reliable == (shaky.undefined <= 500 * 0.025)
+    assert f"{shaky.undefined} left out: a threshold outside its probes" in shaky.text()
+    # a pure function of its seed
+    assert bootstrap_log_slope(edge, 0.5, n_boot=300, seed=4) == bootstrap_log_slope(
+        edge, 0.5, n_boot=300, seed=4
+    )

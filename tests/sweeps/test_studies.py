@@ -31,7 +31,7 @@ from sweeps.reporting.studies import (
 )
 from sweeps.reporting.verdicts import ThresholdRun
 from sweeps.specs.presets import PRESET_DIR, load_preset
-from sweeps.specs.spec import ExperimentSpec
+from sweeps.specs.spec import ExperimentSpec, ThresholdSearch
 from sweeps.store import TrialRecord, open_store
 
 STRICT = "test_acc_op_new_x"
@@ -260,14 +260,18 @@ def test_every_study_has_its_preset_and_smoke_settings_validate(name: str) -> No
     base = spec.model_dump(mode="json")
     smoke = ExperimentSpec.model_validate(_merge(base, smoke_overrides(study, spec)))
     assert smoke.seeds == (spec.seeds[0],)
-    assert smoke.n_trials <= 3
+    # one bisection of 3 probes per group of a frontier (`search.over`), else 3 trials
+    groups = smoke.search.groups if isinstance(smoke.search, ThresholdSearch) else [{}]
+    assert smoke.n_trials <= 3 * len(groups)
     assert smoke.train.max_steps == 3 and smoke.data.test.n_test == 16
     plans = smoke.trials()
-    if study.is_threshold:  # the bracket's top end is a trial too
-        plans.append(smoke.plan({"data.n_instructions": round(smoke.search.high)}))  # type: ignore[union-attr]
+    if study.is_threshold:  # the bracket's top end is a trial too, at every group
+        high = round(smoke.search.high)  # type: ignore[union-attr]
+        plans += [smoke.plan({**g, "data.n_instructions": high}) for g in groups]
     # A few hundred examples, or one per rule of the largest I (no-ops on top of that budget
-    # make at most as many again: the no-op share is below 1/2 or equal to it).
-    assert max(p.data.n_budget for p in plans) <= max(
+    # make at most as many again: the no-op share is below 1/2 or equal to it; a frontier:
+    # twice that at its larger budget).
+    assert max(p.data.n_budget for p in plans) <= len(groups) * max(
         [SMOKE_EXAMPLES] + [p.data.n_instructions for p in plans]
     )
     assert all(p.data.n_train <= 2 * p.data.n_budget for p in plans)

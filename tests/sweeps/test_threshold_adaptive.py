@@ -7,107 +7,27 @@ at a known value and whose seeds scatter around it. One test runs the real drive
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import pickle
-import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import searching
 from conftest import tiny_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ray.tune.search import Searcher
+from searching import AXIS, LEVEL, TRUE, drive, noisy_metric, search, searcher, step_metric
 
 from sweeps import SpecError, spec_from_dict
 from sweeps.running.threshold import ThresholdSearcher
 from sweeps.specs.bisection import midpoint
 from sweeps.specs.spec import ThresholdSearch
 from sweeps.stats import t_critical
-
-AXIS = "data.n_instructions"
-TRUE = 37  # where the mean of `noisy_metric` over seeds crosses LEVEL
-LEVEL = 0.5
-NOISE = 0.3
-Metric = Callable[[float, int], float | None]
-
-
-def noisy_metric(value: float, seed: int, true: float = TRUE) -> float:
-    """Mean over seeds ``0.5 + 0.45 tanh(2 ln(value / true))``; each seed adds up to ±NOISE.
-
-    Deterministic per (value, seed). Beyond a factor 1.5 from ``true`` the mean is more than
-    NOISE from the level, so every seed lands on the same side; closer in, seeds can disagree.
-    """
-    u = random.Random(f"{value}:{seed}").random()
-    return 0.5 + 0.45 * math.tanh(2 * math.log(value / true)) + NOISE * (2 * u - 1)
-
-
-def step_metric(value: float, seed: int) -> float:
-    """~0.05 below TRUE, ~0.95 from it (the driver test's `fakes.step_accuracy`)."""
-    return (0.95 if value >= TRUE else 0.05) + 0.04 * math.sin(seed + 1)
-
-
-def search(**kw: Any) -> ThresholdSearch:
-    base: dict[str, Any] = {
-        "axis": AXIS,
-        "metric": "test_acc",
-        "level": LEVEL,
-        "low": 2,
-        "high": 2000,
-        "replicates": 2,
-        "max_replicates": 8,
-        "resolution": 1.25,
-    }
-    return ThresholdSearch.model_validate({**base, **kw})
-
-
-def searcher(s: ThresholdSearch, **kw: Any) -> ThresholdSearcher:
-    return ThresholdSearcher(s, tuple(range(s.replicate_cap)), **kw)
-
-
-_ids = itertools.count()
-
-
-def drive(
-    sr: ThresholdSearcher,
-    metric: Metric = noisy_metric,
-    *,
-    concurrency: int = 2,
-    running: list[tuple[str, dict[str, Any]]] | None = None,
-    stop_after: int | None = None,
-) -> tuple[list[tuple[float, int]], list[Any]]:
-    """Run ``sr`` like Tune: returns the (value, seed) of each trial run, in order, and the
-    trials still running (non-empty only when stopped after ``stop_after`` trials)."""
-    running = list(running or [])
-    ran: list[tuple[float, int]] = []
-    finished = False
-    while True:
-        while not finished and len(running) < concurrency:
-            tid = f"t{next(_ids)}"
-            cfg = sr.suggest(tid)
-            if cfg is None:
-                break
-            if cfg == Searcher.FINISHED:
-                finished = True
-                break
-            running.append((tid, cfg["params"]))
-        if stop_after is not None and len(ran) >= stop_after:
-            return ran, running
-        if not running:
-            assert finished, "the searcher waits, but no trial is running"
-            return ran, running
-        tid, params = running.pop(0)
-        value, seed = params[AXIS], params["seed"]
-        ran.append((value, seed))
-        score = metric(value, seed)
-        if score is None:
-            sr.on_trial_complete(tid, None, error=True)
-        else:
-            sr.on_trial_complete(tid, {"test_acc": score})
 
 
 def agrees(scores: list[float]) -> bool:
@@ -523,15 +443,17 @@ def noisy_trial(plan: Any, report: Any, checkpoint_dir: str, cache_dir: str) -> 
 
 @pytest.fixture
 def shipped_by_value() -> Iterator[None]:
-    """Ray workers cannot import this test module; send its functions by value."""
+    """Ray workers cannot import this test module or its helpers; send them by value."""
     from ray import cloudpickle
 
-    module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(module)
+    modules = (sys.modules[__name__], searching)
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
     try:
         yield
     finally:
-        cloudpickle.unregister_pickle_by_value(module)
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 @pytest.mark.slow

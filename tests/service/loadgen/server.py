@@ -136,6 +136,13 @@ class SimulatedRunner:
             ],
         }
 
+    #: Folders the process-mode writer imports from (this package's parent).
+    python_path: tuple[Path, ...] = (SUPPORT_DIR,)
+
+    def job_command(self, job_file: Path) -> list[str]:
+        """The process-mode writer of one job (`write_job` on ``job_file``)."""
+        return [sys.executable, "-m", "loadgen.server", "write", str(job_file)]
+
     def submit(self, exp_id: str, spec_json: str) -> str:
         from service.jobs import job_id_for
 
@@ -164,11 +171,11 @@ class SimulatedRunner:
             path.write_text(json.dumps(spec))
             with open(workdir / "writer.log", "wb") as log:
                 job.proc = subprocess.Popen(
-                    [sys.executable, "-m", "loadgen.server", "write", str(path)],
+                    self.job_command(path),
                     env={
                         **os.environ,
                         "PYTHONPATH": os.pathsep.join(
-                            [str(SUPPORT_DIR), os.environ.get("PYTHONPATH", "")]
+                            [*map(str, self.python_path), os.environ.get("PYTHONPATH", "")]
                         ),
                     },
                     stdout=log,
@@ -252,7 +259,8 @@ def app_from_env() -> FastAPI:
 
 
 class LoadServer:
-    """The real app in a uvicorn subprocess on a free loopback port, state under ``state_dir``."""
+    """The real app in a uvicorn subprocess on a free loopback port, state under ``state_dir``
+    (``factory``: the app factory uvicorn calls, importable from this folder)."""
 
     def __init__(
         self,
@@ -262,9 +270,11 @@ class LoadServer:
         writer: str = "process",
         max_concurrent: int = 1000,
         sse_poll_s: float = 0.5,
+        factory: str = "loadgen.server:app_from_env",
         env: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.factory = factory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -288,7 +298,7 @@ class LoadServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 uvicorn_command(
-                    "loadgen.server:app_from_env",
+                    self.factory,
                     self.port,
                     "--app-dir",
                     str(SUPPORT_DIR),
