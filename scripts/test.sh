@@ -20,4 +20,10 @@ fi
 ruff check .
 ruff format --check .
 mypy
-python -m pytest --durations=25 "$@"
+if [ $# -gt 0 ]; then
+  python -m pytest --durations=25 "$@"
+else
+  # Modules marked `isolated` start their own multi-node Ray: a pytest process of their own.
+  python -m pytest --durations=25 -m "not isolated"
+  python -m pytest --durations=10 -m isolated
+fi

@@ -32,7 +32,9 @@ from sweeps.specs.spec import ExperimentSpec, TrialPlan
 from sweeps.store import ResultsStore, open_store
 from trainer.loop import train
 
-pytestmark = pytest.mark.slow
+# Its cluster (a CPU-less head, worker nodes added and killed) does not share a process with the
+# in-process local Rays of other modules: after one of them, its trials were never scheduled.
+pytestmark = [pytest.mark.slow, pytest.mark.isolated]
 
 HERE = Path(__file__).parent
 MAX_STEPS, EVAL_EVERY = 40, 10
