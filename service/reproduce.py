@@ -440,6 +440,25 @@ def _stale(study: Study, rec: StudyRecord | None, code: str) -> str | None:
         _, prepared = prepare_study(study, smoke=False, seed_offset=rec.seed_offset)
     except Exception as e:  # a preset that no longer validates is stale too; say why
         return f"its preset does not validate here ({e})"
-    if prepared.spec.model_dump(mode="json") != rec.spec:
+    if _measured(prepared.spec.model_dump(mode="json")) != _measured(rec.spec or {}):
         return "its preset changed since it ran (the recorded spec differs)"
     return None
+
+
+#: Spec fields that say where and how a study runs, not what it measures (trial keys leave
+#: them out too): a change to them leaves a section current.
+_NOT_MEASURED = ("resources", "max_concurrent", "retries", "store", "tracking", "data_cache_dir")
+
+
+def _measured(spec: Any) -> Any:
+    """``spec`` without `_NOT_MEASURED` and without unset (None) fields at any depth, so that a
+    field added later with an unset default does not make every older section stale."""
+    if isinstance(spec, dict):
+        return {
+            k: _measured(v)
+            for k, v in spec.items()
+            if v is not None and not (k in _NOT_MEASURED and "data" in spec)
+        }
+    if isinstance(spec, list):
+        return [_measured(v) for v in spec]
+    return spec

@@ -68,6 +68,20 @@ def test_each_kind_of_staleness_is_named(tmp_path: Path, change, says: str) -> N
     assert code == 1 and f"stale: noops-mini: {says}" in output, output
 
 
+def test_where_a_study_runs_and_fields_added_unset_leave_it_current(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    index = current_index(out)
+    rec = index.studies["fig2a-mini"].spec
+    rec["resources"] = {**rec["resources"], "gpu_memory_gb": 80.0}  # read from Ray now
+    del rec["retries"]
+    rec["train"] = {k: v for k, v in rec["train"].items() if v is not None}  # older schema
+    index.save(index_path(out))
+    assert check(out) == []
+    index.studies["fig2a-mini"].spec["train"]["lr"] = 0.5
+    index.save(index_path(out))
+    assert check(out) == ["fig2a-mini: its preset changed since it ran (the recorded spec differs)"]
+
+
 def test_a_study_never_run_is_stale(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     index = current_index(out)
